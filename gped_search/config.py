@@ -1,0 +1,464 @@
+"""Typed, frozen, validated study configuration.
+
+A study file is YAML whose top-level keys map onto :class:`StudyConfig`. Every section is a frozen
+dataclass; unknown keys are an error that names the valid keys, values are type-checked and
+range-checked, and ``--set a.b=c`` overrides are applied before validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "Dataset",
+    "TeacherArch",
+    "StudentFamily",
+    "TargetMode",
+    "EntropyLoss",
+    "StepSchedule",
+    "PruneRule",
+    "DataConfig",
+    "TeacherConfig",
+    "StudentConfig",
+    "DistillConfig",
+    "PruneConfig",
+    "SearchConfig",
+    "StudyConfig",
+    "load_study",
+    "parse_overrides",
+    "study_from_dict",
+    "to_dict",
+    "save_study",
+]
+
+
+class ConfigError(ValueError):
+    """A study file or override is invalid; the message is one line meant for the user."""
+
+
+class Dataset(str, enum.Enum):
+    digits = "digits"
+    mnist = "mnist"
+    fashion_mnist = "fashion_mnist"
+
+
+class TeacherArch(str, enum.Enum):
+    mlp = "mlp"
+    cnn = "cnn"
+    cifar_cnn = "cifar_cnn"
+
+
+class StudentFamily(str, enum.Enum):
+    mlp = "mlp"
+    cnn = "cnn"
+
+
+class TargetMode(str, enum.Enum):
+    online = "online"
+    running_mean = "running_mean"
+    cached = "cached"
+
+
+class EntropyLoss(str, enum.Enum):
+    l1 = "l1"
+    l2 = "l2"
+
+
+class StepSchedule(str, enum.Enum):
+    constant = "constant"
+    polynomial = "polynomial"
+
+
+class PruneRule(str, enum.Enum):
+    threshold = "threshold"
+    ratio = "ratio"
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: Dataset = Dataset.digits
+    """Dataset name: digits (embedded, scikit-learn), mnist or fashion_mnist (from `root`)."""
+    root: str | None = None
+    """Data root holding `<Name>/raw/*.gz`; default: $GPED_DATA_ROOT, then ../shared/data."""
+    mask_size: int = 0
+    """Side in pixels of the square zero patch put once on each image (0 = no occlusion)."""
+    train_subset: int | None = None
+    """Use the first k training images for the teacher (None = all); the transfer set stays full."""
+    perturb_sigma: float = 0.001
+    """Std of the Gaussian noise added to transfer inputs before each student step."""
+    clamp: bool = True
+    """Clamp perturbed transfer inputs to [0, 1]."""
+    ood: Dataset | None = None
+    """Out-of-distribution test set scored with the same model (e.g. fashion_mnist for mnist)."""
+
+    def __post_init__(self) -> None:
+        _check(self.mask_size >= 0, "data.mask_size must be >= 0")
+        _check(self.train_subset is None or self.train_subset > 0, "data.train_subset must be > 0")
+        _check(self.perturb_sigma >= 0, "data.perturb_sigma must be >= 0")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    arch: TeacherArch = TeacherArch.mlp
+    """Teacher network: mlp (hidden widths below), cnn (MNIST CNN) or cifar_cnn."""
+    widths: tuple[int, ...] = (400, 400)
+    """Hidden widths of the MLP teacher (the paper: 400, 400)."""
+    kernel: int | None = None
+    """Conv kernel size for CNN teachers (None = the paper's: 4 for cnn, 5 for cifar_cnn)."""
+    padding: int = 0
+    """Conv padding for CNN teachers and students (1 with kernel 3 fits 8x8 digits)."""
+    iterations: int = 20_000
+    """Total SGLD iterations T, burn-in included."""
+    batch_size: int = 100
+    """Teacher minibatch size."""
+    step_size: float = 4e-6
+    """SGLD step size eta (the initial one for the polynomial schedule)."""
+    schedule: StepSchedule = StepSchedule.constant
+    """Step-size schedule: constant, or polynomial eta_t = eta (1 + t / decay_t0)^-decay_gamma."""
+    decay_t0: float = 1000.0
+    """Polynomial schedule: time scale t0 in iterations."""
+    decay_gamma: float = 0.55
+    """Polynomial schedule: exponent gamma in (0.5, 1]."""
+    prior_precision: float = 10.0
+    """Precision lambda of the isotropic Gaussian prior on all parameters (not divided by N)."""
+    burn_in: int = 1000
+    """Iterations discarded before samples count and distillation starts."""
+    thin: int = 100
+    """Accumulate test-set posterior expectations every `thin` post-burn-in iterations."""
+    chains: int = 1
+    """Independent chains run side by side in one batched computation."""
+    bank_size: int = 32
+    """Thinned samples kept in the teacher artifact for `online` replay in search trials."""
+    check_every: int = 1000
+    """Iterations between divergence (NaN/inf) checks; the only host syncs in the loop."""
+
+    def __post_init__(self) -> None:
+        _check(len(self.widths) >= 1 and all(w >= 1 for w in self.widths), "teacher.widths must be positive")
+        _check(self.iterations >= 1, "teacher.iterations must be >= 1")
+        _check(self.batch_size >= 1, "teacher.batch_size must be >= 1")
+        _check(self.step_size > 0, "teacher.step_size must be > 0")
+        _check(self.prior_precision >= 0, "teacher.prior_precision must be >= 0")
+        _check(0 <= self.burn_in < self.iterations, "teacher.burn_in must be in [0, iterations)")
+        _check(self.thin >= 1, "teacher.thin must be >= 1")
+        _check(self.chains >= 1, "teacher.chains must be >= 1")
+        _check(self.bank_size >= 1, "teacher.bank_size must be >= 1")
+        _check(self.check_every >= 1, "teacher.check_every must be >= 1")
+        _check(self.decay_t0 > 0 and 0 < self.decay_gamma <= 1, "teacher decay_t0 > 0, 0 < decay_gamma <= 1")
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    family: StudentFamily = StudentFamily.mlp
+    """Student family: mlp (any number of hidden widths) or cnn (teacher CNN scaled by m1, m2)."""
+    widths: tuple[int, ...] = (400, 400)
+    """Hidden widths of an MLP student."""
+    m1: float = 1.0
+    """CNN student: multiplication factor of every conv layer's channel count."""
+    m2: float = 1.0
+    """CNN student: multiplication factor of every fully connected hidden width."""
+    dropout: float = 0.0
+    """Dropout on hidden layers during training (off in eval mode); the reference uses 0.5."""
+
+    def __post_init__(self) -> None:
+        _check(len(self.widths) >= 1 and all(w >= 1 for w in self.widths), "student.widths must be positive")
+        _check(self.m1 > 0 and self.m2 > 0, "student.m1 and student.m2 must be > 0")
+        _check(0 <= self.dropout < 1, "student.dropout must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    targets: tuple[str, ...] = ("predictive", "expected_entropy")
+    """Posterior expectations to distil, by registered name; `predictive` must be first."""
+    target_mode: TargetMode = TargetMode.online
+    """online: the current sample; running_mean: per-example running mean; cached: artifact mean."""
+    every: int = 100
+    """H: one student step every H teacher iterations after burn-in (online modes)."""
+    transfer_batch: int = 100
+    """Transfer minibatch size (drawn with replacement)."""
+    steps: int | None = None
+    """Student steps for artifact-based (search) training; None = (iterations - burn_in) / every."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    lr_step: int = 2000
+    """StepLR period in student steps (not teacher epochs, unlike the reference)."""
+    lr_gamma: float = 0.5
+    """StepLR factor."""
+    entropy_loss: EntropyLoss = EntropyLoss.l1
+    """Loss for scalar expectations such as the expected entropy: l1 (reference) or l2."""
+    entropy_weight: float = 1.0
+    """Weight of each non-predictive target's loss."""
+    temperature: float = 1.0
+    """Softmax temperature for the predictive target and student (1 = none)."""
+    plugins: tuple[str, ...] = ()
+    """Python modules imported before targets are resolved (to register custom expectations)."""
+
+    def __post_init__(self) -> None:
+        _check(len(self.targets) >= 1 and self.targets[0] == "predictive",
+               "distill.targets must start with 'predictive'")
+        _check(len(set(self.targets)) == len(self.targets), "distill.targets has duplicates")
+        _check(self.every >= 1 and self.transfer_batch >= 1, "distill.every and transfer_batch must be >= 1")
+        _check(self.steps is None or self.steps >= 1, "distill.steps must be >= 1")
+        _check(self.lr > 0 and self.lr_step >= 1 and 0 < self.lr_gamma <= 1, "distill lr/lr_step/lr_gamma out of range")
+        _check(self.entropy_weight >= 0 and self.temperature > 0, "distill.entropy_weight >= 0, temperature > 0")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    lambda_g: float = 0.0
+    """Group-LASSO strength (0 = off): lambda_g * sum over groups of ||w_group||_2."""
+    rule: PruneRule = PruneRule.threshold
+    """threshold: prune groups whose norm <= tau; ratio: prune a fraction per layer by group norm."""
+    tau: float = 1e-3
+    """Threshold on a unit's group norm."""
+    ratio: float = 0.5
+    """Fraction of units per layer to prune under the ratio rule."""
+    finetune_steps: int = 0
+    """Student steps of fine-tuning (distillation without the penalty) after pruning."""
+    finetune_lr_factor: float = 0.1
+    """Fine-tuning learning rate = distill.lr * this factor."""
+
+    def __post_init__(self) -> None:
+        _check(self.lambda_g >= 0, "prune.lambda_g must be >= 0")
+        _check(self.tau >= 0, "prune.tau must be >= 0")
+        _check(0 <= self.ratio < 1, "prune.ratio must be in [0, 1)")
+        _check(self.finetune_steps >= 0, "prune.finetune_steps must be >= 0")
+        _check(self.finetune_lr_factor > 0, "prune.finetune_lr_factor must be > 0")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    space: dict[str, Any] = field(default_factory=dict)
+    """Search space: parameter name -> distribution spec (see search.space)."""
+    objectives: dict[str, str] = field(default_factory=lambda: {"kl": "minimize", "bytes_fp32": "minimize"})
+    """Objective metric name -> minimize | maximize."""
+    constraints: dict[str, float] = field(default_factory=dict)
+    """Metric name -> upper bound (feasible when metric <= bound)."""
+    sampler: str = "tpe"
+    """tpe | nsga2 | random | grid."""
+    n_trials: int | None = 8
+    """Trials to run (None = until timeout)."""
+    timeout: float | None = None
+    """Seconds to run (None = until n_trials)."""
+    storage: str | None = None
+    """Optuna storage URL; default: SQLite file in the study's report folder."""
+    latency_batch: int = 1
+    """Batch size of the latency objective."""
+
+    def __post_init__(self) -> None:
+        _check(self.sampler in {"tpe", "nsga2", "random", "grid"}, "search.sampler must be tpe|nsga2|random|grid")
+        _check(len(self.objectives) >= 1, "search.objectives must name at least one objective")
+        for k, v in self.objectives.items():
+            _check(v in {"minimize", "maximize"}, f"search.objectives.{k} must be minimize or maximize")
+        _check(self.n_trials is None or self.n_trials >= 1, "search.n_trials must be >= 1")
+        _check(self.timeout is None or self.timeout > 0, "search.timeout must be > 0")
+        _check(self.latency_batch >= 1, "search.latency_batch must be >= 1")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str = "quickstart"
+    """Study name: the Optuna study name and the folder under reports/."""
+    seed: int = 0
+    """Study seed; trial seeds derive from (seed, trial number)."""
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N."""
+    report_dir: str = "reports"
+    """Parent folder of the study's outputs (reports/<name>/)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name) and "/" not in self.name, "name must be a non-empty name without '/'")
+        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+               "device must be auto, cpu, cuda or cuda:N")
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.report_dir) / self.name
+
+
+# --------------------------------------------------------------------------- building from dicts
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{where} must not be null")
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {type(value).__name__}")
+        return _from_dict(tp, value, where)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        valid = [m.value for m in tp]
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, str) and value in valid:
+            return tp(value)
+        raise ConfigError(f"{where} must be one of {valid}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value] if isinstance(value, (int, float, str)) else value
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {type(value).__name__}")
+        (elem,) = typing.get_args(tp)[:1]
+        return tuple(_coerce(elem, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {type(value).__name__}")
+        _, vt = typing.get_args(tp)
+        return {str(k): (_coerce(vt, v, f"{where}.{k}") if vt is not Any else v) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _from_dict(cls: type, data: dict, where: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        place = f"in {where} " if where else ""
+        raise ConfigError(f"unknown key {unknown[0]!r} {place}(valid keys: {', '.join(names)})")
+    kwargs = {}
+    for k, v in data.items():
+        kwargs[k] = _coerce(hints[k], v, f"{where}.{k}" if where else k)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:  # pragma: no cover - defensive
+        raise ConfigError(f"{where or cls.__name__}: {e}") from e
+
+
+def study_from_dict(data: dict | None) -> StudyConfig:
+    """Build and validate a :class:`StudyConfig` from a plain mapping."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"a study file must be a mapping at the top level, got {type(data).__name__}")
+    return _from_dict(StudyConfig, data)
+
+
+def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict:
+    """Turn ``["a.b=3", "c=x"]`` into a nested dict, values parsed as YAML scalars/lists."""
+    out: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r} must look like key.sub=value")
+        key, raw = pair.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {pair!r}: cannot parse value ({e.__class__.__name__})") from e
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {pair!r} conflicts with another override")
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("space",):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_study(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    """Read a YAML study file, apply ``--set`` overrides, validate. Errors are :class:`ConfigError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"study file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}: malformed YAML{at}: {getattr(e, 'problem', e)}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not a text file") from e
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a study file must be a mapping at the top level")
+    data = _merge(data, parse_overrides(overrides))
+    try:
+        return study_from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain YAML/JSON-able representation (enums as strings, tuples as lists)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, enum.Enum):
+        return cfg.value
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def save_study(cfg: StudyConfig, path: str | os.PathLike) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

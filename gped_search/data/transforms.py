@@ -1,0 +1,71 @@
+"""Occlusion masks, transfer-set perturbation and the study's data bundle."""
+
+from __future__ import annotations
+
+import torch
+
+from gped_search.config import DataConfig
+from gped_search.data.datasets import DataBundle, Split, load_split
+
+__all__ = ["occlusion_positions", "occlude", "perturb", "make_bundle"]
+
+
+def occlusion_positions(n: int, height: int, width: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Top-left corners (n, 2) of one ``size``-pixel square patch per image, uniform over valid spots."""
+    size = min(size, height, width)
+    rows = torch.randint(0, height - size + 1, (n,), generator=generator)
+    cols = torch.randint(0, width - size + 1, (n,), generator=generator)
+    return torch.stack([rows, cols], dim=1)
+
+
+def occlude(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """A copy of ``x`` (N, C, H, W) with one square of zeros per image (the paper's occlusion)."""
+    if size <= 0:
+        return x
+    n, _, h, w = x.shape
+    size = min(size, h, w)
+    pos = occlusion_positions(n, h, w, size, generator).to(x.device)
+    r = torch.arange(h, device=x.device)
+    c = torch.arange(w, device=x.device)
+    in_rows = (r[None, :] >= pos[:, :1]) & (r[None, :] < pos[:, :1] + size)  # (n, h)
+    in_cols = (c[None, :] >= pos[:, 1:]) & (c[None, :] < pos[:, 1:] + size)  # (n, w)
+    patch = in_rows[:, :, None] & in_cols[:, None, :]
+    return x.masked_fill(patch[:, None], 0.0)
+
+
+def perturb(x: torch.Tensor, sigma: float, clamp: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Transfer-input perturbation x' = x + N(0, sigma^2), clamped to [0, 1] for images."""
+    if sigma > 0:
+        x = x + sigma * torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+    return x.clamp(0.0, 1.0) if clamp else x
+
+
+def make_bundle(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") -> DataBundle:
+    """Load, occlude (positions from seeded generators, fixed for the run) and move to ``device``."""
+    name = cfg.dataset.value
+    train = load_split(name, True, cfg.root)
+    test = load_split(name, False, cfg.root)
+    # One generator per split, derived from the study seed, so masks do not depend on load order.
+    g_train = torch.Generator().manual_seed(seed * 7919 + 1)
+    g_test = torch.Generator().manual_seed(seed * 7919 + 2)
+    train_x = occlude(train.x, cfg.mask_size, g_train)
+    test_x = occlude(test.x, cfg.mask_size, g_test)
+    k = cfg.train_subset
+    teacher = Split(train_x[:k], train.y[:k]) if k else Split(train_x, train.y)
+    ood = None
+    if cfg.ood is not None:
+        o = load_split(cfg.ood.value, False, cfg.root)
+        if o.x.shape[1:] != test.x.shape[1:]:
+            raise ValueError(f"OOD set {cfg.ood.value} has shape {tuple(o.x.shape[1:])}, "
+                             f"{name} has {tuple(test.x.shape[1:])}")
+        ood = Split(occlude(o.x, cfg.mask_size, torch.Generator().manual_seed(seed * 7919 + 3)), o.y)
+    n_classes = int(train.y.max().item()) + 1
+    return DataBundle(
+        name=name,
+        train=teacher.to(device),
+        transfer=train_x.to(device),
+        test=Split(test_x, test.y).to(device),
+        n_classes=n_classes,
+        ood=ood.to(device) if ood is not None else None,
+        ood_name=cfg.ood.value if cfg.ood is not None else None,
+    )
