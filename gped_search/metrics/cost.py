@@ -1,0 +1,139 @@
+"""Size, compute and latency of a network.
+
+``cost_figures`` counts with ``torch_pruning.utils.count_ops_and_params``. Despite its internal
+"flops" naming, that counter (ptflops-style) counts one op per multiply-accumulate of a
+``Linear``/``Conv2d`` plus one per bias element, ReLU output element and pooling input element:
+it is reported as ``macs``. ``macs_conv_linear`` counts only the multiply-accumulates of the
+convolutions and linear layers (bias, activation and pooling excluded). Both are for ONE sample:
+the counter is always run at batch 1, because it adds each ``Linear`` bias once per call rather
+than per sample, so at batch B its per-sample average is wrong.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+
+import torch
+import torch_pruning as tp
+from torch import Tensor, nn
+
+__all__ = ["cost_figures", "measure_latency"]
+
+
+def _conv_linear_macs(model: nn.Module, x: Tensor) -> int:
+    total = 0
+
+    def hook(m: nn.Module, inputs, output: Tensor) -> None:
+        nonlocal total
+        if isinstance(m, nn.Linear):
+            total += m.in_features * output.numel()
+        else:  # Conv2d: each output element needs (in/groups) * kh * kw MACs
+            total += (m.in_channels // m.groups) * math.prod(m.kernel_size) * output.numel()
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+def cost_figures(model: nn.Module, example_input: Tensor) -> dict:
+    """``params``, ``buffers`` (elements), ``bytes_fp32``, ``bytes_fp16``, ``macs``, ``macs_conv_linear``.
+
+    Bytes are parameters plus floating buffers at 4 / 2 bytes each, plus non-floating buffers at
+    their own size. Per one sample (``example_input`` is cut to its first row).
+    """
+    params = sum(p.numel() for p in model.parameters())
+    fbuf = sum(b.numel() for b in model.buffers() if b.is_floating_point())
+    obuf_bytes = sum(b.numel() * b.element_size() for b in model.buffers() if not b.is_floating_point())
+    device = next(model.parameters()).device
+    x = example_input[:1].detach().to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            macs, tp_params = tp.utils.count_ops_and_params(model, x)
+            macs_cl = _conv_linear_macs(model, x)
+    finally:
+        model.train(was_training)
+    if int(tp_params) != params:  # torch-pruning counts the same parameters; guard against drift
+        raise RuntimeError(f"parameter counts disagree: {params} vs torch-pruning {tp_params}")
+    return {
+        "params": int(params),
+        "buffers": int(sum(b.numel() for b in model.buffers())),
+        "bytes_fp32": int((params + fbuf) * 4 + obuf_bytes),
+        "bytes_fp16": int((params + fbuf) * 2 + obuf_bytes),
+        "macs": int(round(float(macs))),
+        "macs_conv_linear": int(macs_cl),
+    }
+
+
+def _quantile(sorted_vals: Sequence[float], q: float) -> float:
+    pos = q * (len(sorted_vals) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
+
+
+def measure_latency(model: nn.Module, in_shape: Sequence[int], batch: int = 1,
+                    device: str | torch.device = "cpu", threads: int | None = None,
+                    repeats: int = 50, warmup: int = 10) -> dict:
+    """Wall time of one forward pass of a ``(batch, *in_shape)`` input, in eval/inference mode.
+
+    CPU: ``time.perf_counter`` around each call, with ``torch.set_num_threads(threads)`` (restored
+    afterwards) when ``threads`` is given. CUDA: CUDA events, synchronised. The model is measured
+    on a copy when it lives on another device, so the caller's model is never moved. Returns the
+    median and 10th/90th percentiles in ms and what was measured.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError("repeats must be >= 1 and warmup >= 0")
+    device = torch.device(device)
+    on = next(model.parameters()).device
+    net = model if on == device else copy.deepcopy(model).to(device)
+    x = torch.randn(batch, *in_shape, device=device)
+    was_training = net.training
+    old_threads = torch.get_num_threads()
+    times: list[float] = []
+    try:
+        net.eval()
+        if threads is not None and device.type == "cpu":
+            torch.set_num_threads(int(threads))
+        used_threads = torch.get_num_threads()
+        with torch.inference_mode():
+            for _ in range(warmup):
+                net(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                for _ in range(repeats):
+                    start = torch.cuda.Event(enable_timing=True)
+                    end = torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    net(x)
+                    end.record()
+                    end.synchronize()
+                    times.append(float(start.elapsed_time(end)))
+            else:
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    net(x)
+                    times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        torch.set_num_threads(old_threads)
+        net.train(was_training)
+    times.sort()
+    return {
+        "median_ms": _quantile(times, 0.5),
+        "p10_ms": _quantile(times, 0.1),
+        "p90_ms": _quantile(times, 0.9),
+        "mean_ms": sum(times) / len(times),
+        "device": str(device),
+        "threads": used_threads if device.type == "cpu" else None,
+        "batch": int(batch),
+        "in_shape": [int(v) for v in in_shape],
+        "repeats": int(repeats),
+        "warmup": int(warmup),
+    }
