@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import os
 import types
 import typing
@@ -290,6 +291,20 @@ class StudyConfig:
         _check(bool(self.name) and "/" not in self.name, "name must be a non-empty name without '/'")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                "device must be auto, cpu, cuda or cuda:N")
+        from gped_search.search.space import check_metric, parse_space
+
+        specs = parse_space(self.search.space)
+        if self.search.sampler == "grid":
+            from gped_search.search.space import grid_space
+
+            if not grid_space(specs, len(self.student.widths)):
+                raise ConfigError("search.space: the grid sampler needs at least one parameter with several values")
+        for k in self.search.objectives:
+            check_metric(k, self.distill.targets, f"search.objectives.{k}")
+        for k, v in self.search.constraints.items():
+            check_metric(k, self.distill.targets, f"search.constraints.{k}")
+            _check(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+                   f"search.constraints.{k} must be a finite number (the upper bound)")
 
     @property
     def out_dir(self) -> Path:

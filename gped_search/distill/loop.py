@@ -21,7 +21,12 @@ from tqdm.auto import tqdm
 from gped_search.config import DataConfig, DistillConfig, TargetMode, TeacherConfig
 from gped_search.data import DataBundle, perturb
 from gped_search.distill.student import StudentTrainer
-from gped_search.distill.targets import BankTargets, CachedTargets, OnlineTargets, RunningMeanTargets
+from gped_search.distill.targets import (
+    BankTargets,
+    CachedTargets,
+    OnlineTargets,
+    RunningMeanTargets,
+)
 from gped_search.metrics.quality import predictive_metrics
 from gped_search.models import Arch, build
 from gped_search.posterior.expectations import Expectation, PosteriorAccumulator

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from gped_search.models import Arch, build
 
-__all__ = ["SGLD", "DivergenceError", "step_size_at"]
+__all__ = ["SGLD", "DivergenceError", "step_size_at", "sgld_update_"]
 
 
 class DivergenceError(FloatingPointError):
@@ -29,6 +29,17 @@ def step_size_at(t: int, eta: float, schedule: str = "constant", t0: float = 100
     if getattr(schedule, "value", schedule) == "polynomial":
         return eta * (1.0 + t / t0) ** (-gamma)
     return eta
+
+
+def sgld_update_(params: list[torch.Tensor], grads: list[torch.Tensor], noise: list[torch.Tensor], eta: float,
+                 lam: float, n: int) -> None:
+    """In place: theta <- theta - (eta/2)(n * grads + lam * theta) + sqrt(eta) * noise.
+
+    ``grads`` are gradients of the *mean* minibatch NLL; ``noise`` standard normal draws.
+    """
+    torch._foreach_mul_(params, 1.0 - 0.5 * eta * lam)
+    torch._foreach_add_(params, grads, alpha=-0.5 * eta * n)
+    torch._foreach_add_(params, noise, alpha=math.sqrt(eta))
 
 
 class SGLD:
@@ -85,9 +96,7 @@ class SGLD:
             else:
                 grads = self._grad(self.params, self.x[idx], self.y[idx])
         noise = [torch.randn(p.shape, device=self.device, generator=self.gen) for p in self.params]
-        torch._foreach_mul_(self.params, 1.0 - 0.5 * eta * self.lam)
-        torch._foreach_add_(self.params, grads, alpha=-0.5 * eta * self.n)
-        torch._foreach_add_(self.params, noise, alpha=math.sqrt(eta))
+        sgld_update_(self.params, grads, noise, eta, self.lam, self.n)
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor, chunk: int = 8192, params: list[torch.Tensor] | None = None) -> torch.Tensor:

@@ -1,0 +1,187 @@
+"""The Python API: from a :class:`StudyConfig` to a teacher, trained students and their records.
+
+Data flow: config -> :func:`prepare` (data on the device, expectations) -> :func:`sample_teacher`
+(SGLD, once per study) -> :func:`train_trial` (build -> distil with group LASSO -> prune ->
+fine-tune -> evaluate quality and cost). :func:`distill` is the paper's online algorithm for one
+student (the ``gped-search distill`` command).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gped_search.config import DistillConfig, PruneConfig, StudentConfig, StudyConfig, TargetMode, to_dict
+from gped_search.data import DataBundle, make_bundle
+from gped_search.distill.loop import TeacherResult, run_teacher, train_student
+from gped_search.distill.student import StudentTrainer
+from gped_search.export import save_checkpoint
+from gped_search.metrics.cost import cost_figures, measure_latency
+from gped_search.metrics.quality import evaluate
+from gped_search.models import Arch, Net, build, student_arch, teacher_arch
+from gped_search.posterior.expectations import Expectation, resolve
+from gped_search.prune import group_lasso_penalty, prune_model, unit_groups
+
+__all__ = ["resolve_device", "trial_seed", "Prepared", "prepare", "teacher_arch_for", "student_arch_for",
+           "make_trainer", "sample_teacher", "student_steps", "prune_and_finetune", "student_record",
+           "train_trial", "distill"]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Resolve the device once, at the edge; everything after reads it from tensors."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available (use device: auto or cpu)")
+    return torch.device(name)
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """A per-trial seed derived from (study seed, trial number)."""
+    return (study_seed * 1_000_003 + number * 7919 + 17) % (2**31 - 1)
+
+
+@dataclass
+class Prepared:
+    cfg: StudyConfig
+    bundle: DataBundle
+    exps: tuple[Expectation, ...]
+    device: torch.device
+
+
+def prepare(cfg: StudyConfig, device: str | torch.device | None = None) -> Prepared:
+    dev = torch.device(device) if device is not None else resolve_device(cfg.device)
+    exps = resolve(cfg.distill.targets, cfg.distill.plugins)
+    return Prepared(cfg, make_bundle(cfg.data, cfg.seed, dev), exps, dev)
+
+
+def teacher_arch_for(p: Prepared) -> Arch:
+    t = p.cfg.teacher
+    return teacher_arch(t.arch.value, p.bundle.in_shape, p.bundle.n_classes, t.widths, t.kernel, t.padding)
+
+
+def student_arch_for(p: Prepared, s: StudentConfig) -> Arch:
+    t = p.cfg.teacher
+    heads = tuple((e.name, e.out_dim(p.bundle.n_classes)) for e in p.exps)
+    cnn_kind = t.arch.value if t.arch.value != "mlp" else "cnn"
+    return student_arch(s.family.value, p.bundle.in_shape, p.bundle.n_classes, heads, s.widths, s.m1, s.m2,
+                        teacher_cnn=cnn_kind, kernel=t.kernel, padding=t.padding, dropout=s.dropout)
+
+
+def make_trainer(model: Net, p: Prepared, dcfg: DistillConfig, lambda_g: float = 0.0, lr: float | None = None
+                 ) -> StudentTrainer:
+    """A student trainer; with ``lambda_g > 0`` the group-LASSO penalty over Torch-Pruning's groups."""
+    penalty = None
+    if lambda_g > 0:
+        groups = unit_groups(model, p.bundle.test.x[:1])
+        penalty = lambda: group_lasso_penalty(groups)  # noqa: E731
+    return StudentTrainer(model, p.exps, dcfg, lr=lr, penalty=penalty, penalty_weight=lambda_g)
+
+
+def sample_teacher(p: Prepared, students: tuple[StudentTrainer, ...] = (), progress: bool = True) -> TeacherResult:
+    """Run the study's SGLD chain(s) once; caches transfer-set means for ``cached`` trials."""
+    c = p.cfg
+    return run_teacher(c.teacher, c.distill, c.data, p.bundle, teacher_arch_for(p), p.exps, seed=c.seed,
+                       students=students, cache_transfer=True, progress=progress)
+
+
+def student_steps(cfg: StudyConfig) -> int:
+    """Student steps of an artifact-trained student: distill.steps, else as many as the online run."""
+    if cfg.distill.steps is not None:
+        return cfg.distill.steps
+    return max(1, (cfg.teacher.iterations - cfg.teacher.burn_in) // cfg.distill.every)
+
+
+def prune_and_finetune(model: Net, teacher: TeacherResult, p: Prepared, prune: PruneConfig, dcfg: DistillConfig,
+                       seed: int, progress: bool = False) -> dict:
+    """Prune (threshold or ratio rule), then fine-tune by penalty-free distillation at a lower lr."""
+    before = [m.out_features if hasattr(m, "out_features") else m.out_channels for m in
+              (lay for lay in model.body if isinstance(lay, (torch.nn.Linear, torch.nn.Conv2d)))]
+    res = prune_model(model, p.bundle.test.x[:1], prune.rule.value, tau=prune.tau, ratio=prune.ratio)
+    info = {"rule": prune.rule.value, "tau": prune.tau, "ratio": prune.ratio, "units_before": before,
+            "units_kept": res.kept, "units_removed": res.removed, "history": res.history}
+    if prune.finetune_steps > 0 and sum(res.removed) > 0:
+        trainer = make_trainer(model, p, dcfg, lr=dcfg.lr * prune.finetune_lr_factor)
+        train_student(trainer, teacher, p.bundle.transfer, prune.finetune_steps, dcfg, p.cfg.data,
+                      seed=seed + 1, progress=progress, desc="fine-tune")
+    info["finetune_steps"] = prune.finetune_steps if sum(res.removed) > 0 else 0
+    return info
+
+
+def student_record(model: Net, teacher: TeacherResult, p: Prepared, latency_batch: int = 1,
+                   latency_repeats: int = 30) -> dict:
+    """Quality against the teacher on the test set, plus cost figures and measured latency."""
+    b = p.bundle
+    rec = evaluate(model, b.test.x, b.test.y, teacher.test)
+    cost = cost_figures(model, b.test.x[:1])
+    lat = measure_latency(model, b.in_shape, batch=latency_batch, device=str(p.device),
+                          threads=1 if p.device.type == "cpu" else None, repeats=latency_repeats, warmup=5)
+    rec.update({k: v for k, v in cost.items() if isinstance(v, (int, float))})
+    rec.update({"latency_ms": lat["median_ms"], "latency_p10_ms": lat["p10_ms"], "latency_p90_ms": lat["p90_ms"],
+                "latency_batch": lat["batch"], "latency_device": str(lat["device"])})
+    arch = model.arch
+    rec["arch"] = arch.describe()
+    for i, w in enumerate(arch.channels):
+        rec[f"channels_{i}"] = w
+    for i, w in enumerate(arch.hidden):
+        rec[f"hidden_{i}"] = w
+    return rec
+
+
+def train_trial(p: Prepared, teacher: TeacherResult, student: StudentConfig, prune: PruneConfig, *, seed: int,
+                steps: int | None = None, latency_batch: int = 1, progress: bool = False) -> tuple[Net, dict]:
+    """One search trial's student: build -> distil (+ group LASSO) -> prune -> fine-tune -> record."""
+    torch.manual_seed(seed)
+    model = build(student_arch_for(p, student)).to(p.device)
+    trainer = make_trainer(model, p, p.cfg.distill, lambda_g=prune.lambda_g)
+    steps = steps or student_steps(p.cfg)
+    t0 = time.perf_counter()
+    timing = train_student(trainer, teacher, p.bundle.transfer, steps, p.cfg.distill, p.cfg.data, seed=seed,
+                           progress=progress)
+    pruning = None
+    if prune.lambda_g > 0 or prune.rule.value == "ratio":
+        pruning = prune_and_finetune(model, teacher, p, prune, p.cfg.distill, seed, progress)
+    rec = student_record(model, teacher, p, latency_batch)
+    rec.update({"train_seconds": time.perf_counter() - t0, "student_steps": timing["steps"],
+                "lambda_g": prune.lambda_g, "units_removed": sum(pruning["units_removed"]) if pruning else 0})
+    rec["_pruning"] = pruning
+    return model, rec
+
+
+def distill(cfg: StudyConfig, progress: bool = True, out_dir: str | Path | None = None) -> dict:
+    """The paper's online algorithm for one student (``gped-search distill``); writes JSON + checkpoint.
+
+    The student learns from the live chain every ``H`` iterations (``online`` or ``running_mean``
+    targets; ``cached`` trains after the chain from its cached means). With ``prune.lambda_g > 0``
+    the penalty is on during the online phase, then the student is pruned and fine-tuned.
+    """
+    p = prepare(cfg)
+    torch.manual_seed(cfg.seed)
+    model = build(student_arch_for(p, cfg.student)).to(p.device)
+    trainer = make_trainer(model, p, cfg.distill, lambda_g=cfg.prune.lambda_g)
+    online = cfg.distill.target_mode != TargetMode.cached
+    teacher = sample_teacher(p, (trainer,) if online else (), progress)
+    if not online:
+        train_student(trainer, teacher, p.bundle.transfer, student_steps(cfg), cfg.distill, cfg.data,
+                      seed=cfg.seed, progress=progress)
+    pruning = None
+    if cfg.prune.lambda_g > 0 or cfg.prune.rule.value == "ratio":
+        before = student_record(model, teacher, p)
+        pruning = prune_and_finetune(model, teacher, p, cfg.prune, cfg.distill, cfg.seed, progress)
+        pruning["before"] = {k: v for k, v in before.items() if k in ("kl", "student_acc", "params", "bytes_fp32")}
+    rec = student_record(model, teacher, p)
+    record = {"study": cfg.name, "dataset": cfg.data.dataset.value, "device": str(p.device),
+              "teacher": {**teacher.metrics, **teacher.stats, "arch": teacher.arch.describe()},
+              "student": rec, "pruning": pruning, "config": to_dict(cfg)}
+    out = Path(out_dir) if out_dir else cfg.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "distill.json").write_text(json.dumps(record, indent=2))
+    save_checkpoint(out / "distill_student.pt", model, config=to_dict(cfg), metrics=rec,
+                    pruning=pruning and {k: v for k, v in pruning.items() if k != "history"})
+    record["outputs"] = [str(out / "distill.json"), str(out / "distill_student.pt")]
+    return record
+

@@ -1,0 +1,100 @@
+"""The study's teacher artifact: one file per study, written once, read by every trial and worker.
+
+It holds the posterior means on the test (and OOD) set, the cached means on the transfer set, the
+bank of thinned samples, the teacher's architecture, metrics and run statistics, and the config that
+produced it. It is plain data (``torch.load(weights_only=True)``) written atomically, with a SHA-256
+checksum beside it (``<file>.sha256``) that is verified on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from gped_search.distill.loop import TeacherResult
+from gped_search.models import Arch
+
+__all__ = ["ArtifactError", "save_teacher", "load_teacher", "sha256_of"]
+
+FORMAT = "gped-search-teacher"
+VERSION = 1
+
+
+class ArtifactError(ValueError):
+    """A teacher artifact is missing, corrupt, foreign or fails its checksum."""
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _cpu(d: dict | None) -> dict | None:
+    return None if d is None else {k: v.detach().cpu() for k, v in d.items()}
+
+
+def save_teacher(path: str | os.PathLike, result: TeacherResult, config: dict) -> str:
+    """Write atomically (temp file + rename; the checksum file last). Returns the SHA-256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "arch": result.arch.to_dict(),
+        "test": _cpu(result.test),
+        "ood": _cpu(result.ood),
+        "transfer": _cpu(result.transfer),
+        "bank": _cpu(result.bank),
+        "metrics": dict(result.metrics),
+        "stats": dict(result.stats),
+        "config": config,
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        digest = sha256_of(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    side = path.with_name(path.name + ".sha256")
+    side_tmp = side.with_name(side.name + f".tmp{os.getpid()}")
+    side_tmp.write_text(digest + "\n")
+    os.replace(side_tmp, side)
+    return digest
+
+
+def load_teacher(path: str | os.PathLike, device: torch.device | str = "cpu", expected_sha256: str | None = None
+                 ) -> TeacherResult:
+    """Load and verify a teacher artifact; any problem is an :class:`ArtifactError` naming the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no teacher artifact")
+    side = path.with_name(path.name + ".sha256")
+    expected = expected_sha256 or (side.read_text().strip() if side.is_file() else None)
+    if expected is None:
+        raise ArtifactError(f"{path}: no checksum ({side.name} missing): the artifact may be half-written")
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ArtifactError(f"{path}: checksum mismatch (expected {expected[:12]}…, file has {actual[:12]}…); "
+                            f"delete it to re-sample the teacher")
+    try:
+        d = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # corrupt, truncated or unsafe content
+        raise ArtifactError(f"{path}: unreadable teacher artifact ({type(e).__name__})") from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: not a gped-search teacher artifact")
+    if d.get("version") != VERSION:
+        raise ArtifactError(f"{path}: teacher artifact version {d.get('version')} (this gped-search reads {VERSION})")
+    return TeacherResult(Arch.from_dict(d["arch"]), d["test"], d["ood"], d["transfer"], d["bank"], d["metrics"],
+                         d["stats"])

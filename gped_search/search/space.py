@@ -1,0 +1,228 @@
+"""The search space of a study file and the metric names objectives and constraints may use.
+
+``search.space`` maps a parameter name to a spec:
+
+* a list -> categorical choice (``family: [mlp, cnn]``, ``lambda_g: [0, 1e-4, 1e-3]``);
+* ``{low, high}`` -> a range; integers when both bounds are integers, else floats; ``log: true``
+  samples on a log scale, ``step: s`` quantises;
+* a scalar -> fixed value.
+
+Parameters (anything not named keeps the study's ``student`` / ``prune`` / ``distill`` value):
+
+==============  ===========================================================================
+family          student family (mlp | cnn)
+mlp_depth       number of MLP hidden layers
+mlp_width       width of each MLP hidden layer (sampled per layer as ``width_0``, ``width_1``...;
+                ``shared: true`` samples one width for every layer, as in the paper's grid)
+m1, m2          CNN conv-channel and fully-connected multiplication factors
+lambda_g        group-LASSO strength (0 = no pruning)
+rule            pruning rule (threshold | ratio)
+tau, ratio      pruning threshold / per-layer fraction
+lr, dropout     student learning rate and dropout
+==============  ===========================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+from gped_search.config import ConfigError, PruneRule, StudentFamily, StudyConfig
+
+__all__ = ["PARAMS", "METRICS", "Spec", "parse_space", "check_metric", "suggest", "grid_space",
+           "TrialChoice"]
+
+PARAMS = ("family", "mlp_depth", "mlp_width", "m1", "m2", "lambda_g", "rule", "tau", "ratio", "lr", "dropout")
+"""Valid names under ``search.space``."""
+
+METRICS = (
+    "kl", "kl_st", "prob_mae", "mi_mae", "student_nll", "student_acc", "student_ece", "teacher_nll",
+    "params", "buffers", "bytes_fp32", "bytes_fp16", "macs", "macs_conv_linear",
+    "latency_ms", "latency_p10_ms", "latency_p90_ms", "train_seconds", "units_removed",
+    "ood_auroc", "ood_aupr", "rank_spearman", "rank_kendall", "rank_topk", "rejection_auc",
+)
+"""Metric names an objective or constraint may use (plus ``<target>_mae`` for every target)."""
+
+_INT_PARAMS = {"mlp_depth", "mlp_width"}
+_CATEGORICAL_ONLY = {"family": {m.value for m in StudentFamily}, "rule": {r.value for r in PruneRule}}
+_POSITIVE = {"mlp_depth", "mlp_width", "m1", "m2", "lr"}
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    is_int: bool = False
+    shared: bool = False
+
+    @property
+    def fixed(self) -> bool:
+        return self.choices is not None and len(self.choices) == 1
+
+    def values(self) -> list:
+        """Every value of this spec, for the grid sampler (ranges need an integer step)."""
+        if self.choices is not None:
+            return list(self.choices)
+        if self.is_int:
+            step = int(self.step or 1)
+            return list(range(int(self.low), int(self.high) + 1, step))
+        if self.step:
+            n = int(math.floor((self.high - self.low) / self.step + 1e-9))
+            return [self.low + i * self.step for i in range(n + 1)]
+        raise ConfigError(f"search.space.{self.name}: the grid sampler needs a list of values or a step")
+
+
+def _spec(name: str, raw: Any) -> Spec:
+    where = f"search.space.{name}"
+    if isinstance(raw, dict):
+        unknown = set(raw) - {"low", "high", "log", "step", "shared", "values"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid: low, high, log, step, shared, values")
+        shared = bool(raw.get("shared", False))
+        if "values" in raw:
+            return replace(_spec(name, raw["values"]), shared=shared)
+        if "low" not in raw or "high" not in raw:
+            raise ConfigError(f"{where}: a range needs both low and high")
+        low, high = raw["low"], raw["high"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+            raise ConfigError(f"{where}: low and high must be numbers")
+        if name in _CATEGORICAL_ONLY:
+            raise ConfigError(f"{where}: must be a list of {sorted(_CATEGORICAL_ONLY[name])}")
+        if not low <= high:
+            raise ConfigError(f"{where}: low ({low}) must be <= high ({high})")
+        log = bool(raw.get("log", False))
+        if log and low <= 0:
+            raise ConfigError(f"{where}: log scale needs low > 0")
+        step = raw.get("step")
+        if step is not None and (not isinstance(step, (int, float)) or step <= 0):
+            raise ConfigError(f"{where}: step must be a positive number")
+        if log and step is not None:
+            raise ConfigError(f"{where}: log and step cannot be combined")
+        is_int = name in _INT_PARAMS or (isinstance(low, int) and isinstance(high, int) and name != "lambda_g"
+                                          and name not in {"m1", "m2", "lr", "tau", "ratio", "dropout"})
+        if is_int and not (float(low).is_integer() and float(high).is_integer()):
+            raise ConfigError(f"{where}: integer bounds expected")
+        spec = Spec(name, low=low, high=high, log=log, step=step, is_int=is_int, shared=shared)
+        _check_value(spec, low)
+        _check_value(spec, high)
+        return spec
+    choices = tuple(raw) if isinstance(raw, (list, tuple)) else (raw,)
+    if not choices:
+        raise ConfigError(f"{where}: empty list of choices")
+    spec = Spec(name, choices=choices)
+    for c in choices:
+        _check_value(spec, c)
+    return spec
+
+
+def _check_value(spec: Spec, v: Any) -> None:
+    where = f"search.space.{spec.name}"
+    if spec.name in _CATEGORICAL_ONLY:
+        if v not in _CATEGORICAL_ONLY[spec.name]:
+            raise ConfigError(f"{where}: {v!r} is not one of {sorted(_CATEGORICAL_ONLY[spec.name])}")
+        return
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ConfigError(f"{where}: {v!r} is not a number")
+    if spec.name in _INT_PARAMS and not float(v).is_integer():
+        raise ConfigError(f"{where}: {v!r} is not an integer")
+    if spec.name in _POSITIVE and v <= 0:
+        raise ConfigError(f"{where}: {v!r} must be > 0")
+    if spec.name in {"lambda_g", "tau"} and v < 0:
+        raise ConfigError(f"{where}: {v!r} must be >= 0")
+    if spec.name in {"ratio", "dropout"} and not 0 <= v < 1:
+        raise ConfigError(f"{where}: {v!r} must be in [0, 1)")
+
+
+def parse_space(space: dict) -> dict[str, Spec]:
+    """Validate ``search.space``; unknown parameter names are refused with the valid ones."""
+    if not isinstance(space, dict):
+        raise ConfigError("search.space must be a mapping of parameter -> list | {low, high} | value")
+    unknown = [k for k in space if k not in PARAMS]
+    if unknown:
+        raise ConfigError(f"search.space: unknown parameter(s) {unknown}; valid: {', '.join(PARAMS)}")
+    return {k: _spec(k, v) for k, v in space.items()}
+
+
+def check_metric(name: str, targets: tuple[str, ...], where: str) -> None:
+    """Objectives and constraints must name a metric the trial records."""
+    allowed = set(METRICS) | {f"{t}_mae" for t in targets if t != "predictive"}
+    if name not in allowed:
+        raise ConfigError(f"{where}: unknown metric {name!r}; valid: {', '.join(sorted(allowed))}")
+
+
+@dataclass(frozen=True)
+class TrialChoice:
+    """A trial's concrete settings, derived from the study config and the sampled parameters."""
+
+    cfg: StudyConfig
+    params: dict
+
+
+def _suggest(trial, spec: Spec, name: str | None = None):
+    name = name or spec.name
+    if spec.choices is not None:
+        return spec.choices[0] if spec.fixed else trial.suggest_categorical(name, list(spec.choices))
+    if spec.is_int:
+        return trial.suggest_int(name, int(spec.low), int(spec.high), step=int(spec.step or 1), log=spec.log)
+    return trial.suggest_float(name, float(spec.low), float(spec.high), step=spec.step, log=spec.log)
+
+
+def suggest(trial, cfg: StudyConfig, specs: dict[str, Spec] | None = None) -> TrialChoice:
+    """Sample every parameter of the space and return the trial's study config."""
+    specs = parse_space(cfg.search.space) if specs is None else specs
+    s, pr, d = cfg.student, cfg.prune, cfg.distill
+    got: dict[str, Any] = {}
+
+    def get(name, default):
+        if name not in specs:
+            return default
+        got[name] = _suggest(trial, specs[name])
+        return got[name]
+
+    family = StudentFamily(get("family", s.family.value))
+    widths, m1, m2 = s.widths, s.m1, s.m2
+    if family == StudentFamily.mlp:
+        depth = int(get("mlp_depth", len(s.widths)))
+        if "mlp_width" in specs:
+            w = specs["mlp_width"]
+            if w.shared:
+                widths = (int(_suggest(trial, w, "mlp_width")),) * depth
+            else:
+                widths = tuple(int(_suggest(trial, w, f"width_{i}")) for i in range(depth))
+        else:
+            widths = tuple((list(s.widths) + [s.widths[-1]] * depth)[:depth])
+    else:
+        m1 = float(get("m1", s.m1))
+        m2 = float(get("m2", s.m2))
+    student = replace(s, family=family, widths=widths, m1=m1, m2=m2, dropout=float(get("dropout", s.dropout)))
+    lambda_g = float(get("lambda_g", pr.lambda_g))
+    rule = PruneRule(get("rule", pr.rule.value))
+    prune = replace(pr, lambda_g=lambda_g, rule=rule, tau=float(get("tau", pr.tau)),
+                    ratio=float(get("ratio", pr.ratio)))
+    distill = replace(d, lr=float(get("lr", d.lr)))
+    return TrialChoice(replace(cfg, student=student, prune=prune, distill=distill), dict(trial.params))
+
+
+def grid_space(specs: dict[str, Spec], default_depth: int) -> dict[str, list]:
+    """Optuna ``GridSampler`` search space: every parameter name a trial may suggest.
+
+    Give one family per grid study: conditional parameters of the other family would multiply
+    the grid with points that never differ.
+    """
+    grid: dict[str, list] = {}
+    for name, spec in specs.items():
+        if spec.fixed:
+            continue
+        if name == "mlp_width" and not spec.shared:
+            depth = specs.get("mlp_depth")
+            max_depth = int(max(depth.values())) if depth else default_depth
+            for i in range(max_depth):
+                grid[f"width_{i}"] = spec.values()
+        else:
+            grid[name] = spec.values()
+    return grid
