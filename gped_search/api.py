@@ -15,13 +15,21 @@ from pathlib import Path
 
 import torch
 
-from gped_search.config import DistillConfig, PruneConfig, StudentConfig, StudyConfig, TargetMode, to_dict
+from gped_search.config import (
+    DistillConfig,
+    PruneConfig,
+    StudentConfig,
+    StudyConfig,
+    TargetMode,
+    to_dict,
+)
 from gped_search.data import DataBundle, make_bundle
 from gped_search.distill.loop import TeacherResult, run_teacher, train_student
 from gped_search.distill.student import StudentTrainer
 from gped_search.export import save_checkpoint
 from gped_search.metrics.cost import cost_figures, measure_latency
-from gped_search.metrics.quality import evaluate
+from gped_search.metrics.downstream import downstream_record
+from gped_search.metrics.quality import evaluate, student_outputs
 from gped_search.models import Arch, Net, build, student_arch, teacher_arch
 from gped_search.posterior.expectations import Expectation, resolve
 from gped_search.prune import group_lasso_penalty, prune_model, unit_groups
@@ -117,6 +125,9 @@ def student_record(model: Net, teacher: TeacherResult, p: Prepared, latency_batc
     """Quality against the teacher on the test set, plus cost figures and measured latency."""
     b = p.bundle
     rec = evaluate(model, b.test.x, b.test.y, teacher.test)
+    s_test = student_outputs(model, b.test.x)
+    s_ood = student_outputs(model, b.ood.x) if b.ood is not None and teacher.ood is not None else None
+    rec.update(downstream_record(teacher.test, s_test, b.test.y, teacher.ood if s_ood is not None else None, s_ood))
     cost = cost_figures(model, b.test.x[:1])
     lat = measure_latency(model, b.in_shape, batch=latency_batch, device=str(p.device),
                           threads=1 if p.device.type == "cpu" else None, repeats=latency_repeats, warmup=5)

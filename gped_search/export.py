@@ -36,6 +36,8 @@ class CheckpointError(ValueError):
 
 
 def _plain(x, where: str):
+    if type(x).__module__ == "numpy":  # before the builtins: np.float64 subclasses float
+        return torch.as_tensor(x) if getattr(x, "ndim", 0) else x.item()
     if x is None or isinstance(x, (bool, int, float, str)):
         return x
     if isinstance(x, torch.Tensor):

@@ -1,0 +1,407 @@
+"""``gped-search``: distil, search, inspect and export students from the command line.
+
+Every user error (bad study file, missing data, corrupt artifact or checkpoint, diverging sampler,
+unreachable storage) prints one line ``gped-search: error: ...`` and exits with status 2; what a
+study has already recorded stays in its storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+EXAMPLES = """examples:
+  gped-search run studies/quickstart.yaml                  # sample the teacher, search 8 students
+  gped-search run studies/mnist_mlp.yaml --workers 4       # 4 processes, one journal-file storage
+  gped-search status studies/quickstart.yaml
+  gped-search pareto studies/quickstart.yaml --objectives kl,bytes_fp32
+  gped-search report studies/quickstart.yaml               # reports/quickstart/index.html
+  gped-search export studies/quickstart.yaml --knee --out exported/
+  gped-search distill studies/quickstart.yaml --set distill.target_mode=online
+  gped-search evaluate exported/student.pt --ood fashion_mnist
+"""
+
+
+def _study_args(p: argparse.ArgumentParser, storage: bool = True) -> None:
+    p.add_argument("study", help="study file (YAML), e.g. studies/quickstart.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a study setting, e.g. --set teacher.iterations=5000 (repeatable)")
+    if storage:
+        p.add_argument("--storage", help="Optuna storage URL (default: the study file's, else "
+                                         "reports/<name>/study.db, or study.journal with --workers)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="gped-search", description="Distil a Bayesian (SGLD) teacher's posterior "
+                                 "expectations into small students and search them with Optuna.",
+                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("distill", help="run the teacher and distil one student online; write a JSON record")
+    _study_args(p, storage=False)
+    p.add_argument("--out", help="output folder (default reports/<name>/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("run", help="run or resume a search study")
+    _study_args(p)
+    p.add_argument("--n-trials", type=int, help="completed trials the study should have (default: the study file's)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("status", help="trials by state, Pareto front size, teacher")
+    _study_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("pareto", help="print the Pareto front as a table")
+    _study_args(p)
+    p.add_argument("--objectives", help="comma-separated metrics (default: the study's objectives); "
+                                        "append :max to maximise, e.g. kl,ood_auroc:max")
+    p.add_argument("--csv", help="also write the front to this CSV file")
+
+    p = sub.add_parser("report", help="write reports/<name>/index.html, summary.md, CSV tables and plots")
+    _study_args(p)
+    p.add_argument("--compare", action="append", default=[], metavar="STUDY",
+                   help="another study file with the same objectives (e.g. its grid baseline): fronts on one figure")
+    p.add_argument("--out", help="output folder (default reports/<name>/)")
+
+    p = sub.add_parser("export", help="export a trial's student: checkpoint, torch.export program, ONNX, model card")
+    _study_args(p)
+    pick = p.add_mutually_exclusive_group(required=True)
+    pick.add_argument("--trial", help="trial number, or best:<objective> (the front's best on that objective)")
+    pick.add_argument("--knee", action="store_true", help="the knee of the Pareto front")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", default="checkpoint,pt2", help="comma-separated: checkpoint, pt2, onnx "
+                                                              "(default checkpoint,pt2)")
+
+    p = sub.add_parser("evaluate", help="evaluate one exported student: accuracy, calibration, OOD detection")
+    p.add_argument("checkpoint", help="student checkpoint (.pt) written by export or distill")
+    p.add_argument("--ood", help="OOD test set: fashion_mnist, mnist, or 'occlusion:<size>'")
+    p.add_argument("--data-root", help="data root (default: $GPED_DATA_ROOT, then ../shared/data)")
+    p.add_argument("--teacher", help="the study's teacher artifact (teacher.pt): adds KL and ranking vs the teacher")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return ap
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("gped-search")
+    except Exception:
+        return "unknown"
+
+
+def _load(args):
+    from gped_search.config import load_study
+
+    return load_study(args.study, args.overrides)
+
+
+def _print_table(df) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.max_columns", 30, "display.width", 200, "display.max_colwidth", 40,
+                           "display.float_format", lambda v: f"{v:.4g}"):
+        print(df.to_string(index=False))
+
+
+def cmd_distill(args) -> int:
+    from gped_search.api import distill
+
+    rec = distill(_load(args), progress=not args.no_progress, out_dir=args.out)
+    s, t = rec["student"], rec["teacher"]
+    print(json.dumps({"teacher_acc": t["teacher_acc"], "teacher_nll": t["teacher_nll"], "kl": s["kl"],
+                      "student_acc": s["student_acc"], "params": s["params"], "outputs": rec["outputs"]}, indent=2))
+    return 0
+
+
+def _report(cfg, study, out=None, compare=()) -> dict:
+    from gped_search.config import load_study, to_dict
+    from gped_search.report.writer import write_report
+    from gped_search.search import open_study, teacher_seconds_saved, trials_frame
+
+    others = {}
+    for path in compare:
+        ocfg = load_study(path)
+        others[ocfg.name] = trials_frame(open_study(ocfg, create=False))
+    teacher = study.user_attrs.get("teacher", {})
+    teacher = {k: teacher[k] for k in ("teacher_acc", "teacher_nll", "teacher_ece", "iterations", "seconds",
+                                       "ms_per_iteration", "test_samples", "chains") if k in teacher}
+    extra = {f"teacher_{k}" if not k.startswith("teacher") else k: round(v, 3) if isinstance(v, float) else v
+             for k, v in teacher_seconds_saved(study).items()}
+    objectives = dict(zip(study.user_attrs["objectives"], [d.name.lower() for d in study.directions]))
+    return write_report(trials_frame(study), objectives, out or cfg.out_dir, title=cfg.name,
+                        settings=study.user_attrs.get("config", to_dict(cfg)), teacher=teacher,
+                        compare=others or None, extra=extra)
+
+
+def cmd_run(args) -> int:
+    from gped_search.search import run_study, storage_url, study_status
+
+    cfg = _load(args)
+    study = run_study(cfg, n_trials=args.n_trials, timeout=args.timeout, workers=args.workers,
+                      storage=args.storage, progress=not args.no_progress)
+    print(json.dumps(study_status(study, storage_url(cfg, args.storage, args.workers)), indent=2))
+    if not args.no_report:
+        res = _report(cfg, study)
+        print(f"report: {res['written']['index_html']}")
+    return 0
+
+
+def _open(args):
+    from gped_search.search import open_study
+
+    cfg = _load(args)
+    return cfg, open_study(cfg, args.storage, create=False)
+
+
+def cmd_status(args) -> int:
+    from gped_search.search import storage_url, study_status
+
+    cfg, study = _open(args)
+    st = study_status(study, storage_url(cfg, args.storage))
+    if args.json:
+        print(json.dumps(st, indent=2))
+    else:
+        print(f"study {st['study']}  ({st['storage']})")
+        print("trials: " + ", ".join(f"{k.lower()} {v}" for k, v in st["trials"].items()) if st["trials"]
+              else "trials: none")
+        print(f"Pareto front: {st['front_size']} trials over "
+              + ", ".join(f"{k} ({v})" for k, v in st["objectives"].items()))
+        if st["teacher"]:
+            print("teacher: " + ", ".join(f"{k} {v:.4g}" for k, v in st["teacher"].items()))
+    return 0
+
+
+def _objectives_arg(text: str | None, study) -> dict[str, str]:
+    from gped_search.config import ConfigError
+
+    if not text:
+        return dict(zip(study.user_attrs["objectives"], [d.name.lower() for d in study.directions]))
+    out = {}
+    for part in text.split(","):
+        name, _, d = part.strip().partition(":")
+        d = {"": "minimize", "min": "minimize", "max": "maximize", "minimize": "minimize",
+             "maximize": "maximize"}.get(d)
+        if not name or d is None:
+            raise ConfigError(f"--objectives: {part!r} is not NAME or NAME:min|max")
+        out[name] = d
+    return out
+
+
+def cmd_pareto(args) -> int:
+    from gped_search.config import ConfigError
+    from gped_search.report.tables import pareto_front
+    from gped_search.report.writer import front_columns
+    from gped_search.search import trials_frame
+
+    _, study = _open(args)
+    df = trials_frame(study)
+    objectives = _objectives_arg(args.objectives, study)
+    missing = [k for k in objectives if k not in df.columns]
+    if missing:
+        raise ConfigError(f"--objectives: no trial recorded {missing}")
+    front = pareto_front(df, objectives)
+    if front.empty:
+        print("Pareto front: empty (no complete, feasible trial yet)")
+        return 0
+    print(f"Pareto front over {', '.join(f'{k} ({v})' for k, v in objectives.items())}: {len(front)} trials")
+    _print_table(front[front_columns(front, objectives)])
+    if args.csv:
+        front.to_csv(args.csv, index=False)
+    return 0
+
+
+def cmd_report(args) -> int:
+    cfg, study = _open(args)
+    res = _report(cfg, study, args.out, args.compare)
+    print(f"wrote {res['written']['index_html']} and {res['written']['summary_md']} "
+          f"({res['summary']['front_size']} trials on the front)")
+    return 0
+
+
+def _pick(df, objectives: dict, trial: str | None, knee: bool) -> int:
+    from gped_search.config import ConfigError
+    from gped_search.report.tables import knee_point, pareto_front
+
+    if trial is not None and not trial.startswith("best:"):
+        try:
+            number = int(trial)
+        except ValueError:
+            raise ConfigError(f"--trial {trial!r}: give a number or best:<objective>") from None
+        row = df[df["number"] == number]
+        if row.empty:
+            raise ConfigError(f"trial {number} does not exist (the study has {len(df)} trials)")
+        r = row.iloc[0]
+        if r["state"] != "COMPLETE":
+            reason = r.get("fail_reason")
+            raise ConfigError(f"trial {number} is {r['state']}" + (f" ({reason})" if isinstance(reason, str) else "")
+                              + ": only complete trials can be exported")
+        return number
+    front = pareto_front(df, objectives) if not df.empty else df
+    if front.empty:
+        raise ConfigError("the study has no complete trial on its Pareto front yet")
+    if knee:
+        return int(front.loc[knee_point(front, objectives), "number"])
+    name = trial.removeprefix("best:")
+    if name not in objectives:
+        raise ConfigError(f"--trial best:{name}: not an objective of this study ({', '.join(objectives)})")
+    col = front[name].astype(float)
+    idx = col.idxmin() if objectives[name] == "minimize" else col.idxmax()
+    return int(front.loc[idx, "number"])
+
+
+def cmd_export(args) -> int:
+    from gped_search.config import ConfigError
+    from gped_search.exporting import export_student
+    from gped_search.search import trials_frame
+
+    cfg, study = _open(args)
+    df = trials_frame(study)
+    objectives = _objectives_arg(None, study)
+    number = _pick(df, objectives, args.trial, args.knee)
+    row = df[df["number"] == number].iloc[0]
+    ckpt = row.get("checkpoint")
+    if not isinstance(ckpt, str) or not Path(ckpt).is_file():
+        raise ConfigError(f"trial {number}: its checkpoint {ckpt!r} is missing (was the artifact folder moved?)")
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    bad = [f for f in formats if f not in ("checkpoint", "pt2", "onnx")]
+    if bad:
+        raise ConfigError(f"--format: unknown {bad}; valid: checkpoint, pt2, onnx")
+    metrics = {k: row[k] for k in row.index if k not in ("state",) and isinstance(row[k], (int, float, str))}
+    meta = {"study": cfg.name, "trial": number, "metrics": metrics,
+            "objectives": {k: float(row[k]) for k in objectives}}
+    res = export_student(ckpt, args.out, formats, meta=meta)
+    print(json.dumps({"trial": number, **{k: v for k, v in res.items() if k in ("files", "verification", "dynamic_batch")}},
+                     indent=2, default=str))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import dataclasses
+
+    import torch
+
+    from gped_search.config import ConfigError, Dataset, study_from_dict
+    from gped_search.data import make_bundle
+    from gped_search.export import load_checkpoint
+    from gped_search.metrics.downstream import (
+        downstream_record,
+        ood_metrics,
+        rejection_auc,
+        uncertainty_scores,
+    )
+    from gped_search.metrics.quality import predictive_metrics, student_outputs
+    from gped_search.posterior.artifact import load_teacher
+
+    model, meta = load_checkpoint(args.checkpoint)
+    cfg = study_from_dict(meta.get("config") or {})
+    data = cfg.data
+    if args.data_root:
+        data = dataclasses.replace(data, root=args.data_root)
+    ood_mask = None
+    if args.ood and args.ood.startswith("occlusion:"):
+        try:
+            ood_mask = int(args.ood.split(":", 1)[1])
+        except ValueError:
+            raise ConfigError(f"--ood {args.ood!r}: use occlusion:<size in pixels>") from None
+        data = dataclasses.replace(data, ood=None)
+    elif args.ood:
+        try:
+            data = dataclasses.replace(data, ood=Dataset(args.ood))
+        except ValueError:
+            raise ConfigError(f"--ood {args.ood!r}: use one of {[d.value for d in Dataset]} or occlusion:<size>") \
+                from None
+    bundle = make_bundle(data, cfg.seed, "cpu")
+    model.eval()
+    s_test = student_outputs(model, bundle.test.x)
+    rec = {"checkpoint": args.checkpoint, "dataset": data.dataset.value, "n_test": len(bundle.test)}
+    rec.update(predictive_metrics(s_test["predictive"], bundle.test.y, "student"))
+    sc = uncertainty_scores(s_test)
+    rec["rejection_auc"] = rejection_auc(s_test["predictive"], bundle.test.y, sc["predictive_entropy"])
+    out_x, ood_name = None, None
+    if ood_mask is not None:
+        occl = dataclasses.replace(data, mask_size=ood_mask, ood=None)
+        out_x, ood_name = make_bundle(occl, cfg.seed + 1, "cpu").test.x, f"occlusion {ood_mask}px"
+    elif bundle.ood is not None:
+        out_x, ood_name = bundle.ood.x, data.ood.value
+    s_ood = student_outputs(model, out_x) if out_x is not None else None
+    if s_ood is not None:
+        rec["ood"] = ood_name
+        rec.update({f"ood_{k}": v for k, v in ood_metrics(sc, uncertainty_scores(s_ood)).items()})
+    if args.teacher:
+        t = load_teacher(args.teacher)
+        if t.test["predictive"].shape[0] != len(bundle.test):
+            raise ConfigError(f"--teacher {args.teacher}: made on another test set")
+        from gped_search.metrics.quality import evaluate
+
+        rec.update({k: v for k, v in evaluate(model, bundle.test.x, bundle.test.y, t.test).items()
+                    if not k.startswith("student_")})
+        teacher_ood = t.ood if (s_ood is not None and t.ood is not None and t.ood["predictive"].shape[0]
+                                == s_ood["predictive"].shape[0]) else None
+        rec.update(downstream_record(t.test, s_test, bundle.test.y, teacher_ood, s_ood if teacher_ood else None))
+    rec = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in rec.items()}
+    if args.json:
+        print(json.dumps(rec, indent=2))
+    else:
+        for k, v in rec.items():
+            print(f"{k:>28}  {v:.4f}" if isinstance(v, float) else f"{k:>28}  {v}")
+    return 0
+
+
+COMMANDS = {"distill": cmd_distill, "run": cmd_run, "status": cmd_status, "pareto": cmd_pareto,
+            "report": cmd_report, "export": cmd_export, "evaluate": cmd_evaluate}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from gped_search.config import ConfigError
+    from gped_search.data import DataError
+    from gped_search.export import CheckpointError
+    from gped_search.posterior.artifact import ArtifactError
+    from gped_search.posterior.sgld import DivergenceError
+
+    errs: list[type[BaseException]] = [ConfigError, DataError, CheckpointError, ArtifactError, DivergenceError,
+                                       OSError]
+    try:
+        from gped_search.search.study import StudyError
+
+        errs.append(StudyError)
+    except ImportError:
+        pass
+    try:
+        from gped_search.exporting import ExportError
+
+        errs.append(ExportError)
+    except ImportError:
+        pass
+    return tuple(errs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    errors = _user_errors()
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("gped-search: interrupted; what the study recorded is kept (re-run the command to resume)",
+              file=sys.stderr)
+        return 130
+    except errors as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        if isinstance(e, OSError) and e.filename:
+            msg = f"{e.strerror or type(e).__name__}: {e.filename}"
+        from gped_search.search.study import mask_url
+
+        print(f"gped-search: error: {mask_url(msg)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

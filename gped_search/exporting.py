@@ -1,0 +1,434 @@
+"""Export a trained student for use outside this package, with a model card and a verified reload.
+
+:func:`export_student` writes, into one folder:
+
+* ``student.pt``   -- the self-describing weights-only checkpoint of :mod:`gped_search.export`
+  (needs ``gped_search`` to rebuild the network);
+* ``student.pt2``  -- a ``torch.export`` program (batch dimension dynamic where export allows it);
+  it loads with plain PyTorch: ``torch.export.load(path).module()(x)``;
+* ``student.onnx`` -- on request, through ``torch.onnx.export`` (needs the optional ``onnx`` and
+  ``onnxscript`` packages);
+* ``model_card.json`` / ``model_card.md`` -- architecture, heads and their meaning, input and
+  preprocessing, metrics, cost, study/trial, files with sha256, verification results and how to
+  load each file.
+
+Files are first written to a staging folder inside ``out_dir``; every one is reloaded and its
+outputs compared with the in-memory model (max abs difference per head <= ``atol``) before it is
+moved into place, so a failed export leaves no half-verified artefacts behind. Every failure is an
+:class:`ExportError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gped_search.export import CheckpointError, _plain, load_checkpoint, save_checkpoint
+from gped_search.models.nets import Arch, arch_of
+
+__all__ = ["ExportError", "FORMATS", "FILE_NAMES", "HEAD_MEANINGS", "export_student", "verify_pt2"]
+
+FORMATS = ("checkpoint", "pt2", "onnx")
+FILE_NAMES = {"checkpoint": "student.pt", "pt2": "student.pt2", "onnx": "student.onnx"}
+CARD_FORMAT = "gped-search-model-card"
+CARD_VERSION = 1
+ONNX_HINT = "ONNX export needs the optional 'onnx' package: pip install onnx onnxscript"
+
+HEAD_MEANINGS = {
+    "predictive": (
+        "class logits; softmax(logits) = p(y|x) = E_theta[p(y|x,theta)], the class probabilities "
+        "averaged over the posterior (the Bayesian predictive distribution)"
+    ),
+    "expected_entropy": (
+        "E_theta[H(p(y|x,theta))] in nats (softplus output, >= 0): the expected entropy of the "
+        "per-sample predictions = aleatoric uncertainty"
+    ),
+}
+CUSTOM_MEANING = "user-defined posterior expectation (softplus output, >= 0)"
+MUTUAL_INFORMATION = (
+    "mutual information = H(softmax(predictive)) - expected_entropy (nats, clamp at 0) = "
+    "epistemic uncertainty"
+)
+
+
+class ExportError(ValueError):
+    """An export could not be written or did not reload to the same outputs."""
+
+
+def _one_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {(lines[0] if lines else '')[:200]}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _as_tuple(out) -> tuple[torch.Tensor, ...]:
+    if isinstance(out, torch.Tensor):
+        return (out,)
+    if isinstance(out, (tuple, list)):
+        return tuple(out)
+    raise ExportError(f"model output is a {type(out).__name__}, expected a tuple of tensors")
+
+
+def _max_abs_diffs(got: Sequence[torch.Tensor], expected: Sequence[torch.Tensor], what: str) -> list[float]:
+    if len(got) != len(expected):
+        raise ExportError(f"{what}: {len(got)} outputs, expected {len(expected)}")
+    diffs = []
+    for i, (a, b) in enumerate(zip(got, expected)):
+        a = torch.as_tensor(a).detach().cpu()
+        b = torch.as_tensor(b).detach().cpu()
+        if a.shape != b.shape:
+            raise ExportError(f"{what}: output {i} has shape {tuple(a.shape)}, expected {tuple(b.shape)}")
+        d = (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
+        diffs.append(float("inf") if math.isnan(d) else d)
+    return diffs
+
+
+def verify_pt2(path: str | os.PathLike, x: torch.Tensor, expected: Sequence[torch.Tensor], *,
+               atol: float | None = None) -> float:
+    """Load a ``torch.export`` program from ``path``, run it on ``x`` and return the max abs
+    difference to ``expected`` over all outputs. Raises :class:`ExportError` when the file does not
+    load or run, the outputs do not line up, or (with ``atol``) the difference exceeds ``atol``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: no such file")
+    try:
+        program = torch.export.load(str(path))
+    except Exception as e:
+        raise ExportError(f"{path}: cannot load the exported program ({_one_line(e)})") from e
+    try:
+        with torch.no_grad():
+            got = _as_tuple(program.module()(x))
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"{path}: the exported program failed on input {tuple(x.shape)} ({_one_line(e)})") from e
+    diff = max(_max_abs_diffs(got, _as_tuple(expected), str(path)), default=0.0)
+    if atol is not None and not diff <= atol:
+        raise ExportError(f"{path}: outputs differ from the model by {diff:.3g} > atol {atol:.3g}")
+    return diff
+
+
+# --------------------------------------------------------------------------------------- writers
+
+
+def _export_program(model: nn.Module, x: torch.Tensor) -> tuple[torch.export.ExportedProgram, bool, str]:
+    """``torch.export`` with a dynamic batch dimension, falling back to static shapes."""
+    try:
+        batch = torch.export.Dim("batch", min=1)
+        ep = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
+        return ep, True, "batch dimension dynamic (min 1)"
+    except Exception as e:
+        reason = f"dynamic batch export failed ({_one_line(e)}); static batch {x.shape[0]}"
+    try:
+        return torch.export.export(model, (x,)), False, reason
+    except Exception as e:
+        raise ExportError(f"torch.export failed ({_one_line(e)})") from e
+
+
+def _onnx_missing() -> list[str]:
+    return [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+
+
+def _write_onnx(model: nn.Module, x: torch.Tensor, path: Path, head_names: Sequence[str]) -> tuple[bool, str]:
+    kwargs = dict(input_names=["x"], output_names=list(head_names), dynamo=True, external_data=False)
+    try:
+        try:
+            torch.onnx.export(model, (x,), str(path), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                              **kwargs)
+            return True, "batch dimension dynamic (min 1)"
+        except ImportError:
+            raise
+        except Exception as e:
+            reason = f"dynamic batch ONNX export failed ({_one_line(e)}); static batch {x.shape[0]}"
+            path.unlink(missing_ok=True)
+            torch.onnx.export(model, (x,), str(path), **kwargs)
+            return False, reason
+    except ImportError as e:
+        raise ExportError(ONNX_HINT) from e
+    except Exception as e:
+        raise ExportError(f"ONNX export failed ({_one_line(e)})") from e
+
+
+def _verify_onnx(path: Path, x: torch.Tensor, expected: Sequence[torch.Tensor]) -> float | None:
+    """Max abs diff through onnxruntime, or ``None`` when onnxruntime is not installed."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None
+    import onnxruntime as ort
+
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {sess.get_inputs()[0].name: x.detach().cpu().numpy()})
+    except Exception as e:
+        raise ExportError(f"{path}: onnxruntime cannot run the exported model ({_one_line(e)})") from e
+    return max(_max_abs_diffs([torch.from_numpy(g) for g in got], expected, str(path)), default=0.0)
+
+
+# ------------------------------------------------------------------------------------ model card
+
+
+def _snippets(arch: Arch) -> dict[str, str]:
+    shape = ", ".join(str(v) for v in arch.in_shape)
+    outs = ", ".join(arch.head_names) if len(arch.heads) > 1 else f"{arch.head_names[0]},"
+    return {
+        "checkpoint": (
+            "import torch; from gped_search.export import load_checkpoint\n"
+            'model, meta = load_checkpoint("student.pt")  # eval mode, weights_only load\n'
+            f"{outs} = model(torch.rand(8, {shape}))"
+        ),
+        "pt2": (
+            "import torch\n"
+            'model = torch.export.load("student.pt2").module()  # plain PyTorch, no gped_search\n'
+            f"{outs} = model(torch.rand(8, {shape}))"
+        ),
+        "onnx": (
+            "import numpy as np, onnxruntime as ort\n"
+            'sess = ort.InferenceSession("student.onnx")\n'
+            f'{outs} = sess.run(None, {{"x": np.random.rand(8, {shape}).astype(np.float32)}})'
+        ),
+    }
+
+
+def _heads(arch: Arch) -> list[dict]:
+    out = []
+    for i, (name, dim) in enumerate(arch.heads):
+        out.append({
+            "index": i,
+            "name": name,
+            "dim": arch.n_classes if name == "predictive" else int(dim),
+            "output": "logits (apply softmax)" if name == "predictive" else "softplus (positive)",
+            "meaning": HEAD_MEANINGS.get(name, CUSTOM_MEANING),
+        })
+    return out
+
+
+def _markdown(card: dict) -> str:
+    a, inp = card["architecture"], card["input"]
+    title = card["study"]["name"] or "student"
+    if card["study"]["trial_number"] is not None:
+        title += f" / trial {card['study']['trial_number']}"
+    lines = [f"# Model card: {title}", "",
+             f"Student network distilled from a Bayesian (SGLD) teacher. Exported {card['created_utc']} "
+             f"with torch {card['torch_version']}.", "",
+             "## Architecture", "", f"- {a['description']} ({a['n_params']} parameters)",
+             f"- family `{a['arch']['family']}`, hidden {a['arch']['hidden']}"
+             + (f", conv channels {a['arch']['channels']} kernel {a['arch']['kernel']} padding "
+                f"{a['arch']['padding']}" if a["arch"]["family"] == "cnn" else ""), "",
+             "## Outputs (one tensor per head, in this order)", "",
+             "| # | head | dim | output | meaning |", "|---|---|---|---|---|"]
+    lines += [f"| {h['index']} | `{h['name']}` | {h['dim']} | {h['output']} | {h['meaning']} |"
+              for h in card["heads"]]
+    lines += [""] + [f"- Derived: {d}" for d in card["derived"]] + [""]
+    lines += ["## Input", "", f"- shape {inp['shape']} (batch first), dtype {inp['dtype']}",
+              f"- preprocessing: {inp['preprocessing']}", f"- batch dimension: {inp['batch']}", ""]
+    for key, heading in (("metrics", "Metrics"), ("cost", "Cost")):
+        lines += [f"## {heading}", ""]
+        vals = card[key] or {}
+        lines += [f"- {k}: {v}" for k, v in vals.items()] if vals else ["- (none given)"]
+        lines.append("")
+    lines += ["## Files", "", "| file | bytes | sha256 | max abs diff on reload |", "|---|---|---|---|"]
+    ver = card["verification"]["max_abs_diff"]
+    for fmt, f in card["files"].items():
+        d = ver.get(fmt)
+        lines.append(f"| `{f['name']}` | {f['bytes']} | `{f['sha256']}` | "
+                     f"{'not verified' if d is None else f'{d:.3g}'} |")
+    lines += ["", f"Verified on a batch of {card['verification']['batch']} "
+              f"({card['verification']['input']}) with atol {card['verification']['atol']:g}.", "",
+              "## Loading", ""]
+    for f in card["files"].values():
+        lines += [f"`{f['name']}`:", "", "```python", f["load"], "```", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- export
+
+
+def _resolve(model_or_path, meta: dict) -> tuple[nn.Module, dict]:
+    if isinstance(model_or_path, nn.Module):
+        return model_or_path, dict(meta)
+    try:
+        model, ck_meta = load_checkpoint(model_or_path)
+    except CheckpointError as e:
+        raise ExportError(str(e)) from e
+    merged = {k: ck_meta.get(k) for k in ("config", "metrics", "pruning") if ck_meta.get(k) is not None}
+    merged.update({k: v for k, v in (ck_meta.get("extra") or {}).items() if k not in merged})
+    merged.update(meta)
+    return model, merged
+
+
+def _cost(model: nn.Module, x: torch.Tensor, meta: dict):
+    if meta.get("cost") is not None:
+        return meta["cost"]
+    try:
+        from gped_search.metrics.cost import cost_figures
+
+        return cost_figures(model, x)
+    except Exception:  # cost figures are informative only
+        return None
+
+
+def export_student(model_or_checkpoint_path: nn.Module | str | os.PathLike, out_dir: str | os.PathLike,
+                   formats: Sequence[str] = ("checkpoint", "pt2"), *, meta: dict,
+                   example: torch.Tensor | None = None, atol: float = 1e-5) -> dict:
+    """Write the requested ``formats`` plus ``model_card.json``/``.md`` into ``out_dir``; verify each.
+
+    ``meta`` (plain data) may hold ``config``, ``metrics``, ``pruning``, ``cost`` (else computed),
+    ``study_name`` (or ``study``), ``trial_number`` (or ``trial``); other keys are kept under
+    ``extra``. ``example`` is the verification batch (default: 8 seeded uniform [0, 1] images of
+    the model's input shape). Returns ``{"out_dir", "files", "sha256", "verification",
+    "dynamic_batch", "card"}``; raises :class:`ExportError` (nothing moved into ``out_dir``) when a
+    file cannot be written or reloads with a max abs difference above ``atol``.
+    """
+    if isinstance(formats, str):
+        formats = (formats,)
+    formats = tuple(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ExportError(f"unknown export format(s) {unknown or list(formats)}; choose from {list(FORMATS)}")
+    if not isinstance(meta, dict):
+        raise ExportError(f"meta must be a dict, got {type(meta).__name__}")
+    if "onnx" in formats and _onnx_missing():
+        raise ExportError(ONNX_HINT)
+
+    src, meta = _resolve(model_or_checkpoint_path, meta)
+    try:
+        model = copy.deepcopy(src).cpu().eval()
+        arch = arch_of(model)
+    except Exception as e:
+        raise ExportError(f"not a gped_search student network ({_one_line(e)})") from e
+    dtype = next(model.parameters()).dtype
+    if example is None:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.rand(8, *arch.in_shape, generator=gen, dtype=dtype)
+        x_desc = "8 seeded uniform [0, 1] random inputs"
+    else:
+        x = example.detach().cpu().to(dtype)
+        x_desc = "the given example batch"
+        if tuple(x.shape[1:]) != tuple(arch.in_shape) or x.shape[0] < 1:
+            raise ExportError(f"example has shape {tuple(x.shape)}, expected (N, {', '.join(map(str, arch.in_shape))})")
+    with torch.no_grad():
+        expected = _as_tuple(model(x))
+
+    study = meta.get("study_name", meta.get("study"))
+    trial = meta.get("trial_number", meta.get("trial"))
+    cost = _cost(model, x, meta)
+    known = {"config", "metrics", "pruning", "cost", "study_name", "study", "trial_number", "trial"}
+    extra = {k: v for k, v in meta.items() if k not in known}
+    ck_extra = {"study_name": study, "trial_number": trial, "cost": cost, **extra}
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    try:
+        diffs: dict[str, float | None] = {}
+        dynamic, export_notes = None, {}
+        for fmt in formats:
+            path = stage / FILE_NAMES[fmt]
+            if fmt == "checkpoint":
+                try:
+                    save_checkpoint(path, model, config=meta.get("config"), metrics=meta.get("metrics"),
+                                    pruning=meta.get("pruning"), extra=ck_extra)
+                    loaded, _ = load_checkpoint(path)
+                except (TypeError, CheckpointError) as e:
+                    raise ExportError(f"checkpoint: {_one_line(e)}") from e
+                with torch.no_grad():
+                    got = _as_tuple(loaded(x.to(next(loaded.parameters()).dtype)))
+                diffs[fmt] = max(_max_abs_diffs(got, expected, FILE_NAMES[fmt]), default=0.0)
+            elif fmt == "pt2":
+                program, dynamic, note = _export_program(model, x)
+                export_notes[fmt] = note
+                try:
+                    torch.export.save(program, str(path))
+                except Exception as e:
+                    raise ExportError(f"cannot save the exported program ({_one_line(e)})") from e
+                diffs[fmt] = verify_pt2(path, x, expected)
+                if dynamic:  # the batch dimension really is free: check a batch of one too
+                    with torch.no_grad():
+                        one = _as_tuple(model(x[:1]))
+                    diffs["pt2_batch1"] = verify_pt2(path, x[:1], one)
+            else:
+                _, note = _write_onnx(model, x, path, arch.head_names)
+                export_notes[fmt] = note
+                diffs[fmt] = _verify_onnx(path, x, expected)
+            bad = {k: v for k, v in diffs.items() if v is not None and not v <= atol}
+            if bad:
+                k, v = next(iter(bad.items()))
+                raise ExportError(f"{k}: reloaded outputs differ from the model by {v:.3g} > atol {atol:.3g}")
+
+        files = {}
+        for fmt in formats:
+            p = stage / FILE_NAMES[fmt]
+            files[fmt] = {"name": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p),
+                          "load": _snippets(arch)[fmt], "note": export_notes.get(fmt, "")}
+        derived = [MUTUAL_INFORMATION] if {"predictive", "expected_entropy"} <= set(arch.head_names) else []
+        card = {
+            "format": CARD_FORMAT,
+            "version": CARD_VERSION,
+            "created_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+            "torch_version": torch.__version__,
+            "study": {"name": study, "trial_number": trial},
+            "architecture": {"description": arch.describe(), "arch": arch.to_dict(),
+                             "n_params": sum(p.numel() for p in model.parameters())},
+            "heads": _heads(arch),
+            "derived": derived,
+            "input": {
+                "shape": ["N", *arch.in_shape],
+                "dtype": str(dtype).removeprefix("torch."),
+                "preprocessing": (f"pixel values scaled to [0, 1] (e.g. uint8 / 255), no mean/std "
+                                  f"normalisation; shape (N, {', '.join(map(str, arch.in_shape))}), "
+                                  "channels first"),
+                "batch": ("dynamic (any N >= 1)" if dynamic or dynamic is None
+                          else f"static: the .pt2 program expects N = {x.shape[0]}"),
+            },
+            "metrics": meta.get("metrics"),
+            "cost": cost,
+            "config": meta.get("config"),
+            "pruning": meta.get("pruning"),
+            "extra": extra or None,
+            "files": files,
+            "verification": {"atol": atol, "batch": int(x.shape[0]), "input": x_desc,
+                             "max_abs_diff": diffs, "passed": True},
+            "dynamic_batch": dynamic,
+        }
+        try:
+            card = _plain(card, "card")
+            text = json.dumps(card, indent=2, allow_nan=True, default=str)
+        except TypeError as e:
+            raise ExportError(f"model card: {_one_line(e)}") from e
+        (stage / "model_card.json").write_text(text + "\n", encoding="utf-8")
+        (stage / "model_card.md").write_text(_markdown(card), encoding="utf-8")
+
+        written = {}
+        for name in [FILE_NAMES[f] for f in formats] + ["model_card.json", "model_card.md"]:
+            os.replace(stage / name, out_dir / name)
+            written[name] = out_dir / name
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+    return {
+        "out_dir": out_dir,
+        "files": {**{f: written[FILE_NAMES[f]] for f in formats},
+                  "card_json": written["model_card.json"], "card_md": written["model_card.md"]},
+        "sha256": {f: files[f]["sha256"] for f in formats},
+        "verification": diffs,
+        "dynamic_batch": dynamic,
+        "card": card,
+    }

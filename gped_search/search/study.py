@@ -1,0 +1,401 @@
+"""The Optuna search study: one shared teacher, many students, Pareto fronts.
+
+``run_study`` opens (or resumes) the study named in the study file, makes sure the teacher artifact
+exists (sampled once per study, under a file lock, shared by every trial and worker), and runs trials:
+sample an architecture -> build -> distil (group LASSO when lambda_g > 0) -> prune -> fine-tune ->
+evaluate quality and cost. Objectives are returned to Optuna, every scalar metric is a user
+attribute, constraints go through ``trial.set_constraint`` and the student checkpoint is written to
+the study's artifact folder (and to Optuna's artifact store, so optuna-dashboard lists it).
+
+Storage: a SQLite file in the report folder for one process; a journal file for ``workers > 1``
+on one machine (SQLite is not for parallel writers); any RDB URL (PostgreSQL, MySQL) across
+machines, with Optuna's heartbeat and ``RetryHeartbeatStaleTrialCallback``. The journal storage has
+no heartbeat, so a running trial whose worker process (same host) no longer exists is failed and
+re-enqueued by the next worker that starts or begins a trial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import re
+import socket
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import torch
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+from optuna.trial import TrialState
+
+from gped_search.api import Prepared, prepare, sample_teacher, train_trial, trial_seed
+from gped_search.config import StudyConfig, to_dict
+from gped_search.distill.loop import TeacherResult
+from gped_search.export import save_checkpoint
+from gped_search.posterior.artifact import ArtifactError, load_teacher, save_teacher
+from gped_search.report.tables import pareto_front
+from gped_search.search.space import Spec, grid_space, parse_space, suggest
+
+__all__ = ["StudyError", "storage_url", "mask_url", "open_storage", "make_sampler", "teacher_key",
+           "ensure_teacher", "open_study", "run_study", "trials_frame", "study_status", "fail_dead_trials",
+           "teacher_seconds_saved", "TEACHER_FILE"]
+
+TEACHER_FILE = "teacher.pt"
+
+
+class StudyError(RuntimeError):
+    """A study cannot be opened or run (missing, mismatched settings, storage problems)."""
+
+
+class TrialFailed(RuntimeError):
+    """A trial failed for a recorded reason; the study goes on."""
+
+
+# --------------------------------------------------------------------------- storage
+
+def storage_url(cfg: StudyConfig, override: str | None = None, workers: int = 1) -> str:
+    """The study's storage: ``--storage``, the study file's, else a file in the report folder."""
+    url = override or cfg.search.storage
+    if url:
+        return url
+    out = cfg.out_dir.resolve()
+    journal, sqlite = out / "study.journal", out / "study.db"
+    if workers > 1 or (journal.exists() and not sqlite.exists()):
+        return f"journal:///{journal}"
+    return f"sqlite:///{sqlite}"
+
+
+def mask_url(url: str) -> str:
+    """Hide a password in ``scheme://user:password@host`` URLs (logs, reports, status)."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """A journal file (``journal:///path`` or ``*.journal``) or an RDB storage with heartbeats."""
+    if url.startswith("journal://") or url.endswith(".journal"):
+        path = Path(url.removeprefix("journal://").removeprefix("/") if url.startswith("journal://") else url)
+        if url.startswith("journal:///"):
+            path = Path("/" + url.removeprefix("journal:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    try:
+        return RDBStorage(url, heartbeat_interval=30, grace_period=90,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+    except Exception as e:  # driver missing, server down, bad URL
+        raise StudyError(f"cannot open storage {mask_url(url)}: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]}") from None
+
+
+def make_sampler(cfg: StudyConfig, specs: dict[str, Spec]) -> optuna.samplers.BaseSampler:
+    s = cfg.search
+    if s.sampler == "grid":
+        return optuna.samplers.GridSampler(grid_space(specs, len(cfg.student.widths)), seed=cfg.seed)
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=cfg.seed)
+    if s.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=cfg.seed, population_size=min(50, max(4, (s.n_trials or 50) // 4)))
+    return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=min(10, max(2, (s.n_trials or 20) // 2)),
+                                      multivariate=True, constant_liar=True)
+
+
+# --------------------------------------------------------------------------- the teacher, once per study
+
+def teacher_key(cfg: StudyConfig) -> str:
+    """Digest of every setting the teacher artifact depends on."""
+    d = to_dict(cfg)
+    key = {"seed": cfg.seed, "data": d["data"], "teacher": d["teacher"],
+           "targets": d["distill"]["targets"], "temperature": d["distill"]["temperature"]}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released by the OS if the holder dies
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_teacher(p: Prepared, artifact_dir: Path, progress: bool = True) -> tuple[TeacherResult, dict]:
+    """Load the study's teacher artifact, or sample and store it (one process at a time)."""
+    path = artifact_dir / TEACHER_FILE
+    key = teacher_key(p.cfg)
+    with _file_lock(artifact_dir / (TEACHER_FILE + ".lock")):
+        if path.exists():
+            teacher = load_teacher(path, p.device)
+            made = teacher.stats.get("teacher_key")
+            if made != key:
+                raise ArtifactError(f"{path}: made with other data/teacher settings (key {made} != {key}); "
+                                    f"use a new study name or delete the artifact")
+            sampled = False
+        else:
+            teacher = sample_teacher(p, progress=progress)
+            teacher.stats["teacher_key"] = key
+            save_teacher(path, teacher, to_dict(p.cfg))
+            sampled = True
+    info = {"teacher_artifact": str(path), "teacher_sha256": (path.parent / (path.name + ".sha256")).read_text().strip(),
+            "teacher_sampled_here": sampled, "teacher_key": key}
+    return teacher, info
+
+
+# --------------------------------------------------------------------------- study
+
+def open_study(cfg: StudyConfig, storage: str | None = None, *, create: bool = True,
+               workers: int = 1) -> optuna.Study:
+    url = storage_url(cfg, storage, workers)
+    st = open_storage(url)
+    directions = list(cfg.search.objectives.values())
+    names = list(cfg.search.objectives)
+    if not create:
+        try:
+            return optuna.load_study(study_name=cfg.name, storage=st)
+        except KeyError:
+            raise StudyError(f"no study {cfg.name!r} in {mask_url(url)}; run `gped-search run` first") from None
+    specs = parse_space(cfg.search.space)
+    study = optuna.create_study(study_name=cfg.name, storage=st, directions=directions,
+                                sampler=make_sampler(cfg, specs), load_if_exists=True)
+    if [d.name.lower() for d in study.directions] != directions or \
+            study.user_attrs.get("objectives", names) != names:
+        raise StudyError(f"study {cfg.name!r} in {mask_url(url)} has other objectives "
+                         f"({study.user_attrs.get('objectives')}); use a new study name")
+    if "objectives" not in study.user_attrs:
+        study.set_metric_names(names)
+        study.set_user_attr("objectives", names)
+        study.set_user_attr("config", to_dict(cfg))
+    return study
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_trials(study: optuna.Study) -> list[int]:
+    """Fail RUNNING trials whose worker (on this host) is gone, and enqueue their parameters again."""
+    host, failed = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        w = t.user_attrs.get("worker", "")
+        if ":" not in w:
+            continue
+        h, pid = w.rsplit(":", 1)
+        if h != host or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", f"worker {w} died during the trial")
+            if not study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                continue
+        except (RuntimeError, ValueError):  # another worker got there first
+            continue
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        failed.append(t.number)
+    return failed
+
+
+def _scalar(v) -> bool:
+    return isinstance(v, (bool, int, float, str)) and not (isinstance(v, float) and not math.isfinite(v))
+
+
+def make_objective(cfg: StudyConfig, p: Prepared, teacher: TeacherResult, artifact_dir: Path,
+                   specs: dict[str, Spec]):
+    names = list(cfg.search.objectives)
+    store = optuna.artifacts.FileSystemArtifactStore(str(artifact_dir / "artifacts"))
+    (artifact_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+
+    def objective(trial: optuna.Trial) -> tuple[float, ...]:
+        fail_dead_trials(trial.study)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        choice = suggest(trial, cfg, specs)
+        tc = choice.cfg
+        seed = trial_seed(cfg.seed, trial.number)
+        trial.set_user_attr("seed", seed)
+        try:
+            model, rec = train_trial(replace(p, cfg=tc), teacher, tc.student, tc.prune, seed=seed,
+                                     latency_batch=cfg.search.latency_batch)
+        except OSError:
+            raise
+        except Exception as e:  # divergence, shape trouble, ...: a FAIL with the reason, the study goes on
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+            trial.set_user_attr("fail_reason", reason)
+            raise TrialFailed(reason) from e
+        pruning = rec.pop("_pruning")
+        for k, v in rec.items():
+            if _scalar(v):
+                trial.set_user_attr(k, v)
+        trial.set_user_attr("family", tc.student.family.value)
+        trial.set_user_attr("lambda_g", tc.prune.lambda_g)
+        if pruning:
+            trial.set_user_attr("units_kept", pruning["units_kept"])
+        for k, bound in cfg.search.constraints.items():
+            trial.set_constraint(k, float(rec[k]) - float(bound))
+        ckpt = artifact_dir / "trials" / f"{trial.number:05d}" / "student.pt"
+        meta = {"study": cfg.name, "trial": trial.number, "params": dict(trial.params)}
+        save_checkpoint(ckpt, model, config=to_dict(tc), metrics={k: v for k, v in rec.items() if _scalar(v)},
+                        pruning=pruning and {k: v for k, v in pruning.items() if k != "history"}, extra=meta)
+        trial.set_user_attr("checkpoint", str(ckpt))
+        try:
+            trial.set_user_attr("artifact_id", optuna.artifacts.upload_artifact(
+                artifact_store=store, file_path=str(ckpt), study_or_trial=trial))
+        except Exception as e:  # the dashboard copy is a convenience, the checkpoint above is the record
+            trial.set_user_attr("artifact_error", f"{type(e).__name__}: {e}"[:200])
+        values = []
+        for n in names:
+            v = float(rec[n])
+            if not math.isfinite(v):
+                trial.set_user_attr("fail_reason", f"objective {n} is {v}")
+                raise TrialFailed(f"objective {n} is {v}")
+            values.append(v)
+        return tuple(values)
+
+    return objective
+
+
+def _finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def _work(cfg: StudyConfig, url: str, n_trials: int | None, timeout: float | None, progress: bool,
+          threads: int | None = None, teacher_progress: bool = True) -> None:
+    """One worker: open the study, get the teacher, run trials until the study has ``n_trials``."""
+    if threads:
+        torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(cfg, url)
+    p = prepare(cfg)
+    artifact_dir = cfg.out_dir
+    teacher, info = ensure_teacher(p, artifact_dir, progress=teacher_progress)
+    if "teacher_artifact" not in study.user_attrs or info["teacher_sampled_here"]:
+        study.set_user_attr("teacher_artifact", info["teacher_artifact"])
+        study.set_user_attr("teacher_sha256", info["teacher_sha256"])
+        study.set_user_attr("teacher", {k: v for k, v in {**teacher.metrics, **teacher.stats}.items() if _scalar(v)})
+    fail_dead_trials(study)
+    specs = parse_space(cfg.search.space)
+    target = n_trials if n_trials is not None else cfg.search.n_trials
+    remaining = None if target is None else max(0, target - _finished(study))
+    if remaining == 0:
+        return
+    callbacks = [optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED))] \
+        if target is not None else []
+    study.optimize(make_objective(cfg, p, teacher, artifact_dir, specs), n_trials=remaining,
+                   timeout=timeout if timeout is not None else cfg.search.timeout, catch=(TrialFailed,),
+                   callbacks=callbacks, show_progress_bar=progress and remaining is not None, gc_after_trial=True)
+
+
+def _worker_main(cfg: StudyConfig, url: str, n_trials: int | None, timeout: float | None, threads: int) -> None:
+    _work(cfg, url, n_trials, timeout, progress=False, threads=threads, teacher_progress=False)
+
+
+def run_study(cfg: StudyConfig, *, n_trials: int | None = None, timeout: float | None = None, workers: int = 1,
+              storage: str | None = None, progress: bool = True) -> optuna.Study:
+    """Run (or resume) the study until it has ``n_trials`` finished trials or ``timeout`` passes.
+
+    ``n_trials`` counts COMPLETE trials in the whole study, so re-running the same command after an
+    interruption only adds the missing ones. With ``workers > 1`` the teacher is sampled first, then
+    ``workers`` processes share the storage (they may finish up to ``workers - 1`` extra trials).
+    """
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    if not os.access(cfg.out_dir, os.W_OK):
+        raise StudyError(f"report folder {cfg.out_dir} is not writable")
+    url = storage_url(cfg, storage, workers)
+    if url.startswith("sqlite") and workers > 1:
+        raise StudyError("SQLite is not for parallel writers: use --workers with the default (a journal file) "
+                         "or a PostgreSQL/MySQL URL")
+    cfg.out_dir.joinpath("study.yaml").write_text(_yaml(cfg))
+    if workers <= 1:
+        _work(cfg, url, n_trials, timeout, progress)
+        return open_study(cfg, url, create=False)
+    # Teacher first, in this process, so workers never race for it.
+    open_study(cfg, url)
+    ensure_teacher(prepare(cfg), cfg.out_dir, progress=progress)
+    ctx = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    procs = [ctx.Process(target=_worker_main, args=(cfg, url, n_trials, timeout, threads), daemon=False)
+             for _ in range(workers)]
+    for pr in procs:
+        pr.start()
+    for pr in procs:
+        pr.join()
+    bad = [pr.exitcode for pr in procs if pr.exitcode != 0]
+    if bad:
+        raise StudyError(f"{len(bad)} of {workers} workers exited with an error (codes {bad}); "
+                         f"the study's records are intact: re-run the command to resume")
+    return open_study(cfg, url, create=False)
+
+
+def _yaml(cfg: StudyConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- reading a study
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """Every trial: number, state, parameters, objectives by name, every scalar metric, failure reason."""
+    names = study.user_attrs.get("objectives") or [f"objective_{i}" for i in range(len(study.directions))]
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row = {"number": t.number, "state": t.state.name,
+               "duration_s": t.duration.total_seconds() if t.duration else None}
+        row.update({f"param_{k}": v for k, v in t.params.items()})
+        row.update({k: v for k, v in t.user_attrs.items() if _scalar(v) or v is None})
+        if t.values is not None:
+            row.update(dict(zip(names, t.values)))
+        cons = t.constraints
+        row["feasible"] = all(c <= 0 for c in cons.values()) if cons else True
+        row.setdefault("fail_reason", None)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=["number", "state", *names, "feasible", "fail_reason", "on_front"])
+    for n in names:
+        if n not in df.columns:
+            df[n] = float("nan")
+    front = pareto_front(df, dict(zip(names, [d.name.lower() for d in study.directions])))
+    df["on_front"] = df.index.isin(front.index)
+    return df
+
+
+def study_status(study: optuna.Study, url: str | None = None) -> dict:
+    df = trials_frame(study)
+    states = {s.name: 0 for s in TrialState}
+    for s in df["state"]:
+        states[s] += 1
+    names = study.user_attrs.get("objectives", [])
+    teacher = study.user_attrs.get("teacher", {})
+    return {"study": study.study_name, "storage": mask_url(url) if url else None,
+            "trials": {k: v for k, v in states.items() if v}, "front_size": int(df["on_front"].sum()),
+            "objectives": dict(zip(names, [d.name.lower() for d in study.directions])),
+            "teacher": {k: teacher.get(k) for k in ("teacher_acc", "teacher_nll", "seconds", "iterations")
+                        if k in teacher},
+            "teacher_artifact": study.user_attrs.get("teacher_artifact")}
+
+
+def teacher_seconds_saved(study: optuna.Study) -> dict:
+    """How much re-sampling the teacher per trial would have cost on top of what the study spent."""
+    teacher = study.user_attrs.get("teacher", {})
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    secs = float(teacher.get("seconds", 0.0))
+    trial_secs = sum(t.duration.total_seconds() for t in done if t.duration)
+    return {"teacher_seconds": secs, "completed_trials": len(done), "trial_seconds": trial_secs,
+            "saved_seconds": secs * max(0, len(done) - 1),
+            "saved_fraction": (secs * max(0, len(done) - 1)) / max(1e-9, secs * len(done) + trial_secs)}
+
