@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import re
 import socket
+import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -173,7 +174,9 @@ def open_study(cfg: StudyConfig, storage: str | None = None, *, create: bool = T
         raise StudyError(f"study {cfg.name!r} in {mask_url(url)} has other objectives "
                          f"({study.user_attrs.get('objectives')}); use a new study name")
     if "objectives" not in study.user_attrs:
-        study.set_metric_names(names)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
         study.set_user_attr("objectives", names)
         study.set_user_attr("config", to_dict(cfg))
     return study
