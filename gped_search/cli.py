@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["main", "build_parser"]
 
 EXAMPLES = """examples:
@@ -79,6 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--format", default="checkpoint,pt2", help="comma-separated: checkpoint, pt2, onnx "
                                                               "(default checkpoint,pt2)")
+
+    p = sub.add_parser("downstream", help="OOD detection and uncertainty ranking: teacher vs front students "
+                                          "vs a deterministic baseline (table + ROC / accuracy-rejection plots)")
+    _study_args(p)
+    p.add_argument("--trials", help="comma-separated trial numbers (default: up to 3 front trials, spread over "
+                                    "the first objective)")
+    p.add_argument("--ood", action="append", default=[], metavar="SET",
+                   help="OOD set: a dataset (fashion_mnist, mnist) or occlusion:<size>; repeatable "
+                        "(default: the study's data.ood and occlusion:<half the image side>)")
+    p.add_argument("--baseline-steps", type=int, default=5000, help="Adam steps of the deterministic baseline "
+                                                                      "(0 = no baseline)")
+    p.add_argument("--out", help="output folder (default reports/<name>/downstream/)")
 
     p = sub.add_parser("evaluate", help="evaluate one exported student: accuracy, calibration, OOD detection")
     p.add_argument("checkpoint", help="student checkpoint (.pt) written by export or distill")
@@ -356,8 +370,57 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_downstream(args) -> int:
+    from gped_search.api import prepare
+    from gped_search.config import ConfigError
+    from gped_search.downstream import downstream_table, train_baseline
+    from gped_search.export import load_checkpoint
+    from gped_search.posterior.artifact import load_teacher
+    from gped_search.report.plots import plot_accuracy_rejection, plot_roc
+    from gped_search.report.tables import pareto_front
+    from gped_search.report.writer import _png, markdown_table
+    from gped_search.search import trials_frame
+
+    cfg, study = _open(args)
+    df = trials_frame(study)
+    objectives = _objectives_arg(None, study)
+    if args.trials:
+        numbers = [int(_pick(df, objectives, t.strip(), False)) for t in args.trials.split(",")]
+    else:
+        front = pareto_front(df, objectives)
+        if front.empty:
+            raise ConfigError("the study has no complete trial on its front; name --trials")
+        idx = np.unique(np.linspace(0, len(front) - 1, min(3, len(front))).round().astype(int))
+        numbers = [int(front.iloc[i]["number"]) for i in idx]
+    p = prepare(cfg)
+    teacher = load_teacher(study.user_attrs["teacher_artifact"], p.device)
+    students = {}
+    for n in numbers:
+        row = df[df["number"] == n].iloc[0]
+        model, _ = load_checkpoint(row["checkpoint"], p.device)
+        students[f"#{n} {row.get('arch', '')}".strip()] = model
+    oods = args.ood or ([cfg.data.ood.value] if cfg.data.ood else []) + [f"occlusion:{p.bundle.in_shape[-1] // 2}"]
+    baseline = train_baseline(p, steps=args.baseline_steps, seed=cfg.seed) if args.baseline_steps > 0 else None
+    table, curves = downstream_table(p, teacher, students, baseline, oods)
+    out = Path(args.out) if args.out else cfg.out_dir / "downstream"
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "downstream.csv", index=False)
+    cols = [c for c in ("model", "ood", "acc", "nll", "auroc_predictive_entropy", "auroc_mutual_information",
+                        "auroc_expected_entropy", "auroc_max_prob", "aupr_predictive_entropy", "rank_spearman",
+                        "rank_kendall", "rank_topk_overlap", "rejection_auc") if c in table.columns]
+    (out / "downstream.md").write_text(f"# {cfg.name}: downstream uncertainty\n\n" + markdown_table(table[cols])
+                                       + "\n")
+    for label, c in curves["roc"].items():
+        _png(plot_roc(c, title=f"OOD detection vs {label} (predictive entropy)"),
+             out / f"roc_{label.replace(' ', '_')}.png")
+    _png(plot_accuracy_rejection(curves["rejection"]), out / "accuracy_rejection.png")
+    _print_table(table[cols])
+    print(f"wrote {out}/downstream.csv, downstream.md and plots")
+    return 0
+
+
 COMMANDS = {"distill": cmd_distill, "run": cmd_run, "status": cmd_status, "pareto": cmd_pareto,
-            "report": cmd_report, "export": cmd_export, "evaluate": cmd_evaluate}
+            "report": cmd_report, "downstream": cmd_downstream, "export": cmd_export, "evaluate": cmd_evaluate}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -79,8 +79,23 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
+def _seconds_env(name: str, default: int) -> int:
+    """A positive whole number of seconds from the environment (heartbeat settings), else ``default``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise StudyError(f"{name}={raw!r}: give a whole number of seconds >= 1")
+    return int(raw)
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """A journal file (``journal:///path`` or ``*.journal``) or an RDB storage with heartbeats."""
+    """A journal file (``journal:///path`` or ``*.journal``) or an RDB storage with heartbeats.
+
+    Server databases get Optuna's heartbeat (every ``$GPED_HEARTBEAT_INTERVAL`` s, default 30) and a
+    trial silent for ``$GPED_GRACE_PERIOD`` s (default 90) is failed and retried (up to 3 times).
+    SQLite gets none: it is for one process on one machine, where the dead-pid check covers crashes.
+    """
     if url.startswith("journal://") or url.endswith(".journal"):
         path = Path(url.removeprefix("journal://").removeprefix("/") if url.startswith("journal://") else url)
         if url.startswith("journal:///"):
@@ -90,23 +105,25 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    interval, grace = _seconds_env("GPED_HEARTBEAT_INTERVAL", 30), _seconds_env("GPED_GRACE_PERIOD", 90)
     try:
-        return RDBStorage(url, heartbeat_interval=30, grace_period=90,
+        return RDBStorage(url, heartbeat_interval=interval, grace_period=grace,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
     except Exception as e:  # driver missing, server down, bad URL
         raise StudyError(f"cannot open storage {mask_url(url)}: {type(e).__name__}: "
                          f"{str(e).splitlines()[0][:200]}") from None
 
 
-def make_sampler(cfg: StudyConfig, specs: dict[str, Spec]) -> optuna.samplers.BaseSampler:
-    s = cfg.search
+def make_sampler(cfg: StudyConfig, specs: dict[str, Spec], seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The study's sampler, seeded with ``seed`` (default: the study seed)."""
+    s, seed = cfg.search, cfg.seed if seed is None else seed
     if s.sampler == "grid":
-        return optuna.samplers.GridSampler(grid_space(specs, len(cfg.student.widths)), seed=cfg.seed)
+        return optuna.samplers.GridSampler(grid_space(specs, len(cfg.student.widths)), seed=seed)
     if s.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=cfg.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if s.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=cfg.seed, population_size=min(50, max(4, (s.n_trials or 50) // 4)))
-    return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=min(10, max(2, (s.n_trials or 20) // 2)),
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=min(50, max(4, (s.n_trials or 50) // 4)))
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, (s.n_trials or 20) // 2)),
                                       multivariate=True, constant_liar=True)
 
 
@@ -276,12 +293,18 @@ def _finished(study: optuna.Study) -> int:
 
 
 def _work(cfg: StudyConfig, url: str, n_trials: int | None, timeout: float | None, progress: bool,
-          threads: int | None = None, teacher_progress: bool = True) -> None:
+          threads: int | None = None, teacher_progress: bool = True, worker: int = 0) -> None:
     """One worker: open the study, get the teacher, run trials until the study has ``n_trials``."""
     if threads:
         torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(cfg, url)
+    n_before = len(study.get_trials(deepcopy=False))
+    if n_before or worker:
+        # A sampler seeded like the first run's (or a sibling worker's) would repeat its parameters.
+        study.sampler = make_sampler(cfg, parse_space(cfg.search.space),
+                                     seed=(cfg.seed * 1_000_003 + n_before * 7919 + worker * 104_729 + 1)
+                                     % (2**31 - 1))
     p = prepare(cfg)
     artifact_dir = cfg.out_dir
     teacher, info = ensure_teacher(p, artifact_dir, progress=teacher_progress)
@@ -302,8 +325,9 @@ def _work(cfg: StudyConfig, url: str, n_trials: int | None, timeout: float | Non
                    callbacks=callbacks, show_progress_bar=progress and remaining is not None, gc_after_trial=True)
 
 
-def _worker_main(cfg: StudyConfig, url: str, n_trials: int | None, timeout: float | None, threads: int) -> None:
-    _work(cfg, url, n_trials, timeout, progress=False, threads=threads, teacher_progress=False)
+def _worker_main(cfg: StudyConfig, url: str, n_trials: int | None, timeout: float | None, threads: int,
+                 worker: int = 0) -> None:
+    _work(cfg, url, n_trials, timeout, progress=False, threads=threads, teacher_progress=False, worker=worker)
 
 
 def run_study(cfg: StudyConfig, *, n_trials: int | None = None, timeout: float | None = None, workers: int = 1,
@@ -330,8 +354,8 @@ def run_study(cfg: StudyConfig, *, n_trials: int | None = None, timeout: float |
     ensure_teacher(prepare(cfg), cfg.out_dir, progress=progress)
     ctx = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // workers)
-    procs = [ctx.Process(target=_worker_main, args=(cfg, url, n_trials, timeout, threads), daemon=False)
-             for _ in range(workers)]
+    procs = [ctx.Process(target=_worker_main, args=(cfg, url, n_trials, timeout, threads, i), daemon=False)
+             for i in range(workers)]
     for pr in procs:
         pr.start()
     for pr in procs:
