@@ -273,6 +273,8 @@ def _pick(df, objectives: dict, trial: str | None, knee: bool) -> int:
 
 
 def cmd_export(args) -> int:
+    import numpy as np
+
     from gped_search.config import ConfigError
     from gped_search.exporting import export_student
     from gped_search.search import trials_frame
@@ -289,7 +291,9 @@ def cmd_export(args) -> int:
     bad = [f for f in formats if f not in ("checkpoint", "pt2", "onnx")]
     if bad:
         raise ConfigError(f"--format: unknown {bad}; valid: checkpoint, pt2, onnx")
-    metrics = {k: row[k] for k in row.index if k not in ("state",) and isinstance(row[k], (int, float, str))}
+    # a DataFrame row holds numpy scalars: np.int64 (params, macs, seed, ...) is no Python int
+    metrics = {k: v.item() if isinstance(v, np.generic) else v for k, v in row.items()
+               if k not in ("state",) and isinstance(v, (int, float, str, np.integer, np.floating, np.bool_))}
     meta = {"study": cfg.name, "trial": number, "metrics": metrics,
             "objectives": {k: float(row[k]) for k in objectives}}
     res = export_student(ckpt, args.out, formats, meta=meta)

@@ -11,6 +11,7 @@ import dataclasses
 import enum
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -288,15 +289,21 @@ class StudyConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
 
     def __post_init__(self) -> None:
-        _check(bool(self.name) and "/" not in self.name, "name must be a non-empty name without '/'")
+        _check(bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
+               "name must be a non-empty name without '/' (and not '.' or '..')")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                "device must be auto, cpu, cuda or cuda:N")
         from gped_search.search.space import check_metric, parse_space
 
         specs = parse_space(self.search.space)
+        for s in specs.values():
+            vals = s.choices if s.choices is not None else (s.low, s.high, s.step)
+            _check(not any(isinstance(v, float) and not math.isfinite(v) for v in vals),
+                   f"search.space.{s.name}: numbers must be finite")
         if self.search.sampler == "grid":
             from gped_search.search.space import grid_space
 
+            _check_grid_size(specs, len(self.student.widths))
             if not grid_space(specs, len(self.student.widths)):
                 raise ConfigError("search.space: the grid sampler needs at least one parameter with several values")
         for k in self.search.objectives:
@@ -312,6 +319,46 @@ class StudyConfig:
 
 
 # --------------------------------------------------------------------------- building from dicts
+
+GRID_MAX = 100_000
+"""Most grid points a grid study may have (Optuna's GridSampler lists them all up front)."""
+
+
+def _check_grid_size(specs: dict, default_depth: int) -> None:
+    """Refuse a grid too large to list before listing it (a range of 1..10**9 would exhaust memory)."""
+    counts: dict[str, int] = {}
+    for name, s in specs.items():
+        if s.choices is not None:
+            counts[name] = len(s.choices)
+        elif s.is_int or s.step:
+            n = math.floor((s.high - s.low) / (s.step or 1) + 1e-9) + 1
+            _check(n <= GRID_MAX, f"search.space.{name}: {n} grid values (at most {GRID_MAX}); use a larger step")
+            counts[name] = max(1, n)
+    total, depth = 1, default_depth
+    if "mlp_depth" in specs and "mlp_depth" in counts:
+        d = specs["mlp_depth"]
+        depth = int(max(d.choices)) if d.choices is not None else int(d.high)
+    for name, n in counts.items():
+        if n <= 1:
+            continue
+        for _ in range(depth if name == "mlp_width" and not specs[name].shared else 1):
+            total *= n
+            _check(total <= GRID_MAX, f"search.space: more than {GRID_MAX} grid points; fewer values or a larger step")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads YAML 1.2 floats: ``1e-3`` is a number, not the string '1e-3' (YAML 1.1)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
@@ -370,10 +417,18 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"{where} is too large a number") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {value!r}")
+        if "\x00" in value:
+            raise ConfigError(f"{where} must not contain a NUL character")
         return value
     if tp is Any:
         return value
@@ -394,7 +449,7 @@ def _from_dict(cls: type, data: dict, where: str = "") -> Any:
         return cls(**kwargs)
     except ConfigError:
         raise
-    except (TypeError, ValueError) as e:  # pragma: no cover - defensive
+    except (TypeError, ValueError, ArithmeticError) as e:  # e.g. unhashable choices, huge integers
         raise ConfigError(f"{where or cls.__name__}: {e}") from e
 
 
@@ -415,7 +470,7 @@ def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict:
             raise ConfigError(f"override {pair!r} must look like key.sub=value")
         key, raw = pair.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
+            value = yaml.load(raw, Loader=_Loader) if raw != "" else None
         except yaml.YAMLError as e:
             raise ConfigError(f"override {pair!r}: cannot parse value ({e.__class__.__name__})") from e
         node = out
@@ -444,13 +499,16 @@ def load_study(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
     if not p.is_file():
         raise ConfigError(f"study file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.load(p.read_text(), Loader=_Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: malformed YAML{at}: {getattr(e, 'problem', e)}") from e
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())  # one line
+        raise ConfigError(f"{p}: malformed YAML{at}: {problem}") from e
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not a text file") from e
+    except (ValueError, RecursionError) as e:  # an integer of > 4300 digits, nesting too deep for the parser
+        raise ConfigError(f"{p}: unreadable YAML ({type(e).__name__}: {str(e).split(':')[0][:80]})") from e
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -18,6 +18,7 @@ import enum
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -109,7 +110,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise on top of our one-line error
+            warnings.simplefilter("ignore", UserWarning)
+            data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:  # random bytes, or a pickle that wants to run code
         raise CheckpointError(f"{path}: refused by the weights-only loader ({_reason(e)})") from e
     except Exception as e:  # truncated / corrupt zip archive, I/O errors

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -41,7 +42,7 @@ def _cpu(d: dict | None) -> dict | None:
 
 
 def save_teacher(path: str | os.PathLike, result: TeacherResult, config: dict) -> str:
-    """Write atomically (temp file + rename; the checksum file last). Returns the SHA-256."""
+    """Write atomically (temp file + rename; the checksum file first). Returns the SHA-256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -57,20 +58,23 @@ def save_teacher(path: str | os.PathLike, result: TeacherResult, config: dict) -
         "config": config,
     }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    side = path.with_name(path.name + ".sha256")
+    side_tmp = side.with_name(side.name + f".tmp{os.getpid()}")
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         digest = sha256_of(tmp)
+        # Checksum first, artifact last: whoever sees the artifact also sees its checksum (a crash in
+        # between leaves only a checksum, and the next writer replaces it).
+        side_tmp.write_text(digest + "\n")
+        os.replace(side_tmp, side)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        side_tmp.unlink(missing_ok=True)
         raise
-    side = path.with_name(path.name + ".sha256")
-    side_tmp = side.with_name(side.name + f".tmp{os.getpid()}")
-    side_tmp.write_text(digest + "\n")
-    os.replace(side_tmp, side)
     return digest
 
 
@@ -81,7 +85,7 @@ def load_teacher(path: str | os.PathLike, device: torch.device | str = "cpu", ex
     if not path.is_file():
         raise ArtifactError(f"{path}: no teacher artifact")
     side = path.with_name(path.name + ".sha256")
-    expected = expected_sha256 or (side.read_text().strip() if side.is_file() else None)
+    expected = expected_sha256 or (side.read_text(errors="replace").strip() if side.is_file() else None)
     if expected is None:
         raise ArtifactError(f"{path}: no checksum ({side.name} missing): the artifact may be half-written")
     actual = sha256_of(path)
@@ -89,12 +93,18 @@ def load_teacher(path: str | os.PathLike, device: torch.device | str = "cpu", ex
         raise ArtifactError(f"{path}: checksum mismatch (expected {expected[:12]}…, file has {actual[:12]}…); "
                             f"delete it to re-sample the teacher")
     try:
-        d = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise on top of our one-line error
+            warnings.simplefilter("ignore", UserWarning)
+            d = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # corrupt, truncated or unsafe content
         raise ArtifactError(f"{path}: unreadable teacher artifact ({type(e).__name__})") from None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not a gped-search teacher artifact")
     if d.get("version") != VERSION:
         raise ArtifactError(f"{path}: teacher artifact version {d.get('version')} (this gped-search reads {VERSION})")
-    return TeacherResult(Arch.from_dict(d["arch"]), d["test"], d["ood"], d["transfer"], d["bank"], d["metrics"],
-                         d["stats"])
+    try:
+        return TeacherResult(Arch.from_dict(d["arch"]), d["test"], d["ood"], d["transfer"], d["bank"], d["metrics"],
+                             d["stats"])
+    except Exception as e:  # a missing entry or a malformed architecture
+        why = " ".join(str(e).split())[:80]
+        raise ArtifactError(f"{path}: incomplete teacher artifact ({type(e).__name__}: {why})") from None

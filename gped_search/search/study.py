@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import re
 import socket
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import replace
@@ -76,7 +77,7 @@ def storage_url(cfg: StudyConfig, override: str | None = None, workers: int = 1)
 
 def mask_url(url: str) -> str:
     """Hide a password in ``scheme://user:password@host`` URLs (logs, reports, status)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    return re.sub(r"(://[^:/]*):[^@]*@", r"\1:***@", url)  # user as SQLAlchemy parses it: may be empty
 
 
 def _seconds_env(name: str, default: int) -> int:
@@ -106,12 +107,21 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     interval, grace = _seconds_env("GPED_HEARTBEAT_INTERVAL", 30), _seconds_env("GPED_GRACE_PERIOD", 90)
-    try:
-        return RDBStorage(url, heartbeat_interval=interval, grace_period=grace,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
-    except Exception as e:  # driver missing, server down, bad URL
-        raise StudyError(f"cannot open storage {mask_url(url)}: {type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200]}") from None
+    for attempt in range(6):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental": keep stderr to the one error line
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, heartbeat_interval=interval, grace_period=grace,
+                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+        except Exception as e:  # driver missing, server down, bad URL
+            # Workers starting together on an empty database race to create Optuna's tables
+            # (PostgreSQL's CREATE TABLE is not atomic against itself): the losers try again.
+            if attempt < 5 and (type(e).__name__ == "IntegrityError" or "already exists" in str(e)):
+                time.sleep(0.2 + 0.3 * attempt)
+                continue
+            raise StudyError(f"cannot open storage {mask_url(url)}: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200]}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def make_sampler(cfg: StudyConfig, specs: dict[str, Spec], seed: int | None = None) -> optuna.samplers.BaseSampler:
@@ -175,6 +185,9 @@ def ensure_teacher(p: Prepared, artifact_dir: Path, progress: bool = True) -> tu
 def open_study(cfg: StudyConfig, storage: str | None = None, *, create: bool = True,
                workers: int = 1) -> optuna.Study:
     url = storage_url(cfg, storage, workers)
+    if not create and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///").split("?")[0]).is_file():
+        # opening would create an empty database, which then shadows a study.journal (storage_url)
+        raise StudyError(f"no study {cfg.name!r} in {mask_url(url)} (no such file); run `gped-search run` first")
     st = open_storage(url)
     directions = list(cfg.search.objectives.values())
     names = list(cfg.search.objectives)
