@@ -25,13 +25,13 @@ import math
 import os
 import platform
 import resource
+import statistics
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
@@ -41,8 +41,8 @@ from gped_search.config import (  # noqa: E402
     Dataset,
     DistillConfig,
     TargetMode,
-    TeacherConfig,
     TeacherArch,
+    TeacherConfig,
     to_dict,
 )
 from gped_search.data import DataBundle, Split, make_bundle  # noqa: E402
@@ -116,33 +116,54 @@ def archs(args, bundle: DataBundle):
     return t, s
 
 
-# --------------------------------------------------------------------------- the project's loop
+# --------------------------------------------------------------------------- timed blocks
 
-def bench_teacher(args, bundle, exps, device, chains: int) -> dict:
+def whole_units(iterations: float, unit: int) -> int:
+    """``iterations`` rounded to a multiple of ``unit`` (at least one unit)."""
+    return unit * max(1, round(iterations / unit))
+
+
+class Timer:
+    """Collects per-block ms/iteration (or ms/step) and the device's peak memory for one configuration."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.ms, self.iters, self.peak = device, [], 0, 0.0
+
+    def add(self, ms: float, iters: int) -> None:
+        self.ms.append(ms)
+        self.iters += iters
+        self.peak = max(self.peak, peak_mib(self.device))
+
+    def summary(self, unit: str = "iteration") -> dict:
+        return {f"ms_per_{unit}": round(statistics.median(self.ms), 4),
+                f"ms_per_{unit}_min": round(min(self.ms), 4),
+                f"ms_per_{unit}_blocks": [round(v, 3) for v in self.ms],
+                f"{unit}s": self.iters, "peak_mib": round(self.peak, 1)}
+
+
+def project_block(args, bundle, exps, device, chains: int, iterations: int, seed: int) -> tuple[float, dict]:
+    """One run of the project's loop (:func:`run_teacher` with an online student); ms/iteration of its loop."""
     t_arch, s_arch = archs(args, bundle)
-    cfgs = settings(args, chains, args.iterations)
+    cfgs = settings(args, chains, iterations)
+    torch.manual_seed(seed)
+    student = StudentTrainer(build(s_arch).to(device), exps, cfgs[1])
+    reset_peak(device)
+    sync(device)
+    res = run_teacher(*cfgs, bundle, t_arch, exps, seed=seed, students=(student,), progress=False)
+    sync(device)  # run_teacher's timer stops after its last host sync (the divergence check)
+    return res.stats["ms_per_iteration"], res.stats
 
-    def once(cfgs, seed):
-        torch.manual_seed(seed)
-        student = StudentTrainer(build(s_arch).to(device), exps, cfgs[1])
-        return run_teacher(*cfgs, bundle, t_arch, exps, seed=seed, students=(student,), progress=False)
 
-    once(settings(args, chains, max(2 * args.every, 2 * args.thin)), seed=1)  # warm-up: allocator, kernels
+def student_block(trainer, teacher, bundle, dcfg, data_cfg, steps: int, seed: int, device) -> float:
     reset_peak(device)
     sync(device)
     start = time.perf_counter()
-    res = once(cfgs, seed=0)
+    train_student(trainer, teacher, bundle.transfer, steps, dcfg, data_cfg, seed=seed)
     sync(device)
-    wall = time.perf_counter() - start
-    ms = res.stats["ms_per_iteration"]
-    return {"chains": chains, "iterations": args.iterations, "ms_per_iteration": round(ms, 4),
-            "ms_per_chain_iteration": round(ms / chains, 4),
-            "posterior_samples_per_s": round(1000 * chains / ms, 1),
-            "student_steps": res.stats["student_steps"], "test_accumulations": res.stats["test_samples"] // chains,
-            "wall_s": round(wall, 3), "peak_mib": round(peak_mib(device), 1)}
+    return 1000 * (time.perf_counter() - start) / steps
 
 
-def bench_student(args, bundle, exps, device) -> dict:
+def student_setup(args, bundle, exps, device):
     """Student steps from cached transfer-set targets (what search trials do). The targets are random
     distributions: only their shapes matter for speed."""
     t_arch, s_arch = archs(args, bundle)
@@ -155,35 +176,38 @@ def bench_student(args, bundle, exps, device) -> dict:
     teacher = TeacherResult(t_arch, test={}, ood=None, transfer=cached, bank={}, metrics={})
     torch.manual_seed(0)
     trainer = StudentTrainer(build(s_arch).to(device), exps, dcfg)
-    train_student(trainer, teacher, bundle.transfer, 20, dcfg, data_cfg)  # warm-up
-    reset_peak(device)
-    sync(device)
-    start = time.perf_counter()
-    out = train_student(trainer, teacher, bundle.transfer, args.student_steps, dcfg, data_cfg)
-    sync(device)
-    wall = time.perf_counter() - start
-    return {"steps": args.student_steps, "steps_per_s": round(args.student_steps / wall, 1),
-            "ms_per_step": round(1000 * wall / args.student_steps, 4),
-            "loop_steps_per_s": round(out["steps_per_second"], 1), "peak_mib": round(peak_mib(device), 1)}
+    return trainer, teacher, dcfg, data_cfg
 
 
 # --------------------------------------------------------------------------- the naive baseline
 
-def naive_loop(args, bundle, device, iterations: int) -> dict:
-    """The same work as ``run_teacher`` with one chain, written the way the reference code writes it."""
-    t_arch, s_arch = archs(args, bundle)
-    torch.manual_seed(0)
-    teacher = build(t_arch).to(device)  # a plain nn.Module
-    student = build(s_arch).to(device)
-    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
-    sched = torch.optim.lr_scheduler.StepLR(opt, 2000, 0.5)
-    x, y, xt, xs = bundle.train.x, bundle.train.y, bundle.test.x, bundle.transfer
-    n, eta, lam = x.shape[0], 4e-6, 10.0
-    test_proba = torch.zeros(xt.shape[0], 10, device=device)
-    test_entropy = torch.zeros(xt.shape[0], 1, device=device)
-    losses = []
+class NaiveLoop:
+    """The same work as ``run_teacher`` with one chain (SGLD step; test-set accumulation every ``thin``;
+    a student step every H from the current sample), written the way the reference code writes it:
+    an nn.Module teacher, a Python loop over its parameters updating ``p.data`` with a fresh
+    ``torch.randn`` each, and ``loss.item()`` (a host sync) every iteration. Minibatches are drawn by
+    index from the same device tensors (the reference's DataLoader would only add overhead)."""
 
-    def run(steps):
+    def __init__(self, args, bundle: DataBundle, device: torch.device):
+        t_arch, s_arch = archs(args, bundle)
+        torch.manual_seed(0)
+        self.teacher = build(t_arch).to(device)  # a plain nn.Module
+        self.student = build(s_arch).to(device)
+        self.opt = torch.optim.Adam(self.student.parameters(), lr=1e-3)
+        self.sched = torch.optim.lr_scheduler.StepLR(self.opt, 2000, 0.5)
+        self.args, self.bundle, self.device = args, bundle, device
+        self.test_proba = torch.zeros(bundle.test.x.shape[0], 10, device=device)
+        self.test_entropy = torch.zeros(bundle.test.x.shape[0], 1, device=device)
+        self.losses: list[float] = []
+
+    def run(self, steps: int) -> float:
+        """``steps`` iterations; returns ms/iteration."""
+        args, device, teacher, student = self.args, self.device, self.teacher, self.student
+        x, y, xt, xs = self.bundle.train.x, self.bundle.train.y, self.bundle.test.x, self.bundle.transfer
+        n, eta, lam = x.shape[0], 4e-6, 10.0
+        reset_peak(device)
+        sync(device)
+        start = time.perf_counter()
         for t in range(1, steps + 1):
             idx = torch.randint(0, n, (args.batch,), device=device)
             data, target = x[idx], y[idx]
@@ -195,12 +219,12 @@ def naive_loop(args, bundle, device, iterations: int) -> dict:
             for w in teacher.parameters():
                 w.data.add_(-eta / 2.0 * (w.grad.data * n + lam * w.data)
                             + torch.randn(w.shape, device=device) * math.sqrt(eta))
-            losses.append(teacher_loss.item())  # host sync every iteration
+            self.losses.append(teacher_loss.item())  # host sync every iteration
             if t % args.thin == 0:
                 with torch.no_grad():
                     p = F.softmax(teacher(xt)[0], 1)
-                    test_proba.add_(p)
-                    test_entropy.add_(-(p * torch.log(p + 1e-12)).sum(1, keepdim=True))
+                    self.test_proba.add_(p)
+                    self.test_entropy.add_(-(p * torch.log(p + 1e-12)).sum(1, keepdim=True))
             if t % args.every == 0:
                 sidx = torch.randint(0, xs.shape[0], (100,), device=device)
                 xb = (xs[sidx] + torch.randn(xs[sidx].shape, device=device) * 0.001).clamp(0, 1)
@@ -209,23 +233,15 @@ def naive_loop(args, bundle, device, iterations: int) -> dict:
                     th = -(tp * torch.log(tp + 1e-12)).sum(1, keepdim=True)
                 logits, ent = student(xb)
                 student_loss = -(tp * F.log_softmax(logits, 1)).sum(1).mean() + (ent - th).abs().mean()
-                opt.zero_grad()
+                self.opt.zero_grad()
                 student_loss.backward()
-                opt.step()
-                sched.step()
-
-    run(max(2 * args.every, 2 * args.thin))  # warm-up
-    reset_peak(device)
-    sync(device)
-    start = time.perf_counter()
-    run(iterations)
-    sync(device)
-    wall = time.perf_counter() - start
-    if not all(map(math.isfinite, losses)):
-        raise FloatingPointError("naive loop diverged")
-    ms = 1000 * wall / iterations
-    return {"chains": 1, "iterations": iterations, "ms_per_iteration": round(ms, 4), "wall_s": round(wall, 3),
-            "peak_mib": round(peak_mib(device), 1)}
+                self.opt.step()
+                self.sched.step()
+        sync(device)
+        ms = 1000 * (time.perf_counter() - start) / steps
+        if not math.isfinite(self.losses[-1]):
+            raise FloatingPointError("the naive loop diverged")
+        return ms
 
 
 # --------------------------------------------------------------------------- main
@@ -233,7 +249,8 @@ def naive_loop(args, bundle, device, iterations: int) -> dict:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--iterations", type=int, default=2000, help="SGLD iterations per timed run (default 2000)")
+    ap.add_argument("--iterations", type=int, default=2000, help="SGLD iterations timed for one chain and for the naive loop, split over --repeats "
+                    "rounds; c chains run iterations / c (the same number of posterior samples); default 2000")
     ap.add_argument("--naive-iterations", type=int, default=None,
                     help="iterations of the naive loop (default: --iterations)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -245,9 +262,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--student-steps", type=int, default=500, help="cached-target student steps to time")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--data-root", default=None, help="real MNIST under DATA_ROOT/MNIST/raw (default: random)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="interleaved rounds; each configuration's iterations are split over them")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
     ap.add_argument("--json-out", default=None, help="also write the JSON object here")
     args = ap.parse_args(argv)
+    t_start = time.perf_counter()
 
     chains = [int(c) for c in args.chains.split(",") if c.strip()]
     if not chains or min(chains) < 1:
@@ -280,21 +300,65 @@ def main(argv=None) -> dict:
             "n_train": int(bundle.train.x.shape[0]), "n_test": int(bundle.test.x.shape[0]),
             "teacher": t_arch.describe(), "teacher_params": sum(p.numel() for p in build(t_arch).parameters()),
             "student": s_arch.describe(), "batch": args.batch, "H": args.every, "thin": args.thin,
-            "burn_in": 0, "iterations": args.iterations, "student_steps": args.student_steps,
+            "burn_in": 0, "iterations": args.iterations, "chains": chains, "repeats": args.repeats,
+            "student_steps": args.student_steps,
             "teacher_config": to_dict(tcfg), "distill_config": to_dict(dcfg),
         },
     }
-    out["teacher"] = {str(c): bench_teacher(args, bundle, exps, device, c) for c in chains}
-    out["student"] = bench_student(args, bundle, exps, device)
-    if not args.no_naive:
-        naive = naive_loop(args, bundle, device, args.naive_iterations or args.iterations)
-        out["naive"] = naive
-        if "1" in out["teacher"]:
-            out["speedup_vs_naive"] = round(naive["ms_per_iteration"] / out["teacher"]["1"]["ms_per_iteration"], 3)
-    if "1" in out["teacher"]:
+    # Warm-up (allocator, kernels, vmap tracing), then `repeats` rounds that interleave every
+    # configuration, so that a busy machine slows all of them alike; medians over rounds are reported
+    # and the speed-up is the median of per-round ratios.
+    warm = max(args.every, args.thin)
+    for c in chains:
+        project_block(args, bundle, exps, device, c, warm, seed=99)
+    naive = NaiveLoop(args, bundle, device) if not args.no_naive else None
+    if naive is not None:
+        naive.run(warm)
+    trainer, cached_teacher, s_dcfg, s_data = student_setup(args, bundle, exps, device)
+    student_block(trainer, cached_teacher, bundle, s_dcfg, s_data, 20, 99, device)
+
+    rounds = max(1, args.repeats)
+    unit = math.lcm(args.every, args.thin)  # blocks hold whole student-step and accumulation periods
+    timers = {c: Timer(device) for c in chains}
+    naive_timer, student_timer = Timer(device), Timer(device)
+    extra: dict[int, dict] = {}
+    for r in range(rounds):
+        for c in chains:
+            # Chain counts get the same number of posterior samples: iterations / chains each.
+            its = whole_units(args.iterations / (c * rounds), unit)
+            ms, stats = project_block(args, bundle, exps, device, c, its, seed=r)
+            timers[c].add(ms, its)
+            extra.setdefault(c, {"student_steps": 0, "test_accumulations": 0})
+            extra[c]["student_steps"] += stats["student_steps"]
+            extra[c]["test_accumulations"] += stats["test_samples"] // c
+        if naive is not None:
+            its = whole_units((args.naive_iterations or args.iterations) / rounds, unit)
+            naive_timer.add(naive.run(its), its)
+        steps = max(1, args.student_steps // rounds)
+        student_timer.add(student_block(trainer, cached_teacher, bundle, s_dcfg, s_data, steps, r, device), steps)
+
+    out["teacher"] = {}
+    for c in chains:
+        rec = {"chains": c, **timers[c].summary(), **extra[c]}
+        ms = rec["ms_per_iteration"]
+        rec["ms_per_chain_iteration"] = round(ms / c, 4)
+        rec["posterior_samples_per_s"] = round(1000 * c / ms, 1)
+        out["teacher"][str(c)] = rec
+    st = student_timer.summary("step")
+    out["student"] = {"steps_per_s": round(1000 / st["ms_per_step"], 1), **st}
+    if naive is not None:
+        out["naive"] = {"chains": 1, **naive_timer.summary()}
+        if 1 in timers:
+            ratios = [a / b for a, b in zip(naive_timer.ms, timers[1].ms)]
+            out["speedup_vs_naive"] = round(statistics.median(ratios), 3)
+            out["speedup_vs_naive_rounds"] = [round(v, 3) for v in ratios]
+            out["speedup_vs_naive_best"] = round(min(naive_timer.ms) / min(timers[1].ms), 3)
+    if 1 in timers:
         base = out["teacher"]["1"]["ms_per_chain_iteration"]
-        out["chain_throughput_vs_1"] = {c: round(base / r["ms_per_chain_iteration"], 3)
-                                        for c, r in out["teacher"].items()}
+        out["chain_throughput_vs_1"] = {k: round(base / v["ms_per_chain_iteration"], 3)
+                                        for k, v in out["teacher"].items()}
+    out["load_average_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    out["total_s"] = round(time.perf_counter() - t_start, 1)
     text = json.dumps(out, indent=2)
     print(text)
     if args.json_out:

@@ -88,9 +88,10 @@ def test_sgld_update_matches_gaussian_posterior():
     mu = torch.linalg.solve(P, X.T @ y / s2)
     cov = torch.linalg.inv(P)
     evals = torch.linalg.eigvalsh(P)
-    eta = 0.02 / float(evals.max())  # eta * lambda_max = 0.02: discretisation bias 0.5 %
+    eta = 0.04 / float(evals.max())  # eta * lambda_max = 0.04: discretisation bias 1 %
 
-    chains, burn, keep, every = 4000, 4000, 4000, 10
+    # Burn-in: the slowest mode forgets w = 0 at rate eta lambda_min / 2 per step, ~10 e-folds here.
+    chains, burn, keep, every = 4000, 3000, 2000, 10
     w = torch.zeros(chains, 2, dtype=dt)
     s1 = torch.zeros(2, dtype=dt)
     sxx = torch.zeros(2, 2, dtype=dt)
@@ -509,7 +510,7 @@ def test_missing_mnist_root_says_where_it_looked(tmp_path, monkeypatch):
     # Without data.root the environment variable is where it looks.
     with pytest.raises(DataError, match=str(env_root / "MNIST" / "raw")):
         make_bundle(DataConfig(dataset=Dataset.mnist), seed=0)
-    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*ubyte"))
+    assert not any((tmp_path / "cache").rglob("*ubyte*"))  # nothing was half-copied
 
 
 # --------------------------------------------------------------------------- divergence

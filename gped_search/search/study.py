@@ -319,7 +319,7 @@ def _work(cfg: StudyConfig, url: str, n_trials: int | None, timeout: float | Non
                                      seed=(cfg.seed * 1_000_003 + n_before * 7919 + worker * 104_729 + 1)
                                      % (2**31 - 1))
     p = prepare(cfg)
-    artifact_dir = cfg.out_dir
+    artifact_dir = cfg.out_dir.resolve()  # absolute paths in the records: workers may run elsewhere
     teacher, info = ensure_teacher(p, artifact_dir, progress=teacher_progress)
     if "teacher_artifact" not in study.user_attrs or info["teacher_sampled_here"]:
         study.set_user_attr("teacher_artifact", info["teacher_artifact"])
@@ -360,7 +360,7 @@ def run_study(cfg: StudyConfig, *, n_trials: int | None = None, timeout: float |
                          "or a PostgreSQL/MySQL URL")
     cfg.out_dir.joinpath("study.yaml").write_text(_yaml(cfg))
     if workers <= 1:
-        _work(cfg, url, n_trials, timeout, progress)
+        _work(cfg, url, n_trials, timeout, progress, teacher_progress=progress)
         return open_study(cfg, url, create=False)
     # Teacher first, in this process, so workers never race for it.
     open_study(cfg, url)
