@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import re
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -268,6 +269,7 @@ def make_objective(cfg: StudyConfig, p: Prepared, teacher: TeacherResult, artifa
         except Exception as e:  # divergence, shape trouble, ...: a FAIL with the reason, the study goes on
             reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
             trial.set_user_attr("fail_reason", reason)
+            print(f"trial {trial.number} failed: {reason}", file=sys.stderr)
             raise TrialFailed(reason) from e
         pruning = rec.pop("_pruning")
         for k, v in rec.items():
@@ -310,7 +312,8 @@ def _work(cfg: StudyConfig, url: str, n_trials: int | None, timeout: float | Non
     """One worker: open the study, get the teacher, run trials until the study has ``n_trials``."""
     if threads:
         torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna logs every failed trial with a traceback; ours get one line (above) and a fail_reason.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = open_study(cfg, url)
     n_before = len(study.get_trials(deepcopy=False))
     if n_before or worker:
