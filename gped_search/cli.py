@@ -148,8 +148,7 @@ def _report(cfg, study, out=None, compare=()) -> dict:
     teacher = study.user_attrs.get("teacher", {})
     teacher = {k: teacher[k] for k in ("teacher_acc", "teacher_nll", "teacher_ece", "iterations", "seconds",
                                        "ms_per_iteration", "test_samples", "chains") if k in teacher}
-    extra = {f"teacher_{k}" if not k.startswith("teacher") else k: round(v, 3) if isinstance(v, float) else v
-             for k, v in teacher_seconds_saved(study).items()}
+    extra = {k: round(v, 3) if isinstance(v, float) else v for k, v in teacher_seconds_saved(study).items()}
     objectives = dict(zip(study.user_attrs["objectives"], [d.name.lower() for d in study.directions]))
     return write_report(trials_frame(study), objectives, out or cfg.out_dir, title=cfg.name,
                         settings=study.user_attrs.get("config", to_dict(cfg)), teacher=teacher,
