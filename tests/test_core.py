@@ -475,7 +475,7 @@ def test_config_unknown_key_names_valid_keys():
     ({"teacher": {"iterations": "many"}}, "teacher.iterations must be an integer, got 'many'"),
     ({"teacher": {"arch": "resnet"}}, r"teacher.arch must be one of \['mlp', 'cnn', 'cifar_cnn'\]"),
     ({"distill": {"targets": ["expected_entropy"]}}, "must start with 'predictive'"),
-])
+], ids=["step_size", "burn_in", "dropout", "mask_size", "not_int", "enum", "targets"])
 def test_config_bad_values(data, message):
     with pytest.raises(ConfigError, match=message):
         study_from_dict(data)

@@ -42,7 +42,7 @@ def perturb(x: torch.Tensor, sigma: float, clamp: bool, generator: torch.Generat
 
 def make_bundle(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") -> DataBundle:
     """Load, occlude (positions from seeded generators, fixed for the run) and move to ``device``."""
-    name = cfg.dataset.value
+    name = getattr(cfg.dataset, "value", cfg.dataset)
     train = load_split(name, True, cfg.root)
     test = load_split(name, False, cfg.root)
     # One generator per split, derived from the study seed, so masks do not depend on load order.

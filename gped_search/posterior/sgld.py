@@ -102,6 +102,10 @@ class SGLD:
     def logits(self, x: torch.Tensor, chunk: int = 8192, params: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Logits of every chain (C, N, K) for inputs ``x``, in chunks."""
         params = self.params if params is None else params
+        if params[0].shape[0] == 1:  # one chain: a direct call, without vmap's overhead
+            one = dict(zip(self.names, (p[0] for p in params)))
+            return torch.cat([functional_call(self.model, one, (x[i:i + chunk],))[0]
+                              for i in range(0, x.shape[0], chunk)])[None]
         return torch.cat([self._logits(params, x[i:i + chunk]) for i in range(0, x.shape[0], chunk)], dim=1)
 
     def is_finite(self) -> bool:
