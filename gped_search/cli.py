@@ -189,7 +189,7 @@ def cmd_status(args) -> int:
         print(f"Pareto front: {st['front_size']} trials over "
               + ", ".join(f"{k} ({v})" for k, v in st["objectives"].items()))
         if st["teacher"]:
-            print("teacher: " + ", ".join(f"{k} {v:.4g}" for k, v in st["teacher"].items()))
+            print("teacher: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) and not v.is_integer() else f"{k} {v:g}" for k, v in st["teacher"].items()))
     return 0
 
 
