@@ -124,8 +124,8 @@ def student_record(model: Net, teacher: TeacherResult, p: Prepared, latency_batc
                    latency_repeats: int = 30) -> dict:
     """Quality against the teacher on the test set, plus cost figures and measured latency."""
     b = p.bundle
-    rec = evaluate(model, b.test.x, b.test.y, teacher.test)
     s_test = student_outputs(model, b.test.x)
+    rec = evaluate(model, b.test.x, b.test.y, teacher.test, outputs=s_test)
     s_ood = student_outputs(model, b.ood.x) if b.ood is not None and teacher.ood is not None else None
     rec.update(downstream_record(teacher.test, s_test, b.test.y, teacher.ood if s_ood is not None else None, s_ood))
     cost = cost_figures(model, b.test.x[:1])

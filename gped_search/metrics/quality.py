@@ -55,15 +55,15 @@ def student_outputs(model: torch.nn.Module, x: torch.Tensor, chunk: int = 4096) 
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, teacher: dict[str, torch.Tensor]
-             ) -> dict[str, float]:
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, teacher: dict[str, torch.Tensor],
+             outputs: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
     """Teacher and student quality on (x, y) given the teacher's posterior means ``teacher``.
 
     Keys: teacher_/student_ nll, acc, ece; kl = KL(teacher || student), kl_st = KL(student || teacher),
     prob_mae = mean |p_T - p_S| over examples and classes; for each other head h: h_mae; and with an
     expected-entropy head, mi_mae for the mutual information (predictive entropy - expected entropy).
     """
-    s = student_outputs(model, x)
+    s = student_outputs(model, x) if outputs is None else outputs  # ``outputs``: already computed on x
     p_t, p_s = teacher["predictive"], s["predictive"]
     log_t, log_s = p_t.clamp_min(1e-12).log(), p_s.clamp_min(1e-12).log()
     rec = predictive_metrics(p_t, y, "teacher") | predictive_metrics(p_s, y, "student")
