@@ -147,6 +147,8 @@ class TeacherConfig:
     bank_size: int = 32
     """Thinned samples kept in the teacher artifact for `online` replay in search trials."""
     check_every: int = 1000
+    cuda_graph: bool = False
+    """Replay the SGLD step as a CUDA graph (CUDA, constant step size; falls back to eager)."""
     """Iterations between divergence (NaN/inf) checks; the only host syncs in the loop."""
 
     def __post_init__(self) -> None:

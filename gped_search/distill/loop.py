@@ -72,6 +72,8 @@ def run_teacher(tcfg: TeacherConfig, dcfg: DistillConfig, data_cfg: DataConfig, 
     sampler = SGLD(arch, bundle.train.x, bundle.train.y, step_size=tcfg.step_size,
                    prior_precision=tcfg.prior_precision, batch_size=tcfg.batch_size, chains=tcfg.chains,
                    schedule=tcfg.schedule, decay_t0=tcfg.decay_t0, decay_gamma=tcfg.decay_gamma, seed=seed)
+    if tcfg.cuda_graph:
+        sampler.capture_cuda_graph()
     n_classes = bundle.n_classes
     test_acc = PosteriorAccumulator(len(bundle.test), n_classes, exps, device)
     ood_acc = PosteriorAccumulator(len(bundle.ood), n_classes, exps, device) if bundle.ood is not None else None
