@@ -99,9 +99,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     SQLite gets none: it is for one process on one machine, where the dead-pid check covers crashes.
     """
     if url.startswith("journal://") or url.endswith(".journal"):
-        path = Path(url.removeprefix("journal://").removeprefix("/") if url.startswith("journal://") else url)
-        if url.startswith("journal:///"):
-            path = Path("/" + url.removeprefix("journal:///"))
+        path = Path(url.removeprefix("journal://"))  # journal:///abs/file or journal://relative/file
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
     if url.startswith("sqlite:///"):
