@@ -141,7 +141,9 @@ def make_sampler(cfg: StudyConfig, specs: dict[str, Spec], seed: int | None = No
 def teacher_key(cfg: StudyConfig) -> str:
     """Digest of every setting the teacher artifact depends on."""
     d = to_dict(cfg)
-    key = {"seed": cfg.seed, "data": d["data"], "teacher": d["teacher"],
+    # cuda_graph changes how the step runs, not the posterior it samples
+    teacher = {k: v for k, v in d["teacher"].items() if k != "cuda_graph"}
+    key = {"seed": cfg.seed, "data": d["data"], "teacher": teacher,
            "targets": d["distill"]["targets"], "temperature": d["distill"]["temperature"]}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
