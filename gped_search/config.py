@@ -511,8 +511,8 @@ def load_study(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
         raise ConfigError(f"{p}: not a text file") from e
     except (ValueError, RecursionError) as e:  # an integer of > 4300 digits, nesting too deep for the parser
         raise ConfigError(f"{p}: unreadable YAML ({type(e).__name__}: {str(e).split(':')[0][:80]})") from e
-    if data is None:
-        data = {}
+    if data is None or data == {}:
+        raise ConfigError(f"{p}: the study file is empty (see studies/quickstart.yaml for one to start from)")
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a study file must be a mapping at the top level")
     data = _merge(data, parse_overrides(overrides))
