@@ -26,7 +26,7 @@ from torch import nn
 
 from gped_search.models.nets import Arch, arch_of, build
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint"]
+__all__ = ["FORMAT", "VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "weights_only_load"]
 
 FORMAT = "gped-search-student"
 VERSION = 1
@@ -75,6 +75,14 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.split('. ')[0][:160]}"
 
 
+def weights_only_load(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """``torch.load(weights_only=True)`` without torch's warnings (e.g. "Detected pickle protocol 4"),
+    which would sit on top of the caller's one-line error. Never runs pickled code."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, config: dict | None = None,
                     metrics: dict | None = None, pruning: dict | None = None,
                     extra: dict | None = None) -> Path:
@@ -110,9 +118,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise on top of our one-line error
-            warnings.simplefilter("ignore", UserWarning)
-            data = torch.load(path, map_location=map_location, weights_only=True)
+        data = weights_only_load(path, map_location)
     except pickle.UnpicklingError as e:  # random bytes, or a pickle that wants to run code
         raise CheckpointError(f"{path}: refused by the weights-only loader ({_reason(e)})") from e
     except Exception as e:  # truncated / corrupt zip archive, I/O errors

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import warnings
 from pathlib import Path
 
 import torch
 
 from gped_search.distill.loop import TeacherResult
+from gped_search.export import weights_only_load
 from gped_search.models import Arch
 
 __all__ = ["ArtifactError", "save_teacher", "load_teacher", "sha256_of"]
@@ -93,9 +93,7 @@ def load_teacher(path: str | os.PathLike, device: torch.device | str = "cpu", ex
         raise ArtifactError(f"{path}: checksum mismatch (expected {expected[:12]}…, file has {actual[:12]}…); "
                             f"delete it to re-sample the teacher")
     try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise on top of our one-line error
-            warnings.simplefilter("ignore", UserWarning)
-            d = torch.load(path, map_location=device, weights_only=True)
+        d = weights_only_load(path, device)
     except Exception as e:  # corrupt, truncated or unsafe content
         raise ArtifactError(f"{path}: unreadable teacher artifact ({type(e).__name__})") from None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
