@@ -24,7 +24,7 @@ from gped_search.config import (
     to_dict,
 )
 from gped_search.data import DataBundle, make_bundle
-from gped_search.distill.loop import TeacherResult, run_teacher, train_student
+from gped_search.distill.loop import TeacherResult, run_teacher, train_student, train_students
 from gped_search.distill.student import StudentTrainer
 from gped_search.export import save_checkpoint
 from gped_search.metrics.cost import cost_figures, measure_latency
@@ -32,11 +32,12 @@ from gped_search.metrics.downstream import downstream_record
 from gped_search.metrics.quality import evaluate, student_outputs
 from gped_search.models import Arch, Net, build, student_arch, teacher_arch
 from gped_search.posterior.expectations import Expectation, resolve
+from gped_search.posterior.sgld import DivergenceError
 from gped_search.prune import group_lasso_penalty, prune_model, unit_groups
 
 __all__ = ["resolve_device", "trial_seed", "Prepared", "prepare", "teacher_arch_for", "student_arch_for",
            "make_trainer", "sample_teacher", "student_steps", "prune_and_finetune", "student_record",
-           "train_trial", "distill"]
+           "train_trial", "train_trials", "distill"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -104,19 +105,23 @@ def student_steps(cfg: StudyConfig) -> int:
     return max(1, (cfg.teacher.iterations - cfg.teacher.burn_in) // cfg.distill.every)
 
 
-def prune_and_finetune(model: Net, teacher: TeacherResult, p: Prepared, prune: PruneConfig, dcfg: DistillConfig,
-                       seed: int, progress: bool = False) -> dict:
-    """Prune (threshold or ratio rule), then fine-tune by penalty-free distillation at a lower lr."""
+def _prune(model: Net, p: Prepared, prune: PruneConfig) -> dict:
     before = [m.out_features if hasattr(m, "out_features") else m.out_channels for m in
               (lay for lay in model.body if isinstance(lay, (torch.nn.Linear, torch.nn.Conv2d)))]
     res = prune_model(model, p.bundle.test.x[:1], prune.rule.value, tau=prune.tau, ratio=prune.ratio)
-    info = {"rule": prune.rule.value, "tau": prune.tau, "ratio": prune.ratio, "units_before": before,
-            "units_kept": res.kept, "units_removed": res.removed, "history": res.history}
-    if prune.finetune_steps > 0 and sum(res.removed) > 0:
+    return {"rule": prune.rule.value, "tau": prune.tau, "ratio": prune.ratio, "units_before": before,
+            "units_kept": res.kept, "units_removed": res.removed, "history": res.history,
+            "finetune_steps": prune.finetune_steps if sum(res.removed) > 0 else 0}
+
+
+def prune_and_finetune(model: Net, teacher: TeacherResult, p: Prepared, prune: PruneConfig, dcfg: DistillConfig,
+                       seed: int, progress: bool = False) -> dict:
+    """Prune (threshold or ratio rule), then fine-tune by penalty-free distillation at a lower lr."""
+    info = _prune(model, p, prune)
+    if info["finetune_steps"] > 0:
         trainer = make_trainer(model, p, dcfg, lr=dcfg.lr * prune.finetune_lr_factor)
         train_student(trainer, teacher, p.bundle.transfer, prune.finetune_steps, dcfg, p.cfg.data,
                       seed=seed + 1, progress=progress, desc="fine-tune")
-    info["finetune_steps"] = prune.finetune_steps if sum(res.removed) > 0 else 0
     return info
 
 
@@ -143,6 +148,19 @@ def student_record(model: Net, teacher: TeacherResult, p: Prepared, latency_batc
     return rec
 
 
+def _needs_pruning(prune: PruneConfig) -> bool:
+    return prune.lambda_g > 0 or prune.rule.value == "ratio"
+
+
+def _finish_record(model: Net, teacher: TeacherResult, p: Prepared, prune: PruneConfig, pruning: dict | None,
+                   steps: int, latency_batch: int) -> dict:
+    rec = student_record(model, teacher, p, latency_batch)
+    rec.update({"student_steps": steps, "lambda_g": prune.lambda_g,
+                "units_removed": sum(pruning["units_removed"]) if pruning else 0})
+    rec["_pruning"] = pruning
+    return rec
+
+
 def train_trial(p: Prepared, teacher: TeacherResult, student: StudentConfig, prune: PruneConfig, *, seed: int,
                 steps: int | None = None, latency_batch: int = 1, progress: bool = False) -> tuple[Net, dict]:
     """One search trial's student: build -> distil (+ group LASSO) -> prune -> fine-tune -> record."""
@@ -153,14 +171,82 @@ def train_trial(p: Prepared, teacher: TeacherResult, student: StudentConfig, pru
     t0 = time.perf_counter()
     timing = train_student(trainer, teacher, p.bundle.transfer, steps, p.cfg.distill, p.cfg.data, seed=seed,
                            progress=progress)
-    pruning = None
-    if prune.lambda_g > 0 or prune.rule.value == "ratio":
-        pruning = prune_and_finetune(model, teacher, p, prune, p.cfg.distill, seed, progress)
-    rec = student_record(model, teacher, p, latency_batch)
-    rec.update({"train_seconds": time.perf_counter() - t0, "student_steps": timing["steps"],
-                "lambda_g": prune.lambda_g, "units_removed": sum(pruning["units_removed"]) if pruning else 0})
-    rec["_pruning"] = pruning
+    pruning = prune_and_finetune(model, teacher, p, prune, p.cfg.distill, seed, progress) \
+        if _needs_pruning(prune) else None
+    rec = _finish_record(model, teacher, p, prune, pruning, timing["steps"], latency_batch)
+    rec["train_seconds"] = time.perf_counter() - t0
     return model, rec
+
+
+def train_trials(p: Prepared, teacher: TeacherResult, configs: list[StudyConfig], seeds: list[int], *,
+                 steps: int | None = None, latency_batch: int = 1, progress: bool = False
+                 ) -> list[tuple[Net, dict] | Exception]:
+    """Several trials' students trained in lockstep against one teacher (the search's batch mode).
+
+    Each config is one trial's study config (its student, prune and distill choices; data, targets and
+    step counts are the study's). Students are initialised from their own seeds as in
+    :func:`train_trial`, then share one minibatch stream (drawn from ``seeds[0]``), one target
+    computation and one backward per step (:func:`train_students`); pruned students are fine-tuned
+    together the same way. Returns, per trial, ``(model, record)`` or the exception that ended it
+    (a diverging student fails alone). ``train_seconds`` is a student's share of the lockstep time
+    (batch wall time / students) plus its own pruning and evaluation.
+    """
+    steps = steps or student_steps(p.cfg)
+    out: list = [None] * len(configs)
+    models: dict[int, Net] = {}
+    trainers = {}
+    for i, (c, seed) in enumerate(zip(configs, seeds)):
+        try:
+            torch.manual_seed(seed)
+            models[i] = build(student_arch_for(p, c.student)).to(p.device)
+            trainers[i] = make_trainer(models[i], p, c.distill, lambda_g=c.prune.lambda_g)
+        except Exception as e:  # noqa: BLE001 - one trial's failure, recorded by the caller
+            out[i] = e
+            models.pop(i, None)
+    shared = {i: 0.0 for i in models}
+
+    def lockstep(ids: list[int], group: dict, n: int, seed: int, desc: str) -> None:
+        t0 = time.perf_counter()
+        res = train_students([group[i] for i in ids], teacher, p.bundle.transfer, n, p.cfg.distill, p.cfg.data,
+                             seed=seed, progress=progress, desc=desc)
+        for i in ids:
+            shared[i] += (time.perf_counter() - t0) / len(ids)
+        for j, step in res["diverged"].items():
+            out[ids[j]] = DivergenceError(f"student diverged (NaN/inf loss) by step {step}; lower distill.lr")
+            models.pop(ids[j], None)
+
+    if trainers:
+        lockstep(list(trainers), trainers, steps, seeds[0], f"{len(trainers)} students")
+    pruning: dict[int, dict] = {}
+    own = {i: 0.0 for i in models}
+    for i in list(models):
+        if _needs_pruning(configs[i].prune):
+            t0 = time.perf_counter()
+            try:
+                pruning[i] = _prune(models[i], p, configs[i].prune)
+            except Exception as e:  # noqa: BLE001
+                out[i] = e
+                models.pop(i)
+            own[i] += time.perf_counter() - t0
+    by_steps: dict[int, list[int]] = {}
+    for i, info in pruning.items():
+        if i in models and info["finetune_steps"] > 0:
+            by_steps.setdefault(info["finetune_steps"], []).append(i)
+    for n, ids in by_steps.items():
+        fine = {i: make_trainer(models[i], p, configs[i].distill,
+                                lr=configs[i].distill.lr * configs[i].prune.finetune_lr_factor) for i in ids}
+        lockstep(ids, fine, n, seeds[0] + 1, "fine-tune")
+    for i in list(models):
+        t0 = time.perf_counter()
+        try:
+            rec = _finish_record(models[i], teacher, p, configs[i].prune, pruning.get(i), steps, latency_batch)
+        except Exception as e:  # noqa: BLE001
+            out[i] = e
+            continue
+        rec["train_seconds"] = shared[i] + own[i] + time.perf_counter() - t0
+        rec["batch_students"] = len(configs)
+        out[i] = (models[i], rec)
+    return out
 
 
 def distill(cfg: StudyConfig, progress: bool = True, out_dir: str | Path | None = None) -> dict:

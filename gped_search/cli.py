@@ -8,6 +8,7 @@ study has already recorded stays in its storage.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-trials", type=int, help="completed trials the study should have (default: the study file's)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--batch", type=int, help="trials asked together and trained in lockstep against the teacher "
+                   "(default: search.batch of the study file, 1)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -159,6 +162,8 @@ def cmd_run(args) -> int:
     from gped_search.search import run_study, storage_url, study_status
 
     cfg = _load(args)
+    if args.batch is not None:
+        cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, batch=args.batch))
     study = run_study(cfg, n_trials=args.n_trials, timeout=args.timeout, workers=args.workers,
                       storage=args.storage, progress=not args.no_progress)
     print(json.dumps(study_status(study, storage_url(cfg, args.storage, args.workers)), indent=2))
@@ -302,8 +307,6 @@ def cmd_export(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    import dataclasses
-
     import torch
 
     from gped_search.config import ConfigError, Dataset, study_from_dict

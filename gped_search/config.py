@@ -262,6 +262,8 @@ class SearchConfig:
     """Optuna storage URL; default: SQLite file in the study's report folder."""
     latency_batch: int = 1
     """Batch size of the latency objective."""
+    batch: int = 1
+    """Trials asked together and trained in lockstep against the teacher (ask-and-tell batch mode)."""
 
     def __post_init__(self) -> None:
         _check(self.sampler in {"tpe", "nsga2", "random", "grid"}, "search.sampler must be tpe|nsga2|random|grid")
@@ -271,6 +273,7 @@ class SearchConfig:
         _check(self.n_trials is None or self.n_trials >= 1, "search.n_trials must be >= 1")
         _check(self.timeout is None or self.timeout > 0, "search.timeout must be > 0")
         _check(self.latency_batch >= 1, "search.latency_batch must be >= 1")
+        _check(self.batch >= 1, "search.batch must be >= 1")
 
 
 @dataclass(frozen=True)

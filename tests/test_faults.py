@@ -149,6 +149,38 @@ def test_worker_killed_mid_trial_postgres_heartbeat_retries(pg_url, tmp_path, go
           f"failed={got['failed']} retry=trial {retries[0].number} wall={time.perf_counter() - t0:.1f}s")
 
 
+def test_batch_worker_killed_mid_batch_postgres_heartbeat_retries_every_trial(pg_url, tmp_path, good_teacher):
+    """Ask-and-tell batch mode keeps heartbeats by hand: killing it mid-batch loses none of its trials."""
+    from optuna.trial import TrialState
+
+    t0 = time.perf_counter()
+    name, target, batch = "hb_batch", 3, 3
+    study_file = write_study(tmp_path / "hbb.yaml", name, tmp_path / "reports", n_trials=target, steps=600)
+    _place_teacher(good_teacher, tmp_path / "reports" / name)
+    env = worker_env(GPED_HEARTBEAT_INTERVAL="1", GPED_GRACE_PERIOD="3")
+    cmd = [*gped(), "run", str(study_file), "--storage", pg_url, "--batch", str(batch), *RUN]
+    a = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    _kill_mid_trial(a, pg_url, name)
+    victims = _study(pg_url, name).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    assert len(victims) == batch
+    for v in victims:  # as if on another machine: only the heartbeat can tell
+        _study(pg_url, name)._storage.set_trial_user_attr(v._trial_id, "worker", "node-b.cluster:4242")
+    time.sleep(4)  # the node comes back after the grace period
+
+    b = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
+    assert b.returncode == 0, b.stderr[-3000:]
+    trials = _study(pg_url, name).get_trials(deepcopy=False)
+    for v in victims:
+        assert trials[v.number].state == TrialState.FAIL
+        retries = [t for t in trials if t.system_attrs.get("failed_trial") == v.number]
+        assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE and retries[0].params == v.params
+        assert retries[0].user_attrs["batch_students"] == batch
+    got = _losses(_study(pg_url, name), target)
+    assert got["complete"] >= target and got["lost"] == [], got
+    print(f"\n[faults:batch-heartbeat] kills=1 batch={batch} trials_lost={len(got['lost'])} "
+          f"complete={got['complete']} failed={got['failed']} wall={time.perf_counter() - t0:.1f}s")
+
+
 def test_worker_killed_mid_trial_sqlite_dead_pid_retries(tmp_path, good_teacher):
     """Same on one machine with the default SQLite file: the next run fails the dead worker's trial."""
     from optuna.trial import TrialState

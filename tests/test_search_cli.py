@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -257,6 +258,68 @@ def test_two_workers_share_one_journal_and_one_teacher(study_run, tmp_path, caps
     assert list(tmp_path.rglob(TEACHER_FILE)) == [teacher]
     assert main(["status", QUICKSTART, *sets(tmp_path, SPACE)]) == 0
     assert f"complete {len(done)}" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- 3b. batch mode (ask and tell)
+
+
+def test_batch_mode_trains_a_batch_together_and_fails_only_the_diverging_trial(study_run, tmp_path, capsys):
+    teacher = with_teacher(study_run, tmp_path)
+    study = open_study(load_study(QUICKSTART, overrides(tmp_path, LR_SPACE)))
+    study.enqueue_trial({"lr": 0.003})
+    study.enqueue_trial({"lr": 1.0e12})
+    args = ["run", QUICKSTART, "--batch", "3", "--no-progress", "--no-report", *sets(tmp_path, LR_SPACE)]
+    assert main([*args, "--n-trials", "3"]) == 0
+    capsys.readouterr()
+    df = frame(tmp_path, LR_SPACE).set_index("number")
+    assert list(df["state"]) == ["COMPLETE", "FAIL", "COMPLETE"]  # 3 tried, as study.optimize(n_trials=3)
+    assert "diverged" in df.loc[1, "fail_reason"]
+    for n in (0, 2):
+        assert df.loc[n, "batch_students"] == 3 and Path(df.loc[n, "checkpoint"]).is_file()
+        assert df.loc[n, "kl"] >= 0 and df.loc[n, "student_steps"] == 60
+    assert df["seed"].is_unique
+    # resuming in batch mode adds only what is missing (one COMPLETE trial), and reuses the teacher
+    study.enqueue_trial({"lr": 0.003})  # (the space's other lr diverges)
+    assert main([*args, "--n-trials", "3"]) == 0
+    capsys.readouterr()
+    df = frame(tmp_path, LR_SPACE)
+    assert list(df["state"]) == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert df.loc[3, "batch_students"] == 1
+    assert list(tmp_path.rglob(TEACHER_FILE)) == [teacher]
+
+
+def test_batch_mode_grid_runs_each_point_once(study_run, tmp_path, capsys):
+    with_teacher(study_run, tmp_path)
+    grid = ("search.sampler=grid", "search.space={mlp_width: [8, 16, 24], lambda_g: [0.0]}",
+            "student.widths=[16]")
+    rc = main(["run", QUICKSTART, "--batch", "2", "--n-trials", "10", "--no-progress", "--no-report",
+               *sets(tmp_path, *grid)])
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out)["trials"] == {"COMPLETE": 3}
+    df = frame(tmp_path, *grid)
+    assert sorted(df["param_width_0"]) == [8, 16, 24]
+    assert sorted(df["batch_students"]) == [1, 2, 2]
+
+
+def test_batch_mode_keeps_asked_trials_alive_on_a_heartbeat_storage(tmp_path):
+    """Ask-and-tell has no heartbeat of its own: the batch's heartbeat thread keeps its trials fresh."""
+    from optuna.storages import RDBStorage, fail_stale_trials
+
+    from gped_search.search.study import _Heartbeat
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        storage = RDBStorage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_interval=1, grace_period=2)
+        study = optuna.create_study(storage=storage)
+        a, b = study.ask(), study.ask()
+        with _Heartbeat(study, [a._trial_id, b._trial_id]):
+            time.sleep(3.5)
+            fail_stale_trials(study)
+            assert {t.state for t in study.get_trials()} == {TrialState.RUNNING}
+        time.sleep(3.5)
+        fail_stale_trials(study)
+        assert {t.state for t in study.get_trials()} == {TrialState.FAIL}
 
 
 # --------------------------------------------------------------------------- 4. failing trials

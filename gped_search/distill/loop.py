@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from gped_search.config import DataConfig, DistillConfig, TargetMode, TeacherConfig
 from gped_search.data import DataBundle, perturb
-from gped_search.distill.student import StudentTrainer
+from gped_search.distill.student import LockstepTrainer, StudentTrainer
 from gped_search.distill.targets import (
     BankTargets,
     CachedTargets,
@@ -32,7 +32,7 @@ from gped_search.models import Arch, build
 from gped_search.posterior.expectations import Expectation, PosteriorAccumulator
 from gped_search.posterior.sgld import SGLD, DivergenceError
 
-__all__ = ["TeacherResult", "run_teacher", "train_student", "transfer_batch"]
+__all__ = ["TeacherResult", "run_teacher", "train_student", "train_students", "transfer_batch"]
 
 
 @dataclass
@@ -55,12 +55,12 @@ def transfer_batch(transfer: torch.Tensor, batch: int, data: DataConfig, gen: to
     return idx, perturb(transfer[idx], data.perturb_sigma, data.clamp, gen)
 
 
-def _check(sampler: SGLD, students: Sequence[StudentTrainer], t: int) -> None:
+def _check(sampler: SGLD, lock: LockstepTrainer | None, t: int) -> None:
     if not sampler.is_finite():
         raise DivergenceError(f"SGLD diverged (NaN/inf parameters) by iteration {t}; lower teacher.step_size")
-    for i, s in enumerate(students):
-        if s.diverged():
-            raise DivergenceError(f"student {i} diverged (NaN/inf loss) by iteration {t}; lower distill.lr")
+    gone = lock.drop_diverged() if lock is not None else []
+    if gone:
+        raise DivergenceError(f"student {gone[0]} diverged (NaN/inf loss) by iteration {t}; lower distill.lr")
 
 
 def run_teacher(tcfg: TeacherConfig, dcfg: DistillConfig, data_cfg: DataConfig, bundle: DataBundle,
@@ -78,6 +78,7 @@ def run_teacher(tcfg: TeacherConfig, dcfg: DistillConfig, data_cfg: DataConfig, 
     test_acc = PosteriorAccumulator(len(bundle.test), n_classes, exps, device)
     ood_acc = PosteriorAccumulator(len(bundle.ood), n_classes, exps, device) if bundle.ood is not None else None
     source = None
+    lock = LockstepTrainer(students) if students else None  # students share the chain and one backward
     if students:
         source = OnlineTargets(sampler.logits, exps, dcfg.temperature)
         if dcfg.target_mode == TargetMode.running_mean:
@@ -100,11 +101,9 @@ def run_teacher(tcfg: TeacherConfig, dcfg: DistillConfig, data_cfg: DataConfig, 
             bank.append(sampler.snapshot())
         if after > 0 and t % dcfg.every == 0 and students:
             idx, x = transfer_batch(bundle.transfer, dcfg.transfer_batch, data_cfg, data_gen)
-            targets = source(idx, x)
-            for s in students:
-                s.step(x, targets)
+            lock.step(x, source(idx, x))
         if t % tcfg.check_every == 0 or t == tcfg.iterations:
-            _check(sampler, students, t)  # the loop's only host syncs
+            _check(sampler, lock, t)  # the loop's only host syncs
             bar.update(t - bar.n)
             if students:
                 bar.set_postfix(loss=f"{float(students[0].last_loss):.4f}", refresh=False)
@@ -141,23 +140,48 @@ def _cached_means(sampler: SGLD, bank: dict[str, torch.Tensor], x: torch.Tensor,
     return acc.means()
 
 
+def _artifact_targets(teacher: TeacherResult, dcfg: DistillConfig, exps: Sequence[Expectation],
+                      gen: torch.Generator, device: torch.device):
+    if dcfg.target_mode == TargetMode.cached and teacher.transfer is not None:
+        return CachedTargets(teacher.transfer)
+    return BankTargets(build(teacher.arch).to(device).eval(), teacher.bank, exps, gen, dcfg.temperature)
+
+
+def train_students(trainers: Sequence[StudentTrainer], teacher: TeacherResult, transfer: torch.Tensor, steps: int,
+                   dcfg: DistillConfig, data_cfg: DataConfig, *, seed: int = 0, check_every: int = 500,
+                   progress: bool = False, desc: str = "students") -> dict:
+    """Train students in lockstep from a finished teacher (the search's batch mode).
+
+    Every step draws one transfer minibatch and computes the targets once (a cached-mean gather, or
+    one forward of a bank sample for ``online`` replay) for all students, which then take one joint
+    step (:class:`LockstepTrainer`). A student that diverges is dropped and reported in
+    ``"diverged"`` (index -> step) while the others go on. The students must share ``exps``.
+    """
+    device = transfer.device
+    gen = torch.Generator(device=device).manual_seed(seed * 7919 + 13)
+    source = _artifact_targets(teacher, dcfg, trainers[0].exps, gen, device)
+    lock = LockstepTrainer(trainers)
+    diverged: dict[int, int] = {}
+    start = time.perf_counter()
+    for step in tqdm(range(1, steps + 1), desc=desc, disable=not progress, unit="step", mininterval=1.0):
+        idx, x = transfer_batch(transfer, dcfg.transfer_batch, data_cfg, gen)
+        lock.step(x, source(idx, x))
+        if step % check_every == 0 or step == steps:
+            diverged.update((i, step) for i in lock.drop_diverged())
+            if not lock.active:
+                break
+    seconds = time.perf_counter() - start
+    return {"steps": steps, "seconds": seconds, "steps_per_second": steps / max(seconds, 1e-9),
+            "students": len(trainers), "diverged": diverged}
+
+
 def train_student(trainer: StudentTrainer, teacher: TeacherResult, transfer: torch.Tensor, steps: int,
                   dcfg: DistillConfig, data_cfg: DataConfig, *, seed: int = 0, check_every: int = 500,
                   progress: bool = False, desc: str = "student") -> dict[str, float]:
     """Train from a finished teacher: ``cached`` means, else replay of the sample bank (``online``)."""
-    device = transfer.device
-    gen = torch.Generator(device=device).manual_seed(seed * 7919 + 13)
-    if dcfg.target_mode == TargetMode.cached and teacher.transfer is not None:
-        source = CachedTargets(teacher.transfer)
-    else:
-        source = BankTargets(build(teacher.arch).to(device).eval(), teacher.bank, trainer.exps, gen,
-                             dcfg.temperature)
-    start = time.perf_counter()
-    for step in tqdm(range(1, steps + 1), desc=desc, disable=not progress, unit="step", mininterval=1.0):
-        idx, x = transfer_batch(transfer, dcfg.transfer_batch, data_cfg, gen)
-        trainer.step(x, source(idx, x))
-        if step % check_every == 0 or step == steps:
-            if trainer.diverged():
-                raise DivergenceError(f"student diverged (NaN/inf loss) by step {step}; lower distill.lr")
-    seconds = time.perf_counter() - start
-    return {"steps": steps, "seconds": seconds, "steps_per_second": steps / max(seconds, 1e-9)}
+    out = train_students([trainer], teacher, transfer, steps, dcfg, data_cfg, seed=seed, check_every=check_every,
+                         progress=progress, desc=desc)
+    if out.pop("diverged"):
+        raise DivergenceError(f"student diverged (NaN/inf loss) by step {trainer.steps}; lower distill.lr")
+    del out["students"]
+    return out

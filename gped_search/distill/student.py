@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from gped_search.config import DistillConfig
 from gped_search.posterior.expectations import Expectation
 
-__all__ = ["soft_cross_entropy", "target_losses", "StudentTrainer"]
+__all__ = ["soft_cross_entropy", "target_losses", "StudentTrainer", "LockstepTrainer"]
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, target_probs: torch.Tensor, temperature: float = 1.0
@@ -52,13 +52,18 @@ class StudentTrainer:
         self.last_loss = torch.zeros((), device=device)
         self.steps = 0
 
-    def step(self, x: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The student's distillation loss on ``x`` (weighted targets + group-LASSO penalty)."""
         self.model.train()
         outputs = self.model.named_outputs(x)
         parts = target_losses(outputs, targets, self.cfg)
         loss = sum(v if k == "predictive" else self.cfg.entropy_weight * v for k, v in parts.items())
         if self.penalty is not None and self.penalty_weight > 0:
             loss = loss + self.penalty_weight * self.penalty()
+        return loss
+
+    def step(self, x: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        loss = self.loss(x, targets)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -72,3 +77,59 @@ class StudentTrainer:
     def diverged(self) -> bool:
         """One host sync."""
         return bool(self.nonfinite)
+
+
+class LockstepTrainer:
+    """Several students stepped together: one minibatch, one set of targets, one backward, one Adam.
+
+    The students share no parameters, so the gradient of the *sum* of their losses with respect to
+    one student's parameters is that student's own gradient: one ``backward`` serves all of them,
+    and one Adam (a parameter group per distinct learning rate; ``foreach`` kernels span the group)
+    updates all of them. A student whose loss turns non-finite is flagged on the device and dropped
+    at the next :meth:`drop_diverged` (its NaNs never reach the others). With one student this is
+    exactly ``StudentTrainer.step``.
+    """
+
+    def __init__(self, trainers: Sequence[StudentTrainer]):
+        if not trainers:
+            raise ValueError("LockstepTrainer needs at least one student")
+        self.trainers = list(trainers)
+        self.active = list(range(len(self.trainers)))
+        if len(self.trainers) == 1:
+            self.opt, self.sched = self.trainers[0].opt, self.trainers[0].sched
+        else:
+            cfg = self.trainers[0].cfg
+            by_lr: dict[float, list[torch.nn.Parameter]] = {}
+            for tr in self.trainers:
+                by_lr.setdefault(tr.opt.param_groups[0]["lr"], []).extend(tr.model.parameters())
+            self.opt = torch.optim.Adam([{"params": ps, "lr": lr} for lr, ps in by_lr.items()])
+            self.sched = torch.optim.lr_scheduler.StepLR(self.opt, cfg.lr_step, cfg.lr_gamma)
+        device = next(self.trainers[0].model.parameters()).device
+        self.nonfinite = torch.zeros(len(self.trainers), dtype=torch.bool, device=device)
+        self._idx = torch.arange(len(self.trainers), device=device)
+
+    def step(self, x: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One update of every active student; returns their losses (on the device, no sync)."""
+        losses = torch.stack([self.trainers[i].loss(x, targets) for i in self.active])
+        self.opt.zero_grad(set_to_none=True)  # dropped students keep grad None: Adam skips them
+        losses.sum().backward()
+        self.opt.step()
+        self.sched.step()
+        losses = losses.detach()
+        self.nonfinite.index_put_((self._idx,), self.nonfinite[self._idx] | ~torch.isfinite(losses))
+        for j, i in enumerate(self.active):
+            tr = self.trainers[i]
+            tr.steps += 1
+            tr.last_loss = losses[j]
+        return losses
+
+    def drop_diverged(self) -> list[int]:
+        """Indices of students that went non-finite since the last call; they stop training. One sync."""
+        flags = self.nonfinite.tolist()
+        gone = [i for i in self.active if flags[i]]
+        for i in gone:
+            self.trainers[i].nonfinite.fill_(True)
+        if gone:
+            self.active = [i for i in self.active if not flags[i]]
+            self._idx = torch.tensor(self.active, dtype=torch.long, device=self.nonfinite.device)
+        return gone

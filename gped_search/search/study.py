@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import hashlib
 import json
 import math
@@ -26,6 +27,7 @@ import os
 import re
 import socket
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -36,10 +38,12 @@ import optuna
 import pandas as pd
 import torch
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 from optuna.trial import TrialState
+from tqdm.auto import tqdm
 
-from gped_search.api import Prepared, prepare, sample_teacher, train_trial, trial_seed
+from gped_search.api import Prepared, prepare, sample_teacher, train_trial, train_trials, trial_seed
 from gped_search.config import StudyConfig, to_dict
 from gped_search.distill.loop import TeacherResult
 from gped_search.export import save_checkpoint
@@ -49,7 +53,7 @@ from gped_search.search.space import Spec, grid_space, parse_space, suggest
 
 __all__ = ["StudyError", "storage_url", "mask_url", "open_storage", "make_sampler", "teacher_key",
            "ensure_teacher", "open_study", "run_study", "trials_frame", "study_status", "fail_dead_trials",
-           "teacher_seconds_saved", "TEACHER_FILE"]
+           "teacher_seconds_saved", "optimize_batched", "TEACHER_FILE"]
 
 TEACHER_FILE = "teacher.pt"
 
@@ -248,29 +252,33 @@ def _scalar(v) -> bool:
     return isinstance(v, (bool, int, float, str)) and not (isinstance(v, float) and not math.isfinite(v))
 
 
-def make_objective(cfg: StudyConfig, p: Prepared, teacher: TeacherResult, artifact_dir: Path,
-                   specs: dict[str, Spec]):
-    names = list(cfg.search.objectives)
-    store = optuna.artifacts.FileSystemArtifactStore(str(artifact_dir / "artifacts"))
-    (artifact_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+class _TrialRunner:
+    """What a trial does around training: sample its config, record metrics, checkpoint, objectives."""
 
-    def objective(trial: optuna.Trial) -> tuple[float, ...]:
+    def __init__(self, cfg: StudyConfig, p: Prepared, teacher: TeacherResult, artifact_dir: Path,
+                 specs: dict[str, Spec]):
+        self.cfg, self.p, self.teacher, self.artifact_dir, self.specs = cfg, p, teacher, artifact_dir, specs
+        self.names = list(cfg.search.objectives)
+        self.store = optuna.artifacts.FileSystemArtifactStore(str(artifact_dir / "artifacts"))
+        (artifact_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+
+    def start(self, trial: optuna.Trial) -> tuple[StudyConfig, int]:
         fail_dead_trials(trial.study)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        choice = suggest(trial, cfg, specs)
-        tc = choice.cfg
-        seed = trial_seed(cfg.seed, trial.number)
+        tc = suggest(trial, self.cfg, self.specs).cfg
+        seed = trial_seed(self.cfg.seed, trial.number)
         trial.set_user_attr("seed", seed)
-        try:
-            model, rec = train_trial(replace(p, cfg=tc), teacher, tc.student, tc.prune, seed=seed,
-                                     latency_batch=cfg.search.latency_batch)
-        except OSError:
-            raise
-        except Exception as e:  # divergence, shape trouble, ...: a FAIL with the reason, the study goes on
-            reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-            trial.set_user_attr("fail_reason", reason)
-            print(f"trial {trial.number} failed: {reason}", file=sys.stderr)
-            raise TrialFailed(reason) from e
+        return tc, seed
+
+    @staticmethod
+    def failed(trial: optuna.Trial, e: BaseException) -> TrialFailed:
+        """Record why a trial failed (divergence, shape trouble, ...); the study goes on."""
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        trial.set_user_attr("fail_reason", reason)
+        print(f"trial {trial.number} failed: {reason}", file=sys.stderr)
+        return TrialFailed(reason)
+
+    def finish(self, trial: optuna.Trial, tc: StudyConfig, model, rec: dict) -> tuple[float, ...]:
         pruning = rec.pop("_pruning")
         for k, v in rec.items():
             if _scalar(v):
@@ -279,20 +287,20 @@ def make_objective(cfg: StudyConfig, p: Prepared, teacher: TeacherResult, artifa
         trial.set_user_attr("lambda_g", tc.prune.lambda_g)
         if pruning:
             trial.set_user_attr("units_kept", pruning["units_kept"])
-        for k, bound in cfg.search.constraints.items():
+        for k, bound in self.cfg.search.constraints.items():
             trial.set_constraint(k, float(rec[k]) - float(bound))
-        ckpt = artifact_dir / "trials" / f"{trial.number:05d}" / "student.pt"
-        meta = {"study": cfg.name, "trial": trial.number, "params": dict(trial.params)}
+        ckpt = self.artifact_dir / "trials" / f"{trial.number:05d}" / "student.pt"
+        meta = {"study": self.cfg.name, "trial": trial.number, "params": dict(trial.params)}
         save_checkpoint(ckpt, model, config=to_dict(tc), metrics={k: v for k, v in rec.items() if _scalar(v)},
                         pruning=pruning and {k: v for k, v in pruning.items() if k != "history"}, extra=meta)
         trial.set_user_attr("checkpoint", str(ckpt))
         try:
             trial.set_user_attr("artifact_id", optuna.artifacts.upload_artifact(
-                artifact_store=store, file_path=str(ckpt), study_or_trial=trial))
+                artifact_store=self.store, file_path=str(ckpt), study_or_trial=trial))
         except Exception as e:  # the dashboard copy is a convenience, the checkpoint above is the record
             trial.set_user_attr("artifact_error", f"{type(e).__name__}: {e}"[:200])
         values = []
-        for n in names:
+        for n in self.names:
             v = float(rec[n])
             if not math.isfinite(v):
                 trial.set_user_attr("fail_reason", f"objective {n} is {v}")
@@ -300,7 +308,142 @@ def make_objective(cfg: StudyConfig, p: Prepared, teacher: TeacherResult, artifa
             values.append(v)
         return tuple(values)
 
+
+def make_objective(cfg: StudyConfig, p: Prepared, teacher: TeacherResult, artifact_dir: Path,
+                   specs: dict[str, Spec]):
+    runner = _TrialRunner(cfg, p, teacher, artifact_dir, specs)
+
+    def objective(trial: optuna.Trial) -> tuple[float, ...]:
+        tc, seed = runner.start(trial)
+        try:
+            model, rec = train_trial(replace(p, cfg=tc), teacher, tc.student, tc.prune, seed=seed,
+                                     latency_batch=cfg.search.latency_batch)
+        except OSError:
+            raise
+        except Exception as e:  # a FAIL with the reason, the study goes on
+            raise runner.failed(trial, e) from e
+        return runner.finish(trial, tc, model, rec)
+
     return objective
+
+
+class _Heartbeat:
+    """Heartbeats for asked trials (ask-and-tell has none of ``study.optimize``'s): RDB storages only."""
+
+    def __init__(self, study: optuna.Study, trial_ids: list[int]):
+        st = study._storage
+        self.interval = st.get_heartbeat_interval() if isinstance(st, BaseHeartbeat) else None
+        self.storage, self.ids, self.stop = st, trial_ids, threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True) if self.interval else None
+
+    def _beat(self) -> None:
+        while True:
+            for i in self.ids:
+                with contextlib.suppress(Exception):  # a finished trial refuses heartbeats
+                    self.storage.record_heartbeat(i)
+            if self.stop.wait(self.interval):
+                return
+
+    def __enter__(self):
+        if self.thread:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.thread:
+            self.stop.set()
+            self.thread.join()
+
+
+def optimize_batched(study: optuna.Study, cfg: StudyConfig, p: Prepared, teacher: TeacherResult,
+                     artifact_dir: Path, specs: dict[str, Spec], *, n_trials: int | None, timeout: float | None,
+                     batch: int, progress: bool = False) -> None:
+    """Ask-and-tell batch mode: ask ``batch`` trials, train their students in lockstep, tell each.
+
+    Runs until the study has ``n_trials`` finished trials (COMPLETE or PRUNED), ``timeout`` seconds
+    have passed (checked between batches) or, as ``study.optimize(n_trials=...)``, as many trials as
+    were missing at the start have been tried (failures count, so a failing study ends). Each trial keeps its own parameters, seed (for the
+    initial weights), metrics, checkpoint and outcome; a trial that fails is told FAIL with its reason
+    while its batch-mates complete. RDB storages get heartbeats for every asked trial and stale trials
+    are failed (and retried) before each batch; the journal storage uses the dead-worker check.
+    """
+    runner = _TrialRunner(cfg, p, teacher, artifact_dir, specs)
+    start = time.monotonic()
+    budget = None if n_trials is None else max(0, n_trials - _finished(study))
+    asked = 0
+    bar = None
+    if progress and budget is not None:
+        bar = tqdm(total=budget, desc=f"trials (batches of {batch})", unit="trial")
+    while True:
+        left = None if n_trials is None else min(n_trials - _finished(study), budget - asked)
+        if (left is not None and left <= 0) or (timeout is not None and time.monotonic() - start >= timeout):
+            break
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        k = batch if left is None else min(batch, left)
+        grid_left = _grid_left(study)
+        if grid_left is not None:
+            if grid_left == 0:
+                break
+            k = min(k, grid_left)
+        with warnings.catch_warnings():  # "Heartbeat ... supposed to be used with Study.optimize": see _Heartbeat
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trials = [study.ask() for _ in range(k)]
+        asked += k
+        with _Heartbeat(study, [t._trial_id for t in trials]):
+            started, configs, seeds = [], [], []
+            for t in trials:
+                try:
+                    tc, seed = runner.start(t)
+                except Exception as e:  # noqa: BLE001
+                    _tell(study, t, None, runner.failed(t, e))
+                    continue
+                started.append(t)
+                configs.append(tc)
+                seeds.append(seed)
+            results = train_trials(p, teacher, configs, seeds, latency_batch=cfg.search.latency_batch) \
+                if started else []
+            for t, tc, res in zip(started, configs, results):
+                if isinstance(res, OSError):
+                    raise res
+                if isinstance(res, Exception):
+                    _tell(study, t, None, runner.failed(t, res))
+                    continue
+                try:
+                    values = runner.finish(t, tc, *res)
+                except TrialFailed as e:
+                    _tell(study, t, None, e)
+                    continue
+                _tell(study, t, values, None)
+        if bar is not None:
+            bar.update(len(trials))
+        gc.collect()
+    if bar is not None:
+        bar.close()
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, values, error: BaseException | None) -> None:
+    try:
+        if error is None:
+            study.tell(trial, values)
+        else:
+            study.tell(trial, state=TrialState.FAIL)
+    except RuntimeError as e:
+        # GridSampler.after_trial calls study.stop() when the grid is used up, which only works inside
+        # study.optimize; the trial's state and values are stored all the same (Optuna's tell).
+        if "Study.stop" not in str(e):
+            raise
+
+
+def _grid_left(study: optuna.Study) -> int | None:
+    """Grid points no trial has taken yet (None for other samplers): a batch asks no more than these."""
+    sampler = study.sampler
+    if not isinstance(sampler, optuna.samplers.GridSampler):
+        return None
+    taken = {t.system_attrs.get("grid_id") for t in study.get_trials(deepcopy=False)
+             if t.state != TrialState.WAITING}  # as Optuna's grid: a failed point counts as visited
+    return len(set(range(len(sampler._all_grids))) - taken)
 
 
 def _finished(study: optuna.Study) -> int:
@@ -333,6 +476,11 @@ def _work(cfg: StudyConfig, url: str, n_trials: int | None, timeout: float | Non
     target = n_trials if n_trials is not None else cfg.search.n_trials
     remaining = None if target is None else max(0, target - _finished(study))
     if remaining == 0:
+        return
+    batch = cfg.search.batch
+    if batch > 1:
+        optimize_batched(study, cfg, p, teacher, artifact_dir, specs, n_trials=target, batch=batch, progress=progress,
+                         timeout=timeout if timeout is not None else cfg.search.timeout)
         return
     callbacks = [optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED))] \
         if target is not None else []
