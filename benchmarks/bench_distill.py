@@ -8,13 +8,21 @@ process on the same data and settings, so ``speedup_vs_naive`` is a side-by-side
   test-set accumulation every ``thin`` iterations, for each chain count in ``--chains``;
 * ``student``: :func:`gped_search.distill.loop.train_student` with cached targets (steps/s);
 * ``naive``: the same work written like the reference code (nn.Module teacher, a Python loop over
-  parameters with ``p.data.add_``, ``torch.randn`` per parameter, ``loss.item()`` every step).
+  parameters with ``p.data.add_``, ``torch.randn`` per parameter, ``loss.item()`` every step);
+* ``lockstep``: K students trained together (:func:`train_students`, the search's batch mode) from
+  cached targets and from bank replay (``online``), ms per lockstep step for each K in ``--lockstep``
+  and its ratio to one student;
+* ``flops``: FLOPs per teacher iteration counted by ``torch.utils.flop_counter`` (SGLD step + test
+  accumulation / thin + student step and its targets / H), the achieved rate, and its fraction of a
+  large fp32 matmul measured on the same device (and of the nominal peak where ``--peak-tflops`` or
+  the device table gives one).
 
 Data: random tensors of MNIST's shape (60,000 training and 10,000 test images) unless
 ``--data-root`` points at real MNIST; the timings do not depend on pixel values.
 
     python benchmarks/bench_distill.py                       # CPU or the default GPU, ~1-2 min on 2 cores
-    python benchmarks/bench_distill.py --device cuda --iterations 20000 --chains 1,4,16
+    python benchmarks/bench_distill.py --device cuda --iterations 20000 --chains 1,4,16 --cuda-graph
+    python benchmarks/bench_distill.py --lockstep 1,8 --teacher-width 800 --batch 500
 """
 
 from __future__ import annotations
@@ -46,10 +54,11 @@ from gped_search.config import (  # noqa: E402
     to_dict,
 )
 from gped_search.data import DataBundle, Split, make_bundle  # noqa: E402
-from gped_search.distill.loop import TeacherResult, run_teacher, train_student  # noqa: E402
+from gped_search.distill.loop import TeacherResult, run_teacher, train_student, train_students  # noqa: E402
 from gped_search.distill.student import StudentTrainer  # noqa: E402
 from gped_search.models import build, student_arch, teacher_arch  # noqa: E402
 from gped_search.posterior.expectations import resolve  # noqa: E402
+from gped_search.posterior.sgld import SGLD  # noqa: E402
 
 TARGETS = ("predictive", "expected_entropy")
 
@@ -104,14 +113,15 @@ def make_data(data_root: str | None, device: torch.device, seed: int) -> DataBun
 def settings(args, chains: int, iterations: int) -> tuple[TeacherConfig, DistillConfig, DataConfig]:
     tcfg = TeacherConfig(arch=TeacherArch(args.arch), iterations=iterations, batch_size=args.batch,
                          step_size=4e-6, prior_precision=10.0, burn_in=0, thin=args.thin, chains=chains,
-                         bank_size=32, check_every=1000)
+                         bank_size=32, check_every=1000, cuda_graph=args.cuda_graph)
     dcfg = DistillConfig(targets=TARGETS, target_mode=TargetMode.online, every=args.every, transfer_batch=100)
     return tcfg, dcfg, DataConfig(dataset=Dataset.mnist)
 
 
 def archs(args, bundle: DataBundle):
     heads = tuple((n, 0 if n == "predictive" else 1) for n in TARGETS)
-    t = teacher_arch(args.arch, bundle.in_shape, bundle.n_classes)
+    widths = None if args.teacher_width is None else (args.teacher_width,) * 2
+    t = teacher_arch(args.arch, bundle.in_shape, bundle.n_classes, *(() if widths is None else (widths,)))
     s = student_arch(args.arch, bundle.in_shape, bundle.n_classes, heads, widths=(400, 400))
     return t, s
 
@@ -177,6 +187,79 @@ def student_setup(args, bundle, exps, device):
     torch.manual_seed(0)
     trainer = StudentTrainer(build(s_arch).to(device), exps, dcfg)
     return trainer, teacher, dcfg, data_cfg
+
+
+def lockstep_setup(args, bundle, exps, device, k: int, mode: str):
+    """K students (the benchmark's student architecture) from cached targets or bank replay."""
+    trainer, teacher, dcfg, data_cfg = student_setup(args, bundle, exps, device)
+    if mode == "online":  # a bank of 8 teacher samples (shapes only matter for speed)
+        model = build(teacher.arch).to(device)
+        bank = {n: torch.stack([p.detach() + 0.01 * i for i in range(8)]) for n, p in model.named_parameters()}
+        teacher = TeacherResult(teacher.arch, test={}, ood=None, transfer=None, bank=bank, metrics={})
+        dcfg = replace(dcfg, target_mode=TargetMode.online)
+    _, s_arch = archs(args, bundle)
+    trainers = [trainer]
+    for i in range(1, k):
+        torch.manual_seed(i)
+        trainers.append(StudentTrainer(build(s_arch).to(device), exps, dcfg))
+    return trainers, teacher, dcfg, data_cfg
+
+
+def lockstep_block(trainers, teacher, bundle, dcfg, data_cfg, steps: int, seed: int, device) -> float:
+    reset_peak(device)
+    sync(device)
+    start = time.perf_counter()
+    train_students(trainers, teacher, bundle.transfer, steps, dcfg, data_cfg, seed=seed, check_every=10**9)
+    sync(device)
+    return 1000 * (time.perf_counter() - start) / steps
+
+
+def count_flops(args, bundle, exps, device, chains: int) -> dict:
+    """FLOPs of one loop iteration, counted by torch's FlopCounterMode on the real calls."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    t_arch, s_arch = archs(args, bundle)
+    sampler = SGLD(t_arch, bundle.train.x, bundle.train.y, step_size=4e-6, prior_precision=10.0,
+                   batch_size=args.batch, chains=chains)
+
+    def flops(fn) -> int:
+        with FlopCounterMode(display=False) as fc:
+            fn()
+        return int(fc.get_total_flops())
+
+    step = flops(sampler.step)
+    test = flops(lambda: sampler.logits(bundle.test.x))
+    x = bundle.transfer[:100]
+    targets = flops(lambda: sampler.logits(x))
+    _, dcfg, _ = settings(args, chains, 2)
+    student = StudentTrainer(build(s_arch).to(device), exps, dcfg)
+    t = {"predictive": torch.full((100, 10), 0.1, device=device), "expected_entropy": torch.zeros(100, 1, device=device)}
+    stu = flops(lambda: student.step(x, t))
+    per_it = step + test / args.thin + (targets + stu) / args.every
+    return {"sgld_step": step, "test_pass": test, "student_step": stu, "student_targets": targets,
+            "per_iteration": round(per_it), "gflop_per_iteration": round(per_it / 1e9, 4)}
+
+
+def matmul_tflops(device: torch.device, n: int = 4096, repeats: int = 10) -> float:
+    """Measured fp32 throughput of an n x n matmul (a practical ceiling for this device, TF32 off)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    allow = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        a @ b
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        sync(device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allow
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+NOMINAL_FP32_TFLOPS = {"H100": 67.0, "H200": 67.0, "A100": 19.5}
+"""Dense fp32 (non-tensor-core) peaks of SXM parts, from the vendors' data sheets."""
 
 
 # --------------------------------------------------------------------------- the naive baseline
@@ -265,6 +348,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=3,
                     help="interleaved rounds; each configuration's iterations are split over them")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
+    ap.add_argument("--cuda-graph", action="store_true", help="replay the SGLD step from a CUDA graph (CUDA only)")
+    ap.add_argument("--teacher-width", type=int, default=None, help="MLP teacher hidden width (default 400)")
+    ap.add_argument("--lockstep", default="", help="comma-separated student counts K for the lockstep timing, "
+                    "e.g. 1,8 (default: none)")
+    ap.add_argument("--lockstep-steps", type=int, default=200, help="lockstep steps timed per K and mode")
+    ap.add_argument("--no-flops", action="store_true", help="skip FLOP counting and the matmul reference")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="nominal fp32 peak of the device (default: a table for known GPUs, none for CPUs)")
     ap.add_argument("--json-out", default=None, help="also write the JSON object here")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
@@ -272,12 +363,19 @@ def main(argv=None) -> dict:
     chains = [int(c) for c in args.chains.split(",") if c.strip()]
     if not chains or min(chains) < 1:
         ap.error("--chains must list positive integers, e.g. 1,4")
+    lock_ks = [int(k) for k in args.lockstep.split(",") if k.strip()]
+    if lock_ks and min(lock_ks) < 1:
+        ap.error("--lockstep must list positive integers, e.g. 1,8")
+    if args.teacher_width is not None and args.arch != "mlp":
+        ap.error("--teacher-width applies to the MLP teacher")
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(args.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             ap.error(f"--device {args.device}: CUDA is not available")
+    if args.cuda_graph and device.type != "cuda":
+        ap.error("--cuda-graph needs a CUDA device")
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     if args.threads:
@@ -301,7 +399,9 @@ def main(argv=None) -> dict:
             "teacher": t_arch.describe(), "teacher_params": sum(p.numel() for p in build(t_arch).parameters()),
             "student": s_arch.describe(), "batch": args.batch, "H": args.every, "thin": args.thin,
             "burn_in": 0, "iterations": args.iterations, "chains": chains, "repeats": args.repeats,
-            "student_steps": args.student_steps,
+            "student_steps": args.student_steps, "cuda_graph": args.cuda_graph, "lockstep": lock_ks,
+            "precision": "fp32" + (", TF32 matmuls" if device.type == "cuda" and
+                                   torch.backends.cuda.matmul.allow_tf32 else ""),
             "teacher_config": to_dict(tcfg), "distill_config": to_dict(dcfg),
         },
     }
@@ -337,6 +437,26 @@ def main(argv=None) -> dict:
         steps = max(1, args.student_steps // rounds)
         student_timer.add(student_block(trainer, cached_teacher, bundle, s_dcfg, s_data, steps, r, device), steps)
 
+    if lock_ks:
+        out["lockstep"] = {}
+        for mode in ("cached", "online"):
+            setups = {k: lockstep_setup(args, bundle, exps, device, k, mode) for k in lock_ks}
+            for k in lock_ks:  # warm-up
+                tr, te, dc, dd = setups[k]
+                lockstep_block(tr, te, bundle, dc, dd, 5, 99, device)
+            lt = {k: Timer(device) for k in lock_ks}
+            steps = max(1, args.lockstep_steps // rounds)
+            for r in range(rounds):
+                for k in lock_ks:
+                    tr, te, dc, dd = setups[k]
+                    lt[k].add(lockstep_block(tr, te, bundle, dc, dd, steps, r, device), steps)
+            recs = {str(k): {"students": k, **lt[k].summary("step")} for k in lock_ks}
+            if 1 in lt:
+                for k in lock_ks:
+                    recs[str(k)]["cost_vs_one_student"] = round(recs[str(k)]["ms_per_step"] / recs["1"]["ms_per_step"], 3)
+                    recs[str(k)]["student_steps_per_s"] = round(1000 * k / recs[str(k)]["ms_per_step"], 1)
+            out["lockstep"][mode] = recs
+
     out["teacher"] = {}
     for c in chains:
         rec = {"chains": c, **timers[c].summary(), **extra[c]}
@@ -357,6 +477,17 @@ def main(argv=None) -> dict:
         base = out["teacher"]["1"]["ms_per_chain_iteration"]
         out["chain_throughput_vs_1"] = {k: round(base / v["ms_per_chain_iteration"], 3)
                                         for k, v in out["teacher"].items()}
+    if not args.no_flops:
+        ref = matmul_tflops(device)
+        nominal = args.peak_tflops or next((v for k, v in NOMINAL_FP32_TFLOPS.items()
+                                            if device.type == "cuda" and k in out["device"]), None)
+        out["flops"] = {"matmul_fp32_tflops_measured": round(ref, 3), "nominal_fp32_tflops": nominal}
+        for c in chains:
+            f = count_flops(args, bundle, exps, device, c)
+            tf = f["per_iteration"] / (out["teacher"][str(c)]["ms_per_iteration"] / 1000) / 1e12
+            out["flops"][str(c)] = {**f, "achieved_tflops": round(tf, 5),
+                                    "fraction_of_matmul": round(tf / ref, 5),
+                                    "fraction_of_nominal": round(tf / nominal, 6) if nominal else None}
     out["load_average_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     out["total_s"] = round(time.perf_counter() - t_start, 1)
     text = json.dumps(out, indent=2)
