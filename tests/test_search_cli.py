@@ -386,6 +386,7 @@ BAD_FILES = {
     "malformed yaml": (lambda t: t.replace("name: quickstart", "name: [quickstart"), [], "malformed YAML"),
     "top level is a list": (lambda t: "- 1\n- 2\n", [], "mapping"),
     "override without =": (lambda t: t, ["teacher.iterations"], "key.sub=value"),
+    "batch of zero": (lambda t: t, ["search.batch=0"], "search.batch must be >= 1"),
 }
 
 
@@ -403,6 +404,12 @@ def test_bad_study_file_is_one_error_line(case, tmp_path, capsys):
     assert words in line, line
     assert captured.out == ""
     assert not report.exists()  # nothing was started
+
+
+def test_batch_flag_of_zero_is_one_error_line(tmp_path, capsys):
+    assert main(["run", QUICKSTART, "--batch", "0", "--no-progress", "--set", f"report_dir={tmp_path}"]) == 2
+    assert "search.batch must be >= 1" in one_error_line(capsys.readouterr().err)
+    assert not any(tmp_path.iterdir())
 
 
 def test_missing_study_file(tmp_path, capsys):
