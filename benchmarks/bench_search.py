@@ -43,6 +43,9 @@ def main() -> None:
         df = trials_frame(study)
         saved = teacher_seconds_saved(study)
     done = df[df["state"] == "COMPLETE"]
+    objectives = list(cfg.search.objectives)
+    cols = ["number", *objectives, *[c for c in ("arch", "lambda_g", "student_acc") if c in df and c not in objectives]]
+    front = df[df["on_front"]].sort_values(objectives[0])[cols] if "on_front" in df else df.iloc[:0]
     trial_wall = wall - saved["teacher_seconds"]
     print(json.dumps({
         "study": cfg.name, "device": cfg.device if cfg.device != "auto" else
@@ -58,6 +61,7 @@ def main() -> None:
         "teacher_share_of_wall": round(saved["teacher_seconds"] / wall, 3),
         "resampling_teacher_per_trial_would_add_seconds": round(saved["saved_seconds"], 1),
         "front_size": int(df["on_front"].sum()) if "on_front" in df else 0,
+        "front": json.loads(front.to_json(orient="records")),
     }, indent=2))
 
 
