@@ -57,6 +57,7 @@ def main() -> None:
         "trials_complete": len(done), "trials_failed": int((df["state"] == "FAIL").sum()),
         "seconds_per_trial_median": round(float(done["duration_s"].median()), 2) if len(done) else None,
         "trial_seconds_total": round(trial_wall, 2),
+        "train_seconds_median": round(float(done["train_seconds"].median()), 2) if len(done) else None,
         "trials_per_hour_after_teacher": round(3600 * len(done) / max(trial_wall, 1e-9), 1),
         "teacher_share_of_wall": round(saved["teacher_seconds"] / wall, 3),
         "resampling_teacher_per_trial_would_add_seconds": round(saved["saved_seconds"], 1),

@@ -498,3 +498,25 @@ def test_unreachable_database_error_hides_the_password(scheme, tmp_path, capsys)
     assert "cannot open storage" in line
     # warnings would reach the user's terminal as extra stderr lines
     assert not [w for w in caught if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
+
+
+def test_teacher_seconds_saved_counts_overlapping_trials_once():
+    """Trials of one batch (or of parallel workers) overlap: their wall time is the union."""
+    from datetime import datetime, timedelta
+
+    from optuna.distributions import FloatDistribution as Float
+
+    from gped_search.search import teacher_seconds_saved
+
+    study = optuna.create_study(directions=["minimize"])
+    study.set_user_attr("teacher", {"seconds": 100.0})
+    t0 = datetime(2026, 1, 1)
+    for a, b in [(0, 10), (0, 10), (5, 12), (20, 25)]:  # union: [0, 12] + [20, 25] = 17 s
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=0, state=TrialState.COMPLETE, value=1.0, datetime_start=t0 + timedelta(seconds=a),
+            datetime_complete=t0 + timedelta(seconds=b), params={"x": 0.0}, distributions={"x": Float(0, 1)},
+            user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=0))
+    got = teacher_seconds_saved(study)
+    assert got["trial_seconds"] == pytest.approx(17.0) and got["trial_seconds_sum"] == pytest.approx(32.0)
+    assert got["saved_seconds"] == pytest.approx(300.0)
+    assert got["saved_fraction"] == pytest.approx(300.0 / (400.0 + 17.0))

@@ -581,12 +581,25 @@ def study_status(study: optuna.Study, url: str | None = None) -> dict:
 
 
 def teacher_seconds_saved(study: optuna.Study) -> dict:
-    """How much re-sampling the teacher per trial would have cost on top of what the study spent."""
+    """How much re-sampling the teacher per trial would have cost on top of what the study spent.
+
+    ``trial_seconds`` is the wall time during which at least one completed trial was running (the
+    union of their intervals), so trials of one lockstep batch or of parallel workers are not counted
+    twice; ``trial_seconds_sum`` adds the trials' own durations.
+    """
     teacher = study.user_attrs.get("teacher", {})
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     secs = float(teacher.get("seconds", 0.0))
-    trial_secs = sum(t.duration.total_seconds() for t in done if t.duration)
-    return {"teacher_seconds": secs, "completed_trials": len(done), "trial_seconds": trial_secs,
-            "saved_seconds": secs * max(0, len(done) - 1),
-            "saved_fraction": (secs * max(0, len(done) - 1)) / max(1e-9, secs * len(done) + trial_secs)}
-
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in done if t.datetime_start and t.datetime_complete)
+    busy, end = 0.0, None
+    for a, b in spans:
+        if end is None or a > end:
+            busy += (b - a).total_seconds()
+            end = b
+        elif b > end:
+            busy += (b - end).total_seconds()
+            end = b
+    total = sum(t.duration.total_seconds() for t in done if t.duration)
+    return {"teacher_seconds": secs, "completed_trials": len(done), "trial_seconds": busy,
+            "trial_seconds_sum": total, "saved_seconds": secs * max(0, len(done) - 1),
+            "saved_fraction": (secs * max(0, len(done) - 1)) / max(1e-9, secs * len(done) + busy)}
