@@ -500,7 +500,8 @@ def run_study(cfg: StudyConfig, *, n_trials: int | None = None, timeout: float |
 
     ``n_trials`` counts COMPLETE trials in the whole study, so re-running the same command after an
     interruption only adds the missing ones. With ``workers > 1`` the teacher is sampled first, then
-    ``workers`` processes share the storage (they may finish up to ``workers - 1`` extra trials).
+    ``workers`` processes share the storage (they may finish up to ``workers - 1`` extra trials,
+    ``(workers - 1) * search.batch`` in batch mode).
     """
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     if not os.access(cfg.out_dir, os.W_OK):
