@@ -38,6 +38,22 @@ def _study_args(p: argparse.ArgumentParser, storage: bool = True) -> None:
                                          "reports/<name>/study.db, or study.journal with --workers)")
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
+    return n
+
+
+def _threads_arg(p: argparse.ArgumentParser, default_note: str = "") -> None:
+    p.add_argument("--threads", type=_positive, metavar="N",
+                   help="torch CPU threads per process (default: torch's own" + default_note + "); on a busy "
+                   "machine 1 is often much faster for small networks")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="gped-search", description="Distil a Bayesian (SGLD) teacher's posterior "
                                  "expectations into small students and search them with Optuna.",
@@ -49,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _study_args(p, storage=False)
     p.add_argument("--out", help="output folder (default reports/<name>/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _threads_arg(p)
 
     p = sub.add_parser("run", help="run or resume a search study")
     _study_args(p)
@@ -59,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: search.batch of the study file, 1)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _threads_arg(p, "; with --workers K: the CPU count / K per worker")
 
     p = sub.add_parser("status", help="trials by state, Pareto front size, teacher")
     _study_args(p)
@@ -132,7 +150,12 @@ def _print_table(df) -> None:
 def cmd_distill(args) -> int:
     from gped_search.api import distill
 
-    rec = distill(_load(args), progress=not args.no_progress, out_dir=args.out)
+    cfg = _load(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    rec = distill(cfg, progress=not args.no_progress, out_dir=args.out)
     s, t = rec["student"], rec["teacher"]
     print(json.dumps({"teacher_acc": t["teacher_acc"], "teacher_nll": t["teacher_nll"], "kl": s["kl"],
                       "student_acc": s["student_acc"], "params": s["params"], "outputs": rec["outputs"]}, indent=2))
@@ -165,7 +188,7 @@ def cmd_run(args) -> int:
     if args.batch is not None:
         cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, batch=args.batch))
     study = run_study(cfg, n_trials=args.n_trials, timeout=args.timeout, workers=args.workers,
-                      storage=args.storage, progress=not args.no_progress)
+                      storage=args.storage, progress=not args.no_progress, threads=args.threads)
     print(json.dumps(study_status(study, storage_url(cfg, args.storage, args.workers)), indent=2))
     if not args.no_report:
         res = _report(cfg, study)

@@ -91,7 +91,7 @@ def with_teacher(study_run, dest: Path) -> Path:
     """A fresh report folder holding a copy of the module's teacher artifact (and its checksum)."""
     src = study_run[0] / NAME
     (dest / NAME).mkdir(parents=True)
-    for f in (TEACHER_FILE, TEACHER_FILE + ".sha256"):
+    for f in (TEACHER_FILE, TEACHER_FILE + ".sha256", TEACHER_FILE + ".key"):
         shutil.copy2(src / f, dest / NAME / f)
     return dest / NAME / TEACHER_FILE
 
@@ -226,6 +226,29 @@ def test_resume_adds_only_the_missing_trials(study_run, tmp_path, capsys):
     params = [tuple(r) for r in df.filter(like="param_").itertuples(index=False)]
     assert len(set(params)) == 3, params
     assert teacher.stat().st_mtime_ns == mtime and list(tmp_path.rglob(TEACHER_FILE)) == [teacher]
+
+
+def test_another_study_with_the_same_teacher_settings_copies_the_artifact(study_run, tmp_path, capsys):
+    """A grid baseline next to its search (same seed, data, teacher): the chain is not sampled again."""
+    teacher = with_teacher(study_run, tmp_path)
+    other = ("name=grid_baseline", "search.sampler=grid", "search.space={mlp_width: [8, 16], lambda_g: [0.0]}",
+             "student.widths=[16]")
+    assert main(["run", QUICKSTART, "--no-progress", "--no-report", "--n-trials", "2", *sets(tmp_path, *other)]) == 0
+    err = capsys.readouterr().err
+    assert f"teacher: reusing {teacher}" in err
+    copy = tmp_path / "grid_baseline" / TEACHER_FILE
+    assert copy.read_bytes() == teacher.read_bytes()
+    study = open_study(load_study(QUICKSTART, overrides(tmp_path, *other)), create=False)
+    assert study.user_attrs["teacher_copied_from"] == str(teacher)
+    assert study.user_attrs["teacher_artifact"] == str(copy)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    # other teacher settings: nothing to reuse, the study samples its own chain
+    seeded = ("name=seed_one", "seed=1")
+    assert main(["run", QUICKSTART, "--no-progress", "--no-report", "--n-trials", "1", *sets(tmp_path, SPACE, *seeded)]) == 0
+    assert "reusing" not in capsys.readouterr().err
+    mine = open_study(load_study(QUICKSTART, overrides(tmp_path, SPACE, *seeded)), create=False)
+    assert "teacher_copied_from" not in mine.user_attrs
+    assert (tmp_path / "seed_one" / TEACHER_FILE).read_bytes() != teacher.read_bytes()
 
 
 def test_teacher_made_with_other_settings_is_refused(study_run, tmp_path, capsys):
@@ -520,3 +543,16 @@ def test_teacher_seconds_saved_counts_overlapping_trials_once():
     assert got["trial_seconds"] == pytest.approx(17.0) and got["trial_seconds_sum"] == pytest.approx(32.0)
     assert got["saved_seconds"] == pytest.approx(300.0)
     assert got["saved_fraction"] == pytest.approx(300.0 / (400.0 + 17.0))
+
+
+def test_threads_flag_sets_torch_threads(study_run, tmp_path, capsys):
+    with_teacher(study_run, tmp_path)
+    try:
+        assert main(["run", QUICKSTART, "--threads", "2", "--n-trials", "1", "--no-progress", "--no-report",
+                     *sets(tmp_path, SPACE)]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    with pytest.raises(SystemExit) as e:
+        main(["run", QUICKSTART, "--threads", "0"])
+    assert e.value.code == 2 and "--threads: '0': give a whole number >= 1" in capsys.readouterr().err

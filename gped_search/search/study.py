@@ -25,6 +25,7 @@ import math
 import multiprocessing
 import os
 import re
+import shutil
 import socket
 import sys
 import threading
@@ -163,11 +164,40 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _sibling_teacher(artifact_dir: Path, key: str) -> Path | None:
+    """A teacher artifact with the same key in another study folder of the same report folder."""
+    for sidecar in sorted(artifact_dir.parent.glob(f"*/{TEACHER_FILE}.key")):
+        other = sidecar.with_name(TEACHER_FILE)
+        if sidecar.parent == artifact_dir or not other.is_file() or \
+                not other.with_name(TEACHER_FILE + ".sha256").is_file():
+            continue
+        with contextlib.suppress(OSError):
+            if sidecar.read_text().strip() == key:
+                return other
+    return None
+
+
 def ensure_teacher(p: Prepared, artifact_dir: Path, progress: bool = True) -> tuple[TeacherResult, dict]:
-    """Load the study's teacher artifact, or sample and store it (one process at a time)."""
+    """Load the study's teacher artifact, or sample and store it (one process at a time).
+
+    A study whose folder has no artifact yet first looks for one with the same teacher key (same
+    seed, data, teacher and target settings) in the other study folders of its report folder, e.g.
+    the grid baseline next to the search: it copies that artifact (checked against its SHA-256)
+    instead of sampling the same chain again.
+    """
     path = artifact_dir / TEACHER_FILE
     key = teacher_key(p.cfg)
+    reused = None
     with _file_lock(artifact_dir / (TEACHER_FILE + ".lock")):
+        if not path.exists():
+            src = _sibling_teacher(artifact_dir, key)
+            if src is not None:
+                for suffix in ("", ".sha256"):
+                    shutil.copy2(src.with_name(TEACHER_FILE + suffix), artifact_dir / (TEACHER_FILE + ".part" + suffix))
+                # the checksum first, then the artifact: a crash leaves no artifact without its checksum
+                os.replace(artifact_dir / (TEACHER_FILE + ".part.sha256"), path.with_name(TEACHER_FILE + ".sha256"))
+                os.replace(artifact_dir / (TEACHER_FILE + ".part"), path)
+                reused = str(src)
         if path.exists():
             teacher = load_teacher(path, p.device)
             made = teacher.stats.get("teacher_key")
@@ -180,8 +210,13 @@ def ensure_teacher(p: Prepared, artifact_dir: Path, progress: bool = True) -> tu
             teacher.stats["teacher_key"] = key
             save_teacher(path, teacher, to_dict(p.cfg))
             sampled = True
+        sidecar = path.with_name(TEACHER_FILE + ".key")  # lets sibling studies find this artifact
+        if not sidecar.is_file() or sidecar.read_text().strip() != key:
+            sidecar.write_text(key + "\n")
     info = {"teacher_artifact": str(path), "teacher_sha256": (path.parent / (path.name + ".sha256")).read_text().strip(),
-            "teacher_sampled_here": sampled, "teacher_key": key}
+            "teacher_sampled_here": sampled, "teacher_key": key, "teacher_copied_from": reused}
+    if reused:
+        print(f"teacher: reusing {reused} (same teacher settings)", file=sys.stderr)
     return teacher, info
 
 
@@ -471,6 +506,8 @@ def _work(cfg: StudyConfig, url: str, n_trials: int | None, timeout: float | Non
         study.set_user_attr("teacher_artifact", info["teacher_artifact"])
         study.set_user_attr("teacher_sha256", info["teacher_sha256"])
         study.set_user_attr("teacher", {k: v for k, v in {**teacher.metrics, **teacher.stats}.items() if _scalar(v)})
+        if info["teacher_copied_from"]:
+            study.set_user_attr("teacher_copied_from", info["teacher_copied_from"])
     fail_dead_trials(study)
     specs = parse_space(cfg.search.space)
     target = n_trials if n_trials is not None else cfg.search.n_trials
@@ -495,13 +532,14 @@ def _worker_main(cfg: StudyConfig, url: str, n_trials: int | None, timeout: floa
 
 
 def run_study(cfg: StudyConfig, *, n_trials: int | None = None, timeout: float | None = None, workers: int = 1,
-              storage: str | None = None, progress: bool = True) -> optuna.Study:
+              storage: str | None = None, progress: bool = True, threads: int | None = None) -> optuna.Study:
     """Run (or resume) the study until it has ``n_trials`` finished trials or ``timeout`` passes.
 
     ``n_trials`` counts COMPLETE trials in the whole study, so re-running the same command after an
     interruption only adds the missing ones. With ``workers > 1`` the teacher is sampled first, then
     ``workers`` processes share the storage (they may finish up to ``workers - 1`` extra trials,
-    ``(workers - 1) * search.batch`` in batch mode).
+    ``(workers - 1) * search.batch`` in batch mode). ``threads``: torch intra-op threads per process
+    (default: torch's own for one process, the CPU count divided by ``workers`` for several).
     """
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     if not os.access(cfg.out_dir, os.W_OK):
@@ -512,13 +550,15 @@ def run_study(cfg: StudyConfig, *, n_trials: int | None = None, timeout: float |
                          "or a PostgreSQL/MySQL URL")
     cfg.out_dir.joinpath("study.yaml").write_text(_yaml(cfg))
     if workers <= 1:
-        _work(cfg, url, n_trials, timeout, progress, teacher_progress=progress)
+        _work(cfg, url, n_trials, timeout, progress, threads=threads, teacher_progress=progress)
         return open_study(cfg, url, create=False)
     # Teacher first, in this process, so workers never race for it.
     open_study(cfg, url)
     ensure_teacher(prepare(cfg), cfg.out_dir, progress=progress)
     ctx = multiprocessing.get_context("spawn")
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    if threads:
+        torch.set_num_threads(threads)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     procs = [ctx.Process(target=_worker_main, args=(cfg, url, n_trials, timeout, threads, i), daemon=False)
              for i in range(workers)]
     for pr in procs:
