@@ -349,6 +349,7 @@ def main(argv=None) -> dict:
                     help="interleaved rounds; each configuration's iterations are split over them")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
     ap.add_argument("--cuda-graph", action="store_true", help="replay the SGLD step from a CUDA graph (CUDA only)")
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions (CUDA; default fp32)")
     ap.add_argument("--teacher-width", type=int, default=None, help="MLP teacher hidden width (default 400)")
     ap.add_argument("--lockstep", default="", help="comma-separated student counts K for the lockstep timing, "
                     "e.g. 1,8 (default: none)")
@@ -376,6 +377,9 @@ def main(argv=None) -> dict:
             ap.error(f"--device {args.device}: CUDA is not available")
     if args.cuda_graph and device.type != "cuda":
         ap.error("--cuda-graph needs a CUDA device")
+    if device.type == "cuda":  # state the precision: fp32 unless --tf32
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     if args.threads:
@@ -400,8 +404,7 @@ def main(argv=None) -> dict:
             "student": s_arch.describe(), "batch": args.batch, "H": args.every, "thin": args.thin,
             "burn_in": 0, "iterations": args.iterations, "chains": chains, "repeats": args.repeats,
             "student_steps": args.student_steps, "cuda_graph": args.cuda_graph, "lockstep": lock_ks,
-            "precision": "fp32" + (", TF32 matmuls" if device.type == "cuda" and
-                                   torch.backends.cuda.matmul.allow_tf32 else ""),
+            "precision": "fp32" + (", TF32 matmuls and convolutions" if device.type == "cuda" and args.tf32 else ""),
             "teacher_config": to_dict(tcfg), "distill_config": to_dict(dcfg),
         },
     }

@@ -20,6 +20,7 @@ python3 -m pytest -q -m cuda tests/test_core.py tests/test_cuda_graph.py > "$OUT
 B="python3 benchmarks/bench_distill.py --device cuda --iterations 20000 --repeats 3"
 $B --chains 1,4,16 --lockstep 1,8 --json-out "$OUT/mlp.json" > /dev/null
 $B --chains 1,4,16 --cuda-graph --no-naive --json-out "$OUT/mlp_graph.json" > /dev/null
+$B --chains 1,16 --cuda-graph --tf32 --no-naive --json-out "$OUT/mlp_graph_tf32.json" > /dev/null
 $B --arch cnn --chains 1,4 --json-out "$OUT/cnn.json" > /dev/null
 $B --arch cnn --chains 1 --cuda-graph --no-naive --json-out "$OUT/cnn_graph.json" > /dev/null
 python3 benchmarks/scaling.py --device cuda --iterations 20000 --markdown > "$OUT/scaling.txt"
