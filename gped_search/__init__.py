@@ -8,7 +8,7 @@ Python API (the CLI ``gped-search`` calls the same functions)::
     df = trials_frame(study)               # every trial, objectives, metrics, on_front
 """
 
-from gped_search.api import distill, prepare, sample_teacher, train_trial
+from gped_search.api import distill, prepare, sample_teacher, train_trial, train_trials
 from gped_search.config import ConfigError, StudyConfig, load_study
 from gped_search.data import DataError, make_bundle
 from gped_search.export import CheckpointError, load_checkpoint, save_checkpoint
@@ -19,7 +19,7 @@ from gped_search.search import open_study, run_study, study_status, trials_frame
 
 __version__ = "0.1.0"
 
-__all__ = ["distill", "prepare", "sample_teacher", "train_trial", "ConfigError", "StudyConfig", "load_study",
+__all__ = ["distill", "prepare", "sample_teacher", "train_trial", "train_trials", "ConfigError", "StudyConfig", "load_study",
            "DataError", "make_bundle", "CheckpointError", "load_checkpoint", "save_checkpoint", "ArtifactError",
            "load_teacher", "save_teacher", "Expectation", "register_expectation", "SGLD", "DivergenceError",
            "open_study", "run_study", "study_status", "trials_frame", "__version__"]
