@@ -20,6 +20,7 @@ __all__ = ["main", "build_parser"]
 EXAMPLES = """examples:
   gped-search run studies/quickstart.yaml                  # sample the teacher, search 8 students
   gped-search run studies/mnist_mlp.yaml --workers 4       # 4 processes, one journal-file storage
+  gped-search run studies/mnist_mlp.yaml --batch 8         # 8 trials at a time, students in lockstep
   gped-search status studies/quickstart.yaml
   gped-search pareto studies/quickstart.yaml --objectives kl,bytes_fp32
   gped-search report studies/quickstart.yaml               # reports/quickstart/index.html
