@@ -208,7 +208,7 @@ def train_trials(p: Prepared, teacher: TeacherResult, configs: list[StudyConfig]
     def lockstep(ids: list[int], group: dict, n: int, seed: int, desc: str) -> None:
         t0 = time.perf_counter()
         res = train_students([group[i] for i in ids], teacher, p.bundle.transfer, n, p.cfg.distill, p.cfg.data,
-                             seed=seed, progress=progress, desc=desc)
+                             seed=seed, progress=progress, desc=desc, leave=False)
         for i in ids:
             shared[i] += (time.perf_counter() - t0) / len(ids)
         for j, step in res["diverged"].items():

@@ -149,7 +149,7 @@ def _artifact_targets(teacher: TeacherResult, dcfg: DistillConfig, exps: Sequenc
 
 def train_students(trainers: Sequence[StudentTrainer], teacher: TeacherResult, transfer: torch.Tensor, steps: int,
                    dcfg: DistillConfig, data_cfg: DataConfig, *, seed: int = 0, check_every: int = 500,
-                   progress: bool = False, desc: str = "students") -> dict:
+                   progress: bool = False, desc: str = "students", leave: bool = True) -> dict:
     """Train students in lockstep from a finished teacher (the search's batch mode).
 
     Every step draws one transfer minibatch and computes the targets once (a cached-mean gather, or
@@ -163,7 +163,8 @@ def train_students(trainers: Sequence[StudentTrainer], teacher: TeacherResult, t
     lock = LockstepTrainer(trainers)
     diverged: dict[int, int] = {}
     start = time.perf_counter()
-    for step in tqdm(range(1, steps + 1), desc=desc, disable=not progress, unit="step", mininterval=1.0):
+    for step in tqdm(range(1, steps + 1), desc=desc, disable=not progress, unit="step", mininterval=1.0,
+                     leave=leave):
         idx, x = transfer_batch(transfer, dcfg.transfer_batch, data_cfg, gen)
         lock.step(x, source(idx, x))
         if step % check_every == 0 or step == steps:

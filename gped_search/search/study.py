@@ -437,8 +437,8 @@ def optimize_batched(study: optuna.Study, cfg: StudyConfig, p: Prepared, teacher
                 started.append(t)
                 configs.append(tc)
                 seeds.append(seed)
-            results = train_trials(p, teacher, configs, seeds, latency_batch=cfg.search.latency_batch) \
-                if started else []
+            results = train_trials(p, teacher, configs, seeds, latency_batch=cfg.search.latency_batch,
+                                   progress=bar is not None) if started else []
             for t, tc, res in zip(started, configs, results):
                 if isinstance(res, OSError):
                     raise res
