@@ -107,6 +107,7 @@ class LockstepTrainer:
         device = next(self.trainers[0].model.parameters()).device
         self.nonfinite = torch.zeros(len(self.trainers), dtype=torch.bool, device=device)
         self._idx = torch.arange(len(self.trainers), device=device)
+        self._last: tuple[list[int], torch.Tensor] | None = None
 
     def step(self, x: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
         """One update of every active student; returns their losses (on the device, no sync)."""
@@ -117,14 +118,19 @@ class LockstepTrainer:
         self.sched.step()
         losses = losses.detach()
         self.nonfinite.index_put_((self._idx,), self.nonfinite[self._idx] | ~torch.isfinite(losses))
-        for j, i in enumerate(self.active):
-            tr = self.trainers[i]
-            tr.steps += 1
-            tr.last_loss = losses[j]
+        for i in self.active:
+            self.trainers[i].steps += 1
+        self._last = (self.active, losses)  # handed to the trainers' last_loss at the next check
         return losses
 
     def drop_diverged(self) -> list[int]:
-        """Indices of students that went non-finite since the last call; they stop training. One sync."""
+        """Indices of students that went non-finite since the last call; they stop training. One sync.
+
+        Also sets every active student's ``last_loss`` (kept on the device between checks)."""
+        if self._last is not None:
+            active, losses = self._last
+            for j, i in enumerate(active):
+                self.trainers[i].last_loss = losses[j]
         flags = self.nonfinite.tolist()
         gone = [i for i in self.active if flags[i]]
         for i in gone:
