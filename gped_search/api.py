@@ -24,7 +24,13 @@ from gped_search.config import (
     to_dict,
 )
 from gped_search.data import DataBundle, make_bundle
-from gped_search.distill.loop import TeacherResult, run_teacher, train_student, train_students
+from gped_search.distill.loop import (
+    TeacherResult,
+    run_teacher,
+    student_diverged,
+    train_student,
+    train_students,
+)
 from gped_search.distill.student import StudentTrainer
 from gped_search.export import save_checkpoint
 from gped_search.metrics.cost import cost_figures, measure_latency
@@ -32,7 +38,6 @@ from gped_search.metrics.downstream import downstream_record
 from gped_search.metrics.quality import evaluate, student_outputs
 from gped_search.models import Arch, Net, build, student_arch, teacher_arch
 from gped_search.posterior.expectations import Expectation, resolve
-from gped_search.posterior.sgld import DivergenceError
 from gped_search.prune import group_lasso_penalty, prune_model, unit_groups
 
 __all__ = ["resolve_device", "trial_seed", "Prepared", "prepare", "teacher_arch_for", "student_arch_for",
@@ -212,7 +217,7 @@ def train_trials(p: Prepared, teacher: TeacherResult, configs: list[StudyConfig]
         for i in ids:
             shared[i] += (time.perf_counter() - t0) / len(ids)
         for j, step in res["diverged"].items():
-            out[ids[j]] = DivergenceError(f"student diverged (NaN/inf loss) by step {step}; lower distill.lr")
+            out[ids[j]] = student_diverged(step)
             models.pop(ids[j], None)
 
     if trainers:

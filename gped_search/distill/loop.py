@@ -32,7 +32,8 @@ from gped_search.models import Arch, build
 from gped_search.posterior.expectations import Expectation, PosteriorAccumulator
 from gped_search.posterior.sgld import SGLD, DivergenceError
 
-__all__ = ["TeacherResult", "run_teacher", "train_student", "train_students", "transfer_batch"]
+__all__ = ["TeacherResult", "run_teacher", "train_student", "train_students", "transfer_batch",
+           "student_diverged"]
 
 
 @dataclass
@@ -140,6 +141,11 @@ def _cached_means(sampler: SGLD, bank: dict[str, torch.Tensor], x: torch.Tensor,
     return acc.means()
 
 
+def student_diverged(step: int) -> DivergenceError:
+    """The error of a student whose loss went non-finite by ``step`` (one wording for every caller)."""
+    return DivergenceError(f"student diverged (NaN/inf loss) by step {step}; lower distill.lr")
+
+
 def _artifact_targets(teacher: TeacherResult, dcfg: DistillConfig, exps: Sequence[Expectation],
                       gen: torch.Generator, device: torch.device):
     if dcfg.target_mode == TargetMode.cached and teacher.transfer is not None:
@@ -183,6 +189,6 @@ def train_student(trainer: StudentTrainer, teacher: TeacherResult, transfer: tor
     out = train_students([trainer], teacher, transfer, steps, dcfg, data_cfg, seed=seed, check_every=check_every,
                          progress=progress, desc=desc)
     if out.pop("diverged"):
-        raise DivergenceError(f"student diverged (NaN/inf loss) by step {trainer.steps}; lower distill.lr")
+        raise student_diverged(trainer.steps)
     del out["students"]
     return out
