@@ -42,7 +42,7 @@ from gped_search.prune import group_lasso_penalty, prune_model, unit_groups
 
 __all__ = ["resolve_device", "trial_seed", "Prepared", "prepare", "teacher_arch_for", "student_arch_for",
            "make_trainer", "sample_teacher", "student_steps", "prune_and_finetune", "student_record",
-           "train_trial", "train_trials", "distill"]
+           "train_trial", "train_trials", "distill", "distill_key", "DISTILL_CHAIN_DIR"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -96,11 +96,16 @@ def make_trainer(model: Net, p: Prepared, dcfg: DistillConfig, lambda_g: float =
     return StudentTrainer(model, p.exps, dcfg, lr=lr, penalty=penalty, penalty_weight=lambda_g)
 
 
-def sample_teacher(p: Prepared, students: tuple[StudentTrainer, ...] = (), progress: bool = True) -> TeacherResult:
-    """Run the study's SGLD chain(s) once; caches transfer-set means for ``cached`` trials."""
+def sample_teacher(p: Prepared, students: tuple[StudentTrainer, ...] = (), progress: bool = True, *,
+                   cache_transfer: bool = True, checkpoint_dir: str | Path | None = None, key: str = "",
+                   restart: bool = False) -> TeacherResult:
+    """Run the study's SGLD chain(s); with ``cache_transfer`` accumulates transfer-set means for ``cached``
+    trials over the same thinned iterates as the test means. With ``checkpoint_dir`` the chain is
+    checkpointed there and resumed or extended from it (see :func:`run_teacher`)."""
     c = p.cfg
     return run_teacher(c.teacher, c.distill, c.data, p.bundle, teacher_arch_for(p), p.exps, seed=c.seed,
-                       students=students, cache_transfer=True, progress=progress)
+                       students=students, cache_transfer=cache_transfer, progress=progress,
+                       checkpoint_dir=checkpoint_dir, checkpoint_key=key, restart=restart)
 
 
 def student_steps(cfg: StudyConfig) -> int:
@@ -254,19 +259,44 @@ def train_trials(p: Prepared, teacher: TeacherResult, configs: list[StudyConfig]
     return out
 
 
-def distill(cfg: StudyConfig, progress: bool = True, out_dir: str | Path | None = None) -> dict:
+def distill_key(cfg: StudyConfig) -> str:
+    """Digest of every setting an online ``distill`` run depends on, except the chain's length."""
+    import hashlib
+
+    d = to_dict(cfg)
+    d["teacher"] = {k: v for k, v in d["teacher"].items()
+                    if k not in ("cuda_graph", "iterations", "check_every", "checkpoint_every", "checkpoint_seconds")}
+    d.pop("search", None)
+    d.pop("report_dir", None)
+    d.pop("device", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+DISTILL_CHAIN_DIR = "distill.chain"
+
+
+def distill(cfg: StudyConfig, progress: bool = True, out_dir: str | Path | None = None, restart: bool = False) -> dict:
     """The paper's online algorithm for one student (``gped-search distill``); writes JSON + checkpoint.
 
     The student learns from the live chain every ``H`` iterations (``online`` or ``running_mean``
-    targets; ``cached`` trains after the chain from its cached means). With ``prune.lambda_g > 0``
-    the penalty is on during the online phase, then the student is pruned and fine-tuned.
+    targets; ``cached`` trains after the chain from its means on the transfer set). With
+    ``prune.lambda_g > 0`` the penalty is on during the online phase, then the student is pruned and
+    fine-tuned. The chain and the online student are checkpointed in ``<out>/distill.chain/``: a run
+    that was stopped resumes there, and raising ``teacher.iterations`` after a finished run goes on
+    from its final state (``restart`` discards the checkpoints).
     """
+    out = Path(out_dir) if out_dir else cfg.out_dir
+    out.mkdir(parents=True, exist_ok=True)
     p = prepare(cfg)
     torch.manual_seed(cfg.seed)
     model = build(student_arch_for(p, cfg.student)).to(p.device)
     trainer = make_trainer(model, p, cfg.distill, lambda_g=cfg.prune.lambda_g)
     online = cfg.distill.target_mode != TargetMode.cached
-    teacher = sample_teacher(p, (trainer,) if online else (), progress)
+    from gped_search.search.study import _file_lock
+
+    with _file_lock(out / (DISTILL_CHAIN_DIR + ".lock")):  # one run per folder; the OS frees it if we die
+        teacher = sample_teacher(p, (trainer,) if online else (), progress, cache_transfer=not online,
+                                 checkpoint_dir=out / DISTILL_CHAIN_DIR, key=distill_key(cfg), restart=restart)
     if not online:
         train_student(trainer, teacher, p.bundle.transfer, student_steps(cfg), cfg.distill, cfg.data,
                       seed=cfg.seed, progress=progress)
@@ -279,8 +309,6 @@ def distill(cfg: StudyConfig, progress: bool = True, out_dir: str | Path | None 
     record = {"study": cfg.name, "dataset": cfg.data.dataset.value, "device": str(p.device),
               "teacher": {**teacher.metrics, **teacher.stats, "arch": teacher.arch.describe()},
               "student": rec, "pruning": pruning, "config": to_dict(cfg)}
-    out = Path(out_dir) if out_dir else cfg.out_dir
-    out.mkdir(parents=True, exist_ok=True)
     (out / "distill.json").write_text(json.dumps(record, indent=2))
     save_checkpoint(out / "distill_student.pt", model, config=to_dict(cfg), metrics=rec,
                     pruning=pruning and {k: v for k, v in pruning.items() if k != "history"})

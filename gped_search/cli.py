@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     _study_args(p, storage=False)
     p.add_argument("--out", help="output folder (default reports/<name>/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--restart", action="store_true", help="discard the chain checkpoint and start the chain "
+                   "again (default: resume a stopped chain, extend a finished one to teacher.iterations)")
     _threads_arg(p)
 
     p = sub.add_parser("run", help="run or resume a search study")
@@ -77,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: search.batch of the study file, 1)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--restart", action="store_true", help="discard the teacher chain's checkpoint and sample it "
+                   "from iteration 0 (default: resume a stopped chain, extend a shorter one)")
     _threads_arg(p, "; with --workers K: the CPU count / K per worker")
 
     p = sub.add_parser("status", help="trials by state, Pareto front size, teacher")
@@ -156,7 +160,7 @@ def cmd_distill(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    rec = distill(cfg, progress=not args.no_progress, out_dir=args.out)
+    rec = distill(cfg, progress=not args.no_progress, out_dir=args.out, restart=args.restart)
     s, t = rec["student"], rec["teacher"]
     print(json.dumps({"teacher_acc": t["teacher_acc"], "teacher_nll": t["teacher_nll"], "kl": s["kl"],
                       "student_acc": s["student_acc"], "params": s["params"], "outputs": rec["outputs"]}, indent=2))
@@ -189,7 +193,8 @@ def cmd_run(args) -> int:
     if args.batch is not None:
         cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, batch=args.batch))
     study = run_study(cfg, n_trials=args.n_trials, timeout=args.timeout, workers=args.workers,
-                      storage=args.storage, progress=not args.no_progress, threads=args.threads)
+                      storage=args.storage, progress=not args.no_progress, threads=args.threads,
+                      restart=args.restart)
     print(json.dumps(study_status(study, storage_url(cfg, args.storage, args.workers)), indent=2))
     if not args.no_report:
         res = _report(cfg, study)
@@ -204,14 +209,53 @@ def _open(args):
     return cfg, open_study(cfg, args.storage, create=False)
 
 
+def _chains(cfg) -> dict:
+    """Progress of the study's teacher chain and of a ``distill`` run's chain, where they exist."""
+    from gped_search.api import DISTILL_CHAIN_DIR
+    from gped_search.posterior.checkpoint import chain_status
+    from gped_search.search.study import CHAIN_DIR
+
+    out = {}
+    for label, folder in (("teacher chain", CHAIN_DIR), ("distill chain", DISTILL_CHAIN_DIR)):
+        st = chain_status(cfg.out_dir / folder)
+        if st is not None:
+            out[label] = st
+    return out
+
+
+def _chain_line(label: str, st: dict) -> str:
+    total = st["total"]
+    line = f"{label}: {st['state']}, iteration {st['iteration']:,}" + (f" of {total:,}" if total else "")
+    if st.get("rate_it_per_s"):
+        line += f", {st['rate_it_per_s']:.1f} it/s"
+    if st.get("seconds_left") and st["state"] != "done":
+        left = st["seconds_left"]
+        line += f", {left / 3600:.1f} h left" if left >= 3600 else f", {left / 60:.1f} min left"
+    if st["state"] == "paused":
+        line += f" (resumes from the checkpoint at {st['checkpoint_iteration'] or 0:,} on the next run/distill)"
+    return line
+
+
 def cmd_status(args) -> int:
     from gped_search.search import storage_url, study_status
+    from gped_search.search.study import StudyError
 
-    cfg, study = _open(args)
-    st = study_status(study, storage_url(cfg, args.storage))
+    cfg = _load(args)
+    chains = _chains(cfg)
+    try:
+        from gped_search.search import open_study
+
+        study = open_study(cfg, args.storage, create=False)
+    except StudyError:
+        if not chains:
+            raise
+        study = None  # a `distill` run, or a study whose teacher is still being sampled
+    st = study_status(study, storage_url(cfg, args.storage)) if study is not None else {"study": cfg.name}
+    st["chains"] = chains
     if args.json:
         print(json.dumps(st, indent=2))
-    else:
+        return 0
+    if study is not None:
         print(f"study {st['study']}  ({st['storage']})")
         print("trials: " + ", ".join(f"{k.lower()} {v}" for k, v in st["trials"].items()) if st["trials"]
               else "trials: none")
@@ -219,6 +263,13 @@ def cmd_status(args) -> int:
               + ", ".join(f"{k} ({v})" for k, v in st["objectives"].items()))
         if st["teacher"]:
             print("teacher: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) and not v.is_integer() else f"{k} {v:g}" for k, v in st["teacher"].items()))
+        if len(st.get("teachers_used", {})) > 1:
+            print("warning: trials were trained against different teachers (key@iterations: trials): "
+                  + ", ".join(f"{k}: {n}" for k, n in st["teachers_used"].items()))
+    else:
+        print(f"study {cfg.name}: no Optuna study yet")
+    for label, c in chains.items():
+        print(_chain_line(label, c))
     return 0
 
 

@@ -43,8 +43,9 @@ class DataBundle:
     """Everything a run needs, on one device.
 
     ``train`` is the teacher's training set (occluded, possibly a subset); ``transfer`` the
-    unlabelled inputs the student learns from (occluded, the full training set); ``test`` the
-    occluded test set; ``ood`` an optional out-of-distribution test set.
+    unlabelled inputs the student learns from (occluded, the training set less the validation
+    split); ``val`` the validation split (model selection; None with ``data.validation: 0``);
+    ``test`` the occluded test set; ``ood`` an optional out-of-distribution test set.
     """
 
     name: str
@@ -54,6 +55,7 @@ class DataBundle:
     n_classes: int
     ood: Split | None = None
     ood_name: str | None = None
+    val: Split | None = None  # validation split carved from the training set (never trained on)
 
     @property
     def in_shape(self) -> tuple[int, int, int]:

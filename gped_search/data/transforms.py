@@ -7,7 +7,23 @@ import torch
 from gped_search.config import DataConfig
 from gped_search.data.datasets import DataBundle, Split, load_split
 
-__all__ = ["occlusion_positions", "occlude", "perturb", "make_bundle"]
+__all__ = ["occlusion_positions", "occlude", "perturb", "make_bundle", "validation_size", "VAL_SEED"]
+
+VAL_SEED = 4321
+"""The validation split's permutation seed: fixed, so every study and seed sees the same split."""
+
+
+def validation_size(cfg: DataConfig, n_train: int) -> int:
+    """How many training images the validation split takes (see ``DataConfig.validation``)."""
+    v = cfg.validation
+    name = getattr(cfg.dataset, "value", cfg.dataset)
+    if v is None:
+        v = 0.2 if name == "digits" else 10_000
+    k = int(round(v * n_train)) if 0 < v < 1 else int(v)
+    if k >= n_train:
+        raise ValueError(f"data.validation={cfg.validation}: {k} validation images leave none of the "
+                         f"{n_train} training images for the teacher")
+    return k
 
 
 def occlusion_positions(n: int, height: int, width: int, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -50,8 +66,16 @@ def make_bundle(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") 
     g_test = torch.Generator().manual_seed(seed * 7919 + 2)
     train_x = occlude(train.x, cfg.mask_size, g_train)
     test_x = occlude(test.x, cfg.mask_size, g_test)
+    train_y = train.y
+    val = None
+    n_val = validation_size(cfg, len(train_y))
+    if n_val:
+        perm = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(VAL_SEED))
+        keep = perm[n_val:].sort().values  # the rest keeps its order (train_subset = the first k of it)
+        val = Split(train_x[perm[:n_val]].contiguous(), train_y[perm[:n_val]].contiguous())
+        train_x, train_y = train_x[keep].contiguous(), train_y[keep].contiguous()
     k = cfg.train_subset
-    teacher = Split(train_x[:k], train.y[:k]) if k else Split(train_x, train.y)
+    teacher = Split(train_x[:k], train_y[:k]) if k else Split(train_x, train_y)
     ood = None
     if cfg.ood is not None:
         o = load_split(cfg.ood.value, False, cfg.root)
@@ -68,4 +92,5 @@ def make_bundle(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") 
         n_classes=n_classes,
         ood=ood.to(device) if ood is not None else None,
         ood_name=cfg.ood.value if cfg.ood is not None else None,
+        val=val.to(device) if val is not None else None,
     )

@@ -10,27 +10,30 @@ SGLD, which is what search trials do.
 
 from __future__ import annotations
 
-import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from gped_search.config import DataConfig, DistillConfig, TargetMode, TeacherConfig
 from gped_search.data import DataBundle, perturb
+from gped_search.distill.chain import TeacherChain
 from gped_search.distill.student import LockstepTrainer, StudentTrainer
-from gped_search.distill.targets import (
-    BankTargets,
-    CachedTargets,
-    OnlineTargets,
-    RunningMeanTargets,
-)
-from gped_search.metrics.quality import predictive_metrics
+from gped_search.distill.targets import BankTargets, CachedTargets
 from gped_search.models import Arch, build
-from gped_search.posterior.expectations import Expectation, PosteriorAccumulator
-from gped_search.posterior.sgld import SGLD, DivergenceError
+from gped_search.posterior.expectations import Expectation
+from gped_search.posterior.checkpoint import (
+    ChainCheckpointError,
+    clear_checkpoints,
+    latest_checkpoint,
+    save_checkpoint_generation,
+    write_progress,
+)
+from gped_search.posterior.sgld import DivergenceError
 
 __all__ = ["TeacherResult", "run_teacher", "train_student", "train_students", "transfer_batch",
            "student_diverged"]
@@ -47,6 +50,7 @@ class TeacherResult:
     bank: dict[str, torch.Tensor]  # parameter name -> (S, *shape)
     metrics: dict[str, float]
     stats: dict[str, float] = field(default_factory=dict)
+    val: dict[str, torch.Tensor] | None = None  # posterior means on the validation split (same iterates)
 
 
 def transfer_batch(transfer: torch.Tensor, batch: int, data: DataConfig, gen: torch.Generator
@@ -56,89 +60,58 @@ def transfer_batch(transfer: torch.Tensor, batch: int, data: DataConfig, gen: to
     return idx, perturb(transfer[idx], data.perturb_sigma, data.clamp, gen)
 
 
-def _check(sampler: SGLD, lock: LockstepTrainer | None, t: int) -> None:
-    if not sampler.is_finite():
-        raise DivergenceError(f"SGLD diverged (NaN/inf parameters) by iteration {t}; lower teacher.step_size")
-    gone = lock.drop_diverged() if lock is not None else []
-    if gone:
-        raise DivergenceError(f"student {gone[0]} diverged (NaN/inf loss) by iteration {t}; lower distill.lr")
-
-
 def run_teacher(tcfg: TeacherConfig, dcfg: DistillConfig, data_cfg: DataConfig, bundle: DataBundle,
                 arch: Arch, exps: Sequence[Expectation], *, seed: int = 0,
                 students: Sequence[StudentTrainer] = (), cache_transfer: bool = False,
-                progress: bool = True, desc: str = "teacher") -> TeacherResult:
-    """Run SGLD (and online distillation of ``students``); see the module docstring."""
-    device = bundle.test.x.device
-    sampler = SGLD(arch, bundle.train.x, bundle.train.y, step_size=tcfg.step_size,
-                   prior_precision=tcfg.prior_precision, batch_size=tcfg.batch_size, chains=tcfg.chains,
-                   schedule=tcfg.schedule, decay_t0=tcfg.decay_t0, decay_gamma=tcfg.decay_gamma, seed=seed)
-    if tcfg.cuda_graph:
-        sampler.capture_cuda_graph()
-    n_classes = bundle.n_classes
-    test_acc = PosteriorAccumulator(len(bundle.test), n_classes, exps, device)
-    ood_acc = PosteriorAccumulator(len(bundle.ood), n_classes, exps, device) if bundle.ood is not None else None
-    source = None
-    lock = LockstepTrainer(students) if students else None  # students share the chain and one backward
-    if students:
-        source = OnlineTargets(sampler.logits, exps, dcfg.temperature)
-        if dcfg.target_mode == TargetMode.running_mean:
-            source = RunningMeanTargets(source, bundle.transfer.shape[0], n_classes, device)
-    data_gen = torch.Generator(device=device).manual_seed(seed * 7919 + 11)
-    post = tcfg.iterations - tcfg.burn_in
-    bank_every = max(tcfg.thin, math.ceil(post * tcfg.chains / tcfg.bank_size))
-    bank: list[list[torch.Tensor]] = []
+                progress: bool = True, desc: str = "teacher", checkpoint_dir: str | Path | None = None,
+                checkpoint_key: str = "", restart: bool = False) -> TeacherResult:
+    """Run SGLD (and online distillation of ``students``) to ``tcfg.iterations``; see the module docstring.
 
-    start = time.perf_counter()
-    bar = tqdm(total=tcfg.iterations, desc=desc, disable=not progress, unit="it", mininterval=1.0)
-    for t in range(1, tcfg.iterations + 1):
-        sampler.step()
-        after = t - tcfg.burn_in
-        if after > 0 and after % tcfg.thin == 0:
-            test_acc.update(sampler.logits(bundle.test.x))
-            if ood_acc is not None:
-                ood_acc.update(sampler.logits(bundle.ood.x))
-        if after > 0 and after % bank_every == 0:
-            bank.append(sampler.snapshot())
-        if after > 0 and t % dcfg.every == 0 and students:
-            idx, x = transfer_batch(bundle.transfer, dcfg.transfer_batch, data_cfg, data_gen)
-            lock.step(x, source(idx, x))
-        if t % tcfg.check_every == 0 or t == tcfg.iterations:
-            _check(sampler, lock, t)  # the loop's only host syncs
-            bar.update(t - bar.n)
-            if students:
-                bar.set_postfix(loss=f"{float(students[0].last_loss):.4f}", refresh=False)
-    bar.close()
-    seconds = time.perf_counter() - start
-    if not bank:
-        bank.append(sampler.snapshot())
-    if test_acc.count == 0:  # fewer post-burn-in iterations than `thin`: use the final sample
-        test_acc.update(sampler.logits(bundle.test.x))
-        if ood_acc is not None:
-            ood_acc.update(sampler.logits(bundle.ood.x))
+    With ``checkpoint_dir`` the chain is checkpointed there (every ``tcfg.checkpoint_every``
+    iterations, or every ``tcfg.checkpoint_seconds`` of work) and resumed from its newest checkpoint
+    whose key is ``checkpoint_key``; a chain that stopped short (killed, or finished at a smaller
+    total) is continued, one that already went further than ``tcfg.iterations`` is an error.
+    ``restart`` discards the checkpoints first. The final state is always kept (for extension).
+    """
+    chain = TeacherChain(tcfg, dcfg, data_cfg, bundle, arch, exps, seed=seed, students=students,
+                         cache_transfer=cache_transfer)
+    if checkpoint_dir is None:
+        chain.run(tcfg.iterations, progress=progress, desc=desc)
+        return chain.result()
+    folder = Path(checkpoint_dir)
+    if restart:
+        clear_checkpoints(folder)
+    found = latest_checkpoint(folder, checkpoint_key, device="cpu")
+    if found is not None:
+        it, state = found
+        if it > tcfg.iterations:
+            raise ChainCheckpointError(
+                f"{folder}: the chain already ran {it} iterations, more than teacher.iterations={tcfg.iterations}; "
+                f"set teacher.iterations >= {it} or pass --restart")
+        chain.load_state_dict(state)
+        if progress and it < tcfg.iterations:
+            print(f"{desc}: resuming the chain at iteration {it} of {tcfg.iterations} ({folder})", file=sys.stderr)
+    total = tcfg.iterations
+    last_note = [0.0]
 
-    # Bank: (snapshots * chains, *shape), every chain's sample counted as one posterior sample.
-    bank_t = {k: torch.cat([snap[i] for snap in bank]) for i, k in enumerate(sampler.names)}
-    test = test_acc.means()
-    transfer = _cached_means(sampler, bank_t, bundle.transfer, n_classes, exps) if cache_transfer else None
-    metrics = predictive_metrics(test["predictive"], bundle.test.y, "teacher")
-    stats = {"iterations": tcfg.iterations, "seconds": seconds, "ms_per_iteration": 1000 * seconds / tcfg.iterations,
-             "test_samples": test_acc.count, "bank_samples": next(iter(bank_t.values())).shape[0],
-             "chains": tcfg.chains, "student_steps": students[0].steps if students else 0}
-    return TeacherResult(arch, test, ood_acc.means() if ood_acc is not None else None, transfer, bank_t,
-                         metrics, stats)
+    def note(ch: TeacherChain, rate: float, state: str = "running") -> None:
+        now = time.time()
+        if state == "running" and now - last_note[0] < 5.0:
+            return
+        last_note[0] = now
+        write_progress(folder, iteration=ch.t, total=total, rate=rate, state=state, seconds=ch.seconds,
+                       eta_seconds=(total - ch.t) / rate if rate > 0 else None, key=checkpoint_key)
 
+    def save(ch: TeacherChain) -> None:
+        save_checkpoint_generation(folder, ch.t, ch.state_dict(), checkpoint_key)
 
-@torch.no_grad()
-def _cached_means(sampler: SGLD, bank: dict[str, torch.Tensor], x: torch.Tensor, n_classes: int,
-                  exps: Sequence[Expectation]) -> dict[str, torch.Tensor]:
-    """Posterior means of every expectation on the transfer inputs, over the bank's samples."""
-    acc = PosteriorAccumulator(x.shape[0], n_classes, exps, x.device)
-    params = [bank[k] for k in sampler.names]
-    size = params[0].shape[0]
-    for i in range(0, size, 8):
-        acc.update(sampler.logits(x, params=[p[i:i + 8] for p in params]))
-    return acc.means()
+    every = tcfg.checkpoint_every
+    chain.run(total, progress=progress, desc=desc, on_checkpoint=save if every != 0 else None,
+              checkpoint_every=every or None, checkpoint_seconds=tcfg.checkpoint_seconds, on_check=note)
+    if every == 0:  # no periodic checkpoints: still keep the final state, so the chain can be extended
+        save(chain)
+    note(chain, chain.t / max(chain.seconds, 1e-9), state="done")
+    return chain.result()
 
 
 def student_diverged(step: int) -> DivergenceError:

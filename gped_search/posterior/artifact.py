@@ -22,7 +22,7 @@ from gped_search.models import Arch
 __all__ = ["ArtifactError", "save_teacher", "load_teacher", "sha256_of"]
 
 FORMAT = "gped-search-teacher"
-VERSION = 1
+VERSION = 2  # 2: validation means; transfer means over the thinned iterates; chain key without length
 
 
 class ArtifactError(ValueError):
@@ -50,6 +50,7 @@ def save_teacher(path: str | os.PathLike, result: TeacherResult, config: dict) -
         "version": VERSION,
         "arch": result.arch.to_dict(),
         "test": _cpu(result.test),
+        "val": _cpu(result.val),
         "ood": _cpu(result.ood),
         "transfer": _cpu(result.transfer),
         "bank": _cpu(result.bank),
@@ -102,7 +103,7 @@ def load_teacher(path: str | os.PathLike, device: torch.device | str = "cpu", ex
         raise ArtifactError(f"{path}: teacher artifact version {d.get('version')} (this gped-search reads {VERSION})")
     try:
         return TeacherResult(Arch.from_dict(d["arch"]), d["test"], d["ood"], d["transfer"], d["bank"], d["metrics"],
-                             d["stats"])
+                             d["stats"], val=d.get("val"))
     except Exception as e:  # a missing entry or a malformed architecture
         why = " ".join(str(e).split())[:80]
         raise ArtifactError(f"{path}: incomplete teacher artifact ({type(e).__name__}: {why})") from None

@@ -143,11 +143,21 @@ def make_sampler(cfg: StudyConfig, specs: dict[str, Spec], seed: int | None = No
 
 # --------------------------------------------------------------------------- the teacher, once per study
 
+CHAIN_DIR = "teacher.chain"
+"""Folder (in the study's report folder) of the teacher chain's checkpoints and progress note."""
+
+_NOT_IN_KEY = ("cuda_graph", "iterations", "check_every", "checkpoint_every", "checkpoint_seconds")
+
+
 def teacher_key(cfg: StudyConfig) -> str:
-    """Digest of every setting the teacher artifact depends on."""
+    """Digest of every setting the teacher chain depends on, except its length.
+
+    A teacher is identified by (key, iterations): a longer run of the same chain has the same key,
+    and a chain is extended by raising ``teacher.iterations``. How the step runs (``cuda_graph``)
+    and how often it is checked or checkpointed do not change the posterior it samples.
+    """
     d = to_dict(cfg)
-    # cuda_graph changes how the step runs, not the posterior it samples
-    teacher = {k: v for k, v in d["teacher"].items() if k != "cuda_graph"}
+    teacher = {k: v for k, v in d["teacher"].items() if k not in _NOT_IN_KEY}
     key = {"seed": cfg.seed, "data": d["data"], "teacher": teacher,
            "targets": d["distill"]["targets"], "temperature": d["distill"]["temperature"]}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -165,7 +175,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def _sibling_teacher(artifact_dir: Path, key: str) -> Path | None:
-    """A teacher artifact with the same key in another study folder of the same report folder."""
+    """A teacher artifact with the same key and length in another study folder of the report folder."""
     for sidecar in sorted(artifact_dir.parent.glob(f"*/{TEACHER_FILE}.key")):
         other = sidecar.with_name(TEACHER_FILE)
         if sidecar.parent == artifact_dir or not other.is_file() or \
@@ -177,20 +187,26 @@ def _sibling_teacher(artifact_dir: Path, key: str) -> Path | None:
     return None
 
 
-def ensure_teacher(p: Prepared, artifact_dir: Path, progress: bool = True) -> tuple[TeacherResult, dict]:
-    """Load the study's teacher artifact, or sample and store it (one process at a time).
+def ensure_teacher(p: Prepared, artifact_dir: Path, progress: bool = True, restart: bool = False
+                   ) -> tuple[TeacherResult, dict]:
+    """Load the study's teacher artifact, or sample (resume, extend) and store it, one process at a time.
 
-    A study whose folder has no artifact yet first looks for one with the same teacher key (same
-    seed, data, teacher and target settings) in the other study folders of its report folder, e.g.
-    the grid baseline next to the search: it copies that artifact (checked against its SHA-256)
-    instead of sampling the same chain again.
+    A study whose folder has no artifact yet first looks for one with the same teacher key and
+    length (same seed, data, teacher and target settings) in the other study folders of its report
+    folder, e.g. the grid baseline next to the search, and copies it (checked against its SHA-256)
+    instead of sampling the same chain again. Otherwise the chain is sampled with checkpoints in
+    ``teacher.chain/``: a worker that died mid-chain left its lock to the OS, and the next one
+    resumes from the newest checkpoint. An artifact shorter than ``teacher.iterations`` is extended
+    from its chain's final state; ``restart`` discards the chain checkpoints first.
     """
     path = artifact_dir / TEACHER_FILE
     key = teacher_key(p.cfg)
-    reused = None
+    want = p.cfg.teacher.iterations
+    stamp = f"{key} {want}"
+    reused = extended = None
     with _file_lock(artifact_dir / (TEACHER_FILE + ".lock")):
         if not path.exists():
-            src = _sibling_teacher(artifact_dir, key)
+            src = _sibling_teacher(artifact_dir, stamp)
             if src is not None:
                 for suffix in ("", ".sha256"):
                     shutil.copy2(src.with_name(TEACHER_FILE + suffix), artifact_dir / (TEACHER_FILE + ".part" + suffix))
@@ -198,23 +214,34 @@ def ensure_teacher(p: Prepared, artifact_dir: Path, progress: bool = True) -> tu
                 os.replace(artifact_dir / (TEACHER_FILE + ".part.sha256"), path.with_name(TEACHER_FILE + ".sha256"))
                 os.replace(artifact_dir / (TEACHER_FILE + ".part"), path)
                 reused = str(src)
+        sampled = False
+        teacher = None
         if path.exists():
             teacher = load_teacher(path, p.device)
-            made = teacher.stats.get("teacher_key")
+            made, its = teacher.stats.get("teacher_key"), int(teacher.stats.get("iterations", 0))
             if made != key:
                 raise ArtifactError(f"{path}: made with other data/teacher settings (key {made} != {key}); "
                                     f"use a new study name or delete the artifact")
-            sampled = False
-        else:
-            teacher = sample_teacher(p, progress=progress)
+            if its > want:
+                raise ArtifactError(f"{path}: the teacher ran {its} iterations, more than teacher.iterations={want}; "
+                                    f"a chain can be extended, not shortened (set teacher.iterations >= {its})")
+            if its < want:
+                extended, teacher = its, None
+                print(f"teacher: extending the chain from {its} to {want} iterations", file=sys.stderr)
+        if teacher is None:
+            teacher = sample_teacher(p, progress=progress, checkpoint_dir=artifact_dir / CHAIN_DIR, key=key,
+                                     restart=restart)
             teacher.stats["teacher_key"] = key
+            if extended is not None:
+                teacher.stats["extended_from"] = extended
             save_teacher(path, teacher, to_dict(p.cfg))
             sampled = True
         sidecar = path.with_name(TEACHER_FILE + ".key")  # lets sibling studies find this artifact
-        if not sidecar.is_file() or sidecar.read_text().strip() != key:
-            sidecar.write_text(key + "\n")
+        if not sidecar.is_file() or sidecar.read_text().strip() != stamp:
+            sidecar.write_text(stamp + "\n")
     info = {"teacher_artifact": str(path), "teacher_sha256": (path.parent / (path.name + ".sha256")).read_text().strip(),
-            "teacher_sampled_here": sampled, "teacher_key": key, "teacher_copied_from": reused}
+            "teacher_sampled_here": sampled, "teacher_key": key, "teacher_iterations": int(teacher.stats["iterations"]),
+            "teacher_copied_from": reused, "teacher_extended_from": extended}
     if reused:
         print(f"teacher: reusing {reused} (same teacher settings)", file=sys.stderr)
     return teacher, info
@@ -319,6 +346,8 @@ class _TrialRunner:
             if _scalar(v):
                 trial.set_user_attr(k, v)
         trial.set_user_attr("family", tc.student.family.value)
+        trial.set_user_attr("teacher_key", str(self.teacher.stats.get("teacher_key", "")))
+        trial.set_user_attr("teacher_iterations", int(self.teacher.stats.get("iterations", 0)))
         trial.set_user_attr("lambda_g", tc.prune.lambda_g)
         if pruning:
             trial.set_user_attr("units_kept", pruning["units_kept"])
@@ -486,7 +515,7 @@ def _finished(study: optuna.Study) -> int:
 
 
 def _work(cfg: StudyConfig, url: str, n_trials: int | None, timeout: float | None, progress: bool,
-          threads: int | None = None, teacher_progress: bool = True, worker: int = 0) -> None:
+          threads: int | None = None, teacher_progress: bool = True, worker: int = 0, restart: bool = False) -> None:
     """One worker: open the study, get the teacher, run trials until the study has ``n_trials``."""
     if threads:
         torch.set_num_threads(threads)
@@ -501,8 +530,9 @@ def _work(cfg: StudyConfig, url: str, n_trials: int | None, timeout: float | Non
                                      % (2**31 - 1))
     p = prepare(cfg)
     artifact_dir = cfg.out_dir.resolve()  # absolute paths in the records: workers may run elsewhere
-    teacher, info = ensure_teacher(p, artifact_dir, progress=teacher_progress)
-    if "teacher_artifact" not in study.user_attrs or info["teacher_sampled_here"]:
+    teacher, info = ensure_teacher(p, artifact_dir, progress=teacher_progress, restart=restart)
+    if "teacher_artifact" not in study.user_attrs or info["teacher_sampled_here"] \
+            or study.user_attrs.get("teacher_sha256") != info["teacher_sha256"]:
         study.set_user_attr("teacher_artifact", info["teacher_artifact"])
         study.set_user_attr("teacher_sha256", info["teacher_sha256"])
         study.set_user_attr("teacher", {k: v for k, v in {**teacher.metrics, **teacher.stats}.items() if _scalar(v)})
@@ -532,7 +562,8 @@ def _worker_main(cfg: StudyConfig, url: str, n_trials: int | None, timeout: floa
 
 
 def run_study(cfg: StudyConfig, *, n_trials: int | None = None, timeout: float | None = None, workers: int = 1,
-              storage: str | None = None, progress: bool = True, threads: int | None = None) -> optuna.Study:
+              storage: str | None = None, progress: bool = True, threads: int | None = None,
+              restart: bool = False) -> optuna.Study:
     """Run (or resume) the study until it has ``n_trials`` finished trials or ``timeout`` passes.
 
     ``n_trials`` counts COMPLETE trials in the whole study, so re-running the same command after an
@@ -540,6 +571,8 @@ def run_study(cfg: StudyConfig, *, n_trials: int | None = None, timeout: float |
     ``workers`` processes share the storage (they may finish up to ``workers - 1`` extra trials,
     ``(workers - 1) * search.batch`` in batch mode). ``threads``: torch intra-op threads per process
     (default: torch's own for one process, the CPU count divided by ``workers`` for several).
+    The teacher chain resumes from its checkpoints (``restart`` discards them) and is extended when
+    ``teacher.iterations`` grows; each trial records the teacher (key, iterations) it was trained against.
     """
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     if not os.access(cfg.out_dir, os.W_OK):
@@ -550,11 +583,11 @@ def run_study(cfg: StudyConfig, *, n_trials: int | None = None, timeout: float |
                          "or a PostgreSQL/MySQL URL")
     cfg.out_dir.joinpath("study.yaml").write_text(_yaml(cfg))
     if workers <= 1:
-        _work(cfg, url, n_trials, timeout, progress, threads=threads, teacher_progress=progress)
+        _work(cfg, url, n_trials, timeout, progress, threads=threads, teacher_progress=progress, restart=restart)
         return open_study(cfg, url, create=False)
     # Teacher first, in this process, so workers never race for it.
     open_study(cfg, url)
-    ensure_teacher(prepare(cfg), cfg.out_dir, progress=progress)
+    ensure_teacher(prepare(cfg), cfg.out_dir.resolve(), progress=progress, restart=restart)
     ctx = multiprocessing.get_context("spawn")
     if threads:
         torch.set_num_threads(threads)
@@ -613,7 +646,13 @@ def study_status(study: optuna.Study, url: str | None = None) -> dict:
         states[s] += 1
     names = study.user_attrs.get("objectives", [])
     teacher = study.user_attrs.get("teacher", {})
+    used = {}
+    if "teacher_iterations" in df:
+        done = df[df["state"] == "COMPLETE"]
+        for (k, it), n in done.groupby(["teacher_key", "teacher_iterations"], dropna=True).size().items():
+            used[f"{k}@{int(it)}"] = int(n)
     return {"study": study.study_name, "storage": mask_url(url) if url else None,
+            "teachers_used": used,
             "trials": {k: v for k, v in states.items() if v}, "front_size": int(df["on_front"].sum()),
             "objectives": dict(zip(names, [d.name.lower() for d in study.directions])),
             "teacher": {k: teacher.get(k) for k in ("teacher_acc", "teacher_nll", "seconds", "iterations")

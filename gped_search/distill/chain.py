@@ -1,0 +1,308 @@
+"""The teacher's SGLD chain as a resumable, extendable object.
+
+:class:`TeacherChain` holds everything a run of the chain carries from one iteration to the next:
+the chains' parameters, every generator (minibatches and noise, transfer draws, the global RNG for
+student dropout), the posterior accumulators (test, validation, OOD, transfer), the evenly spaced
+sample bank, and, for online distillation, the students with their optimiser, schedule and
+running-mean targets. ``state_dict`` / ``load_state_dict`` round-trip all of it as plain data, so a
+run killed at any point and resumed from its last checkpoint ends bitwise equal to an uninterrupted
+run on the CPU, and a finished chain can be run further (``run(until=...)`` with a larger total).
+
+One teacher estimate: test, validation, OOD and transfer means are accumulated over the *same*
+thinned iterates (every ``thin`` post-burn-in iterations), so cached student targets and the scores
+students are judged by come from one estimator. The bank used for online replay is an evenly spaced
+subset of those iterates: it keeps every ``stride``-th thinned sample and, when it reaches twice its
+capacity, drops every other one and doubles ``stride``. It therefore stays evenly spaced over the
+whole chain however long the chain is run (between ``bank_size`` and ``2 bank_size - 1`` samples
+once enough exist), which is what makes extension equal to having asked for the longer run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from gped_search.config import DataConfig, DistillConfig, TargetMode, TeacherConfig
+from gped_search.data import DataBundle
+from gped_search.distill.student import LockstepTrainer, StudentTrainer
+from gped_search.distill.targets import OnlineTargets, RunningMeanTargets
+from gped_search.metrics.quality import predictive_metrics
+from gped_search.models import Arch
+from gped_search.posterior.expectations import Expectation, PosteriorAccumulator
+from gped_search.posterior.sgld import SGLD, DivergenceError
+
+__all__ = ["TeacherChain", "FLOOR_BLOCK", "mc_floor_kl"]
+
+FLOOR_BLOCK = 5
+"""Thinned samples per block when splitting the test samples into two disjoint halves (A/B blocks)."""
+
+
+def mc_floor_kl(p_a: torch.Tensor, p_b: torch.Tensor) -> float:
+    """KL(p_a || p_b) averaged over examples: two disjoint halves' estimates of the predictive.
+
+    Two students that each matched one half exactly would disagree this much, so it is the scale of
+    KL below which differences between students are Monte-Carlo noise of the teacher. (For
+    independent halves, the full-sample mean's own KL from the exact posterior predictive is about a
+    quarter of it.)
+    """
+    la, lb = p_a.clamp_min(1e-12).log(), p_b.clamp_min(1e-12).log()
+    return float((p_a * (la - lb)).sum(1).mean())
+
+
+def _acc_state(acc: PosteriorAccumulator | None) -> dict | None:
+    return None if acc is None else {"sums": {k: v.clone() for k, v in acc.sums.items()}, "count": acc.count}
+
+
+def _acc_load(acc: PosteriorAccumulator | None, d: dict | None) -> None:
+    if acc is None or d is None:
+        return
+    for k, v in d["sums"].items():
+        acc.sums[k].copy_(v)
+    acc.count = int(d["count"])
+
+
+class TeacherChain:
+    """SGLD chain(s) with online distillation; see the module docstring."""
+
+    def __init__(self, tcfg: TeacherConfig, dcfg: DistillConfig, data_cfg: DataConfig, bundle: DataBundle,
+                 arch: Arch, exps: Sequence[Expectation], *, seed: int = 0,
+                 students: Sequence[StudentTrainer] = (), cache_transfer: bool = False):
+        self.tcfg, self.dcfg, self.data_cfg, self.bundle = tcfg, dcfg, data_cfg, bundle
+        self.arch, self.exps, self.seed = arch, tuple(exps), seed
+        self.students = tuple(students)
+        device = bundle.test.x.device
+        self.device = device
+        self.sampler = SGLD(arch, bundle.train.x, bundle.train.y, step_size=tcfg.step_size,
+                            prior_precision=tcfg.prior_precision, batch_size=tcfg.batch_size, chains=tcfg.chains,
+                            schedule=tcfg.schedule, decay_t0=tcfg.decay_t0, decay_gamma=tcfg.decay_gamma, seed=seed)
+        if tcfg.cuda_graph:
+            self.sampler.capture_cuda_graph()
+        k = bundle.n_classes
+        val = getattr(bundle, "val", None)
+        self.acc = {"test": PosteriorAccumulator(len(bundle.test), k, self.exps, device)}
+        if val is not None:
+            self.acc["val"] = PosteriorAccumulator(len(val), k, self.exps, device)
+        if bundle.ood is not None:
+            self.acc["ood"] = PosteriorAccumulator(len(bundle.ood), k, self.exps, device)
+        if cache_transfer:
+            self.acc["transfer"] = PosteriorAccumulator(bundle.transfer.shape[0], k, self.exps, device)
+        pred = [e for e in self.exps if e.name == "predictive"]
+        self.halves = [PosteriorAccumulator(len(bundle.test), k, pred, device) for _ in range(2)]
+        self.lock = LockstepTrainer(self.students) if self.students else None
+        self.source = None
+        if self.students:
+            self.source = OnlineTargets(self.sampler.logits, self.exps, dcfg.temperature)
+            if dcfg.target_mode == TargetMode.running_mean:
+                self.source = RunningMeanTargets(self.source, bundle.transfer.shape[0], k, device)
+        self.data_gen = torch.Generator(device=device).manual_seed(seed * 7919 + 11)
+        self.capacity = max(1, math.ceil(tcfg.bank_size / tcfg.chains))  # snapshots (each holds every chain)
+        self.stride = 1  # keep every stride-th thinned sample in the bank
+        self.bank: list[tuple[int, list[torch.Tensor]]] = []  # (thinned sample index, snapshot)
+        self.samples = 0  # thinned samples accumulated so far
+        self.seconds = 0.0  # sampling wall time over every session of this chain
+        self.history: list[dict] = []
+        self.sessions = 0
+
+    # ------------------------------------------------------------------ running
+    @property
+    def t(self) -> int:
+        return self.sampler.t
+
+    def _thinned(self) -> None:
+        logits = self.sampler.logits
+        b = self.bundle
+        val = getattr(b, "val", None)
+        xs = {"test": b.test.x, "val": val.x if val is not None else None,
+              "ood": b.ood.x if b.ood is not None else None, "transfer": b.transfer}
+        test_logits = None
+        for name, acc in self.acc.items():
+            z = logits(xs[name])
+            acc.update(z)
+            if name == "test":
+                test_logits = z
+        self.samples += 1
+        self.halves[((self.samples - 1) // FLOOR_BLOCK) % 2].update(test_logits)
+        if self.samples % self.stride == 0:
+            self.bank.append((self.samples, self.sampler.snapshot()))
+            if len(self.bank) >= 2 * self.capacity:
+                self.stride *= 2
+                self.bank = [(s, snap) for s, snap in self.bank if s % self.stride == 0]
+
+    def _check(self, t: int) -> None:
+        if not self.sampler.is_finite():
+            raise DivergenceError(f"SGLD diverged (NaN/inf parameters) by iteration {t}; lower teacher.step_size")
+        gone = self.lock.drop_diverged() if self.lock is not None else []
+        if gone:
+            raise DivergenceError(f"student {gone[0]} diverged (NaN/inf loss) by iteration {t}; lower distill.lr")
+
+    def metrics_now(self) -> dict:
+        """The teacher's test metrics from the samples so far (empty before the first thinned sample)."""
+        acc = self.acc["test"]
+        if acc.count == 0:
+            return {}
+        return {"iteration": self.t, "seconds": round(self.seconds, 3), "test_samples": acc.count,
+                **predictive_metrics(acc.means()["predictive"], self.bundle.test.y, "teacher")}
+
+    def run(self, until: int, *, progress: bool = True, desc: str = "teacher",
+            on_checkpoint: Callable[[TeacherChain], None] | None = None, checkpoint_every: int | None = None,
+            checkpoint_seconds: float = 300.0, on_check: Callable[[TeacherChain, float], None] | None = None
+            ) -> None:
+        """Advance the chain to iteration ``until`` (no-op if it is already there).
+
+        ``on_checkpoint(self)`` is called at iterations divisible by ``checkpoint_every`` (if given,
+        > 0), else at the first divergence check after ``checkpoint_seconds`` of work, and at the end.
+        ``on_check(self, rate)`` is called at every divergence check (progress notes).
+        """
+        tc, dc = self.tcfg, self.dcfg
+        b = self.bundle
+        start_t = self.t
+        self.sessions += 1
+        start = time.perf_counter()
+        last_ckpt = start
+        base_seconds = self.seconds
+        bar = tqdm(total=until, initial=start_t, desc=desc, disable=not progress, unit="it", mininterval=1.0)
+        for t in range(start_t + 1, until + 1):
+            self.sampler.step()
+            after = t - tc.burn_in
+            if after > 0 and after % tc.thin == 0:
+                self._thinned()
+            if after > 0 and t % dc.every == 0 and self.students:
+                from gped_search.distill.loop import transfer_batch
+
+                idx, x = transfer_batch(b.transfer, dc.transfer_batch, self.data_cfg, self.data_gen)
+                self.lock.step(x, self.source(idx, x))
+            at_check = t % tc.check_every == 0 or t == until
+            if at_check:
+                self._check(t)  # the loop's only host syncs
+                now = time.perf_counter()
+                self.seconds = base_seconds + (now - start)
+                bar.update(t - bar.n)
+                if self.students:
+                    bar.set_postfix(loss=f"{float(self.students[0].last_loss):.4f}", refresh=False)
+                if on_check is not None:
+                    on_check(self, (t - start_t) / max(now - start, 1e-9))
+            due = (checkpoint_every and t % checkpoint_every == 0) or \
+                  (not checkpoint_every and at_check and time.perf_counter() - last_ckpt >= checkpoint_seconds)
+            if on_checkpoint is not None and (due or t == until):
+                if not at_check:
+                    self._check(t)
+                    self.seconds = base_seconds + (time.perf_counter() - start)
+                self.history.append(self.metrics_now() or {"iteration": t, "seconds": round(self.seconds, 3)})
+                on_checkpoint(self)
+                last_ckpt = time.perf_counter()
+        bar.close()
+        self.seconds = base_seconds + (time.perf_counter() - start)
+        if until > start_t and (not self.history or self.history[-1].get("iteration") != self.t):
+            self.history.append(self.metrics_now() or {"iteration": self.t, "seconds": round(self.seconds, 3)})
+
+    # ------------------------------------------------------------------ results
+    def result(self):
+        """The teacher result at the current iteration (the chain itself is left untouched)."""
+        from gped_search.distill.loop import TeacherResult
+
+        accs = dict(self.acc)
+        if self.acc["test"].count == 0:  # fewer post-burn-in iterations than `thin`: the current sample
+            accs = {}
+            for name, acc in self.acc.items():
+                tmp = PosteriorAccumulator(acc.sums[next(iter(acc.sums))].shape[0], self.bundle.n_classes,
+                                           self.exps, self.device)
+                x = {"test": self.bundle.test.x, "ood": self.bundle.ood.x if self.bundle.ood is not None else None,
+                     "transfer": self.bundle.transfer,
+                     "val": self.bundle.val.x if getattr(self.bundle, "val", None) is not None else None}[name]
+                tmp.update(self.sampler.logits(x))
+                accs[name] = tmp
+        bank = [snap for _, snap in self.bank] or [self.sampler.snapshot()]
+        bank_t = {k: torch.cat([snap[i] for snap in bank]) for i, k in enumerate(self.sampler.names)}
+        test = accs["test"].means()
+        metrics = predictive_metrics(test["predictive"], self.bundle.test.y, "teacher")
+        if "val" in accs:
+            metrics.update(predictive_metrics(accs["val"].means()["predictive"], self.bundle.val.y, "teacher_val"))
+        floor = float("nan")
+        if all(h.count > 0 for h in self.halves):
+            floor = mc_floor_kl(self.halves[0].means()["predictive"], self.halves[1].means()["predictive"])
+        metrics["teacher_mc_floor_kl"] = floor
+        t = self.t
+        stats = {"iterations": t, "seconds": self.seconds, "ms_per_iteration": 1000 * self.seconds / max(t, 1),
+                 "test_samples": accs["test"].count, "bank_samples": next(iter(bank_t.values())).shape[0],
+                 "bank_spacing": self.stride * self.tcfg.thin, "chains": self.tcfg.chains,
+                 "student_steps": self.students[0].steps if self.students else 0, "sessions": self.sessions,
+                 "history": list(self.history)}
+        return TeacherResult(self.arch, test, accs["ood"].means() if "ood" in accs else None,
+                             accs["transfer"].means() if "transfer" in accs else None, bank_t, metrics, stats,
+                             val=accs["val"].means() if "val" in accs else None)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        s = self.sampler
+        d = {
+            "t": s.t,
+            "params": [p.detach().cpu().clone() for p in s.params],
+            "sampler_gen": s.gen.get_state(),
+            "data_gen": self.data_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "acc": {k: _acc_state(v) for k, v in self.acc.items()},
+            "halves": [_acc_state(h) for h in self.halves],
+            "samples": self.samples,
+            "stride": self.stride,
+            "bank_index": [i for i, _ in self.bank],
+            "bank": [[p.cpu() for p in snap] for _, snap in self.bank],
+            "seconds": self.seconds,
+            "history": list(self.history),
+            "sessions": self.sessions,
+            "students": [],
+        }
+        for tr in self.students:
+            d["students"].append({"model": {k: v.detach().cpu().clone() for k, v in tr.model.state_dict().items()},
+                                  "opt": tr.opt.state_dict(), "sched": tr.sched.state_dict(), "steps": tr.steps,
+                                  "nonfinite": tr.nonfinite.cpu(), "last_loss": tr.last_loss.detach().cpu()})
+        if self.lock is not None and len(self.students) > 1:
+            d["lock"] = {"opt": self.lock.opt.state_dict(), "sched": self.lock.sched.state_dict(),
+                         "nonfinite": self.lock.nonfinite.cpu(), "active": list(self.lock.active)}
+        if isinstance(self.source, RunningMeanTargets):
+            d["running_mean"] = {"sums": {k: v.cpu() for k, v in self.source.sums.items()},
+                                 "counts": self.source.counts.cpu()}
+        return d
+
+    @torch.no_grad()
+    def load_state_dict(self, d: dict) -> None:
+        s, dev = self.sampler, self.device
+        s.t = int(d["t"])
+        for p, v in zip(s.params, d["params"]):
+            p.copy_(v)
+        s.gen.set_state(d["sampler_gen"])
+        self.data_gen.set_state(d["data_gen"])
+        torch.set_rng_state(d["torch_rng"])
+        for k, v in d["acc"].items():
+            if k not in self.acc:
+                raise ValueError(f"checkpoint has a {k!r} accumulator this run does not")
+            _acc_load(self.acc[k], v)
+        for h, v in zip(self.halves, d["halves"]):
+            _acc_load(h, v)
+        self.samples, self.stride = int(d["samples"]), int(d["stride"])
+        self.bank = [(int(i), [p.to(dev) for p in snap]) for i, snap in zip(d["bank_index"], d["bank"])]
+        self.seconds = float(d["seconds"])
+        self.history = list(d["history"])
+        self.sessions = int(d["sessions"])
+        if len(d["students"]) != len(self.students):
+            raise ValueError(f"checkpoint has {len(d['students'])} online students, this run {len(self.students)}")
+        for tr, sd in zip(self.students, d["students"]):
+            tr.model.load_state_dict(sd["model"])
+            tr.opt.load_state_dict(sd["opt"])
+            tr.sched.load_state_dict(sd["sched"])
+            tr.steps = int(sd["steps"])
+            tr.nonfinite.copy_(sd["nonfinite"])
+            tr.last_loss = sd["last_loss"].to(dev)
+        if "lock" in d and self.lock is not None and len(self.students) > 1:
+            self.lock.opt.load_state_dict(d["lock"]["opt"])
+            self.lock.sched.load_state_dict(d["lock"]["sched"])
+            self.lock.nonfinite.copy_(d["lock"]["nonfinite"])
+            self.lock.active = list(d["lock"]["active"])
+            self.lock._idx = torch.tensor(self.lock.active, dtype=torch.long, device=dev)
+        if "running_mean" in d and isinstance(self.source, RunningMeanTargets):
+            for k, v in d["running_mean"]["sums"].items():
+                self.source.sums[k].copy_(v)
+            self.source.counts.copy_(d["running_mean"]["counts"])

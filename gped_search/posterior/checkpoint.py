@@ -1,0 +1,170 @@
+"""Crash-safe chain checkpoints: generation files in a folder, each with its SHA-256 beside it.
+
+A checkpoint folder holds ``chain-<iteration>.pt`` and ``chain-<iteration>.pt.sha256``. A new
+generation is written to a temp file, fsynced, its checksum written (temp + rename), then the data
+file renamed into place; only after that are older generations removed. A process killed at any
+point therefore leaves the previous complete generation intact, and :func:`latest_checkpoint` reads
+the newest generation whose file and checksum agree (half-written ones are skipped and cleaned up).
+Payloads are plain data, loadable with ``torch.load(weights_only=True)``.
+
+``progress.json`` beside them is a small, frequently replaced note of where a running chain stands
+(iteration, total, rate, pid), read by ``gped-search status``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from gped_search.export import weights_only_load
+
+__all__ = ["ChainCheckpointError", "save_checkpoint_generation", "latest_checkpoint", "list_generations",
+           "write_progress", "read_progress", "clear_checkpoints", "chain_status", "PROGRESS_FILE"]
+
+FORMAT = "gped-search-chain"
+VERSION = 1
+PROGRESS_FILE = "progress.json"
+_NAME = re.compile(r"^chain-(\d+)\.pt$")
+
+
+class ChainCheckpointError(ValueError):
+    """A chain checkpoint is foreign, of another format or made with other settings."""
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def list_generations(folder: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(iteration, path) of every checkpoint data file in ``folder``, oldest first (unverified)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    out = [(int(m.group(1)), folder / n) for n in os.listdir(folder) if (m := _NAME.match(n))]
+    return sorted(out)
+
+
+def save_checkpoint_generation(folder: str | os.PathLike, iteration: int, state: dict, key: str,
+                               keep: int = 1) -> Path:
+    """Write ``state`` as the generation for ``iteration``; keep the newest ``keep`` generations."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, "key": key, "iteration": int(iteration), "state": state}, buf)
+    data = buf.getvalue()
+    path = folder / f"chain-{int(iteration)}.pt"
+    # The checksum goes first: a data file is only ever visible next to its own checksum.
+    _fsync_write(path.with_name(path.name + ".sha256"), (hashlib.sha256(data).hexdigest() + "\n").encode())
+    _fsync_write(path, data)
+    for it, old in list_generations(folder)[:-keep]:
+        if it != iteration:
+            old.unlink(missing_ok=True)
+            old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+    return path
+
+
+def latest_checkpoint(folder: str | os.PathLike, key: str | None = None, device: str | torch.device = "cpu"
+                      ) -> tuple[int, dict] | None:
+    """The newest complete generation as (iteration, state), or None; checks checksum and key."""
+    for it, path in reversed(list_generations(folder)):
+        side = path.with_name(path.name + ".sha256")
+        if not side.is_file():
+            continue  # killed between the two renames of an older writer: not a complete generation
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != side.read_text(errors="replace").strip():
+            continue  # torn or corrupted: fall back to the previous generation
+        try:
+            d = weights_only_load(path, device)
+        except Exception:  # noqa: BLE001 - unreadable: fall back
+            continue
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ChainCheckpointError(f"{path}: not a gped-search chain checkpoint")
+        if d.get("version") != VERSION:
+            raise ChainCheckpointError(f"{path}: chain checkpoint version {d.get('version')} (this gped-search reads "
+                                  f"{VERSION}); delete {Path(folder)} or pass --restart")
+        if key is not None and d.get("key") != key:
+            raise ChainCheckpointError(f"{path}: chain made with other settings (key {d.get('key')} != {key}); "
+                                  f"pass --restart to discard it")
+        return int(d["iteration"]), d["state"]
+    return None
+
+
+def clear_checkpoints(folder: str | os.PathLike) -> int:
+    """Remove every generation (and the progress note); returns how many generations were removed."""
+    gens = list_generations(folder)
+    for _, path in gens:
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+    (Path(folder) / PROGRESS_FILE).unlink(missing_ok=True)
+    return len(gens)
+
+
+def write_progress(folder: str | os.PathLike, **fields) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fields.setdefault("updated", time.time())
+    fields.setdefault("pid", os.getpid())
+    _fsync_write(folder / PROGRESS_FILE, json.dumps(fields).encode())
+
+
+def read_progress(folder: str | os.PathLike) -> dict | None:
+    path = Path(folder) / PROGRESS_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def chain_status(folder: str | os.PathLike, stale_seconds: float = 600.0) -> dict | None:
+    """Where a chain stands: ``running`` (its process is alive and noted progress recently),
+    ``paused`` (stopped or killed before its total; the next run resumes it) or ``done``.
+
+    Returns None when the folder holds neither a progress note nor a checkpoint. Iterations are the
+    newest noted ones (a paused chain resumes from its newest checkpoint, ``checkpoint_iteration``).
+    """
+    note = read_progress(folder)
+    gens = list_generations(folder)
+    if note is None and not gens:
+        return None
+    note = note or {}
+    ckpt = gens[-1][0] if gens else None
+    done_it = note.get("iteration", ckpt or 0)
+    total = note.get("total")
+    state = note.get("state", "paused")
+    if state == "running":
+        age = time.time() - float(note.get("updated", 0))
+        if not _pid_alive(int(note.get("pid", -1))) or age > stale_seconds:
+            state = "paused"
+    if state == "paused":
+        done_it = ckpt or 0
+    rate = note.get("rate")
+    left = (total - done_it) / rate if rate and total is not None and state != "done" else 0.0 if state == "done" else None
+    return {"state": state, "iteration": done_it, "total": total, "checkpoint_iteration": ckpt,
+            "rate_it_per_s": rate, "seconds_left": left, "seconds_so_far": note.get("seconds")}
