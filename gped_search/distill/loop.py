@@ -25,7 +25,6 @@ from gped_search.distill.chain import TeacherChain
 from gped_search.distill.student import LockstepTrainer, StudentTrainer
 from gped_search.distill.targets import BankTargets, CachedTargets
 from gped_search.models import Arch, build
-from gped_search.posterior.expectations import Expectation
 from gped_search.posterior.checkpoint import (
     ChainCheckpointError,
     clear_checkpoints,
@@ -33,6 +32,7 @@ from gped_search.posterior.checkpoint import (
     save_checkpoint_generation,
     write_progress,
 )
+from gped_search.posterior.expectations import Expectation
 from gped_search.posterior.sgld import DivergenceError
 
 __all__ = ["TeacherResult", "run_teacher", "train_student", "train_students", "transfer_batch",

@@ -83,7 +83,7 @@ def save_checkpoint_generation(folder: str | os.PathLike, iteration: int, state:
 def latest_checkpoint(folder: str | os.PathLike, key: str | None = None, device: str | torch.device = "cpu"
                       ) -> tuple[int, dict] | None:
     """The newest complete generation as (iteration, state), or None; checks checksum and key."""
-    for it, path in reversed(list_generations(folder)):
+    for _, path in reversed(list_generations(folder)):
         side = path.with_name(path.name + ".sha256")
         if not side.is_file():
             continue  # killed between the two renames of an older writer: not a complete generation
