@@ -37,7 +37,7 @@ from gped_search.metrics.cost import cost_figures, measure_latency
 from gped_search.metrics.downstream import downstream_record
 from gped_search.metrics.quality import evaluate, student_outputs
 from gped_search.models import Arch, Net, build, student_arch, teacher_arch
-from gped_search.posterior.expectations import Expectation, resolve
+from gped_search.posterior.expectations import Expectation, resolve, tempered
 from gped_search.prune import group_lasso_penalty, prune_model, unit_groups
 
 __all__ = ["resolve_device", "trial_seed", "Prepared", "prepare", "teacher_arch_for", "student_arch_for",
@@ -69,7 +69,7 @@ class Prepared:
 
 def prepare(cfg: StudyConfig, device: str | torch.device | None = None) -> Prepared:
     dev = torch.device(device) if device is not None else resolve_device(cfg.device)
-    exps = resolve(cfg.distill.targets, cfg.distill.plugins)
+    exps = tempered(resolve(cfg.distill.targets, cfg.distill.plugins), cfg.distill.temperature)
     return Prepared(cfg, make_bundle(cfg.data, cfg.seed, dev), exps, dev)
 
 
@@ -81,9 +81,11 @@ def teacher_arch_for(p: Prepared) -> Arch:
 def student_arch_for(p: Prepared, s: StudentConfig) -> Arch:
     t = p.cfg.teacher
     heads = tuple((e.name, e.out_dim(p.bundle.n_classes)) for e in p.exps)
+    linear = tuple(e.name for e in p.exps if e.name != "predictive" and not e.positive)
     cnn_kind = t.arch.value if t.arch.value != "mlp" else "cnn"
     return student_arch(s.family.value, p.bundle.in_shape, p.bundle.n_classes, heads, s.widths, s.m1, s.m2,
-                        teacher_cnn=cnn_kind, kernel=t.kernel, padding=t.padding, dropout=s.dropout)
+                        teacher_cnn=cnn_kind, kernel=t.kernel, padding=t.padding, dropout=s.dropout,
+                        linear_heads=linear, temperature=p.cfg.distill.temperature)
 
 
 def make_trainer(model: Net, p: Prepared, dcfg: DistillConfig, lambda_g: float = 0.0, lr: float | None = None
@@ -135,14 +137,33 @@ def prune_and_finetune(model: Net, teacher: TeacherResult, p: Prepared, prune: P
     return info
 
 
+def _quality(model: Net, x: torch.Tensor, y: torch.Tensor, means: dict, teacher: TeacherResult,
+             s_ood: dict | None) -> dict:
+    s = student_outputs(model, x)
+    rec = evaluate(model, x, y, means, outputs=s)
+    rec.update(downstream_record(means, s, y, teacher.ood if s_ood is not None else None, s_ood))
+    return rec
+
+
 def student_record(model: Net, teacher: TeacherResult, p: Prepared, latency_batch: int = 1,
                    latency_repeats: int = 30) -> dict:
-    """Quality against the teacher on the test set, plus cost figures and measured latency."""
+    """Quality against the teacher, plus cost figures and measured latency.
+
+    With a validation split, the plain metric names (``kl``, ``student_acc``, ``ood_auroc``, ...)
+    are measured on it, and are what objectives, constraints and fronts use; the same metrics on
+    the test set are recorded as ``test_<metric>`` for reporting only. Without one
+    (``data.validation: 0``), both are the test set's and ``selection_split`` says ``test``.
+    """
     b = p.bundle
-    s_test = student_outputs(model, b.test.x)
-    rec = evaluate(model, b.test.x, b.test.y, teacher.test, outputs=s_test)
     s_ood = student_outputs(model, b.ood.x) if b.ood is not None and teacher.ood is not None else None
-    rec.update(downstream_record(teacher.test, s_test, b.test.y, teacher.ood if s_ood is not None else None, s_ood))
+    test = _quality(model, b.test.x, b.test.y, teacher.test, teacher, s_ood)
+    if b.val is not None and teacher.val is not None:
+        rec = _quality(model, b.val.x, b.val.y, teacher.val, teacher, s_ood)
+        rec["selection_split"] = "validation"
+    else:
+        rec = dict(test)
+        rec["selection_split"] = "test"
+    rec.update({f"test_{k}": v for k, v in test.items()})
     cost = cost_figures(model, b.test.x[:1])
     lat = measure_latency(model, b.in_shape, batch=latency_batch, device=str(p.device),
                           threads=1 if p.device.type == "cpu" else None, repeats=latency_repeats, warmup=5)
@@ -172,19 +193,27 @@ def _finish_record(model: Net, teacher: TeacherResult, p: Prepared, prune: Prune
 
 
 def train_trial(p: Prepared, teacher: TeacherResult, student: StudentConfig, prune: PruneConfig, *, seed: int,
-                steps: int | None = None, latency_batch: int = 1, progress: bool = False) -> tuple[Net, dict]:
-    """One search trial's student: build -> distil (+ group LASSO) -> prune -> fine-tune -> record."""
+                steps: int | None = None, latency_batch: int = 1, progress: bool = False,
+                data_seed: int | None = None) -> tuple[Net, dict]:
+    """One search trial's student: build -> distil (+ group LASSO) -> prune -> fine-tune -> record.
+
+    ``seed`` sets the initial weights; ``data_seed`` (default ``seed``) the transfer minibatch and
+    target stream. Both are recorded, so a trial of a lockstep batch (whose stream came from the
+    batch's first seed) is reproduced by ``train_trial(..., seed=seed, data_seed=data_seed)``.
+    """
+    data_seed = seed if data_seed is None else data_seed
     torch.manual_seed(seed)
     model = build(student_arch_for(p, student)).to(p.device)
     trainer = make_trainer(model, p, p.cfg.distill, lambda_g=prune.lambda_g)
     steps = steps or student_steps(p.cfg)
     t0 = time.perf_counter()
-    timing = train_student(trainer, teacher, p.bundle.transfer, steps, p.cfg.distill, p.cfg.data, seed=seed,
+    timing = train_student(trainer, teacher, p.bundle.transfer, steps, p.cfg.distill, p.cfg.data, seed=data_seed,
                            progress=progress)
-    pruning = prune_and_finetune(model, teacher, p, prune, p.cfg.distill, seed, progress) \
+    pruning = prune_and_finetune(model, teacher, p, prune, p.cfg.distill, data_seed, progress) \
         if _needs_pruning(prune) else None
     rec = _finish_record(model, teacher, p, prune, pruning, timing["steps"], latency_batch)
     rec["train_seconds"] = time.perf_counter() - t0
+    rec["data_seed"] = data_seed
     return model, rec
 
 
@@ -255,6 +284,7 @@ def train_trials(p: Prepared, teacher: TeacherResult, configs: list[StudyConfig]
             continue
         rec["train_seconds"] = shared[i] + own[i] + time.perf_counter() - t0
         rec["batch_students"] = len(configs)
+        rec["data_seed"] = seeds[0]  # the batch's shared minibatch stream (see train_trial's data_seed)
         out[i] = (models[i], rec)
     return out
 

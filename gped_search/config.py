@@ -216,8 +216,9 @@ class DistillConfig:
     """StepLR period in student steps (not teacher epochs, unlike the reference)."""
     lr_gamma: float = 0.5
     """StepLR factor."""
-    entropy_loss: EntropyLoss = EntropyLoss.l1
-    """Loss for scalar expectations such as the expected entropy: l1 (reference) or l2."""
+    entropy_loss: EntropyLoss = EntropyLoss.l2
+    """Loss for scalar expectations such as the expected entropy: l2 (minimised by the posterior mean)
+    or l1 (the reference's; it fits the median, so only with cached mean targets)."""
     entropy_weight: float = 1.0
     """Weight of each non-predictive target's loss."""
     temperature: float = 1.0
@@ -233,6 +234,9 @@ class DistillConfig:
         _check(self.steps is None or self.steps >= 1, "distill.steps must be >= 1")
         _check(self.lr > 0 and self.lr_step >= 1 and 0 < self.lr_gamma <= 1, "distill lr/lr_step/lr_gamma out of range")
         _check(self.entropy_weight >= 0 and self.temperature > 0, "distill.entropy_weight >= 0, temperature > 0")
+        _check(self.entropy_loss == EntropyLoss.l2 or self.target_mode == TargetMode.cached,
+               f"distill.entropy_loss: l1 with target_mode {getattr(self.target_mode, 'value', self.target_mode)} "
+               f"fits the posterior median of single-sample targets, not their mean; use l2 (or target_mode cached)")
 
 
 @dataclass(frozen=True)

@@ -106,3 +106,19 @@ def test_train_trials_gives_each_trial_its_record(setup):
     for x, y in zip(model.parameters(), m.parameters()):
         torch.testing.assert_close(x, y)
     assert r["kl"] == pytest.approx(rec["kl"], rel=1e-6)
+
+
+def test_a_batch_trial_is_reproduced_from_its_recorded_seeds(setup):
+    """Issue 14: batch-mode trials share the first trial's minibatch stream; each records it as data_seed."""
+    cfg, p, teacher = setup
+    configs = [replace(cfg, student=replace(cfg.student, widths=(16,)), prune=replace(cfg.prune, lambda_g=0.0)),
+               replace(cfg, student=replace(cfg.student, widths=(24,)), prune=replace(cfg.prune, lambda_g=0.0))]
+    (_, r0), (m1, r1) = api.train_trials(p, teacher, configs, [21, 22])
+    assert r0["data_seed"] == r1["data_seed"] == 21
+    model, rec = api.train_trial(replace(p, cfg=configs[1]), teacher, configs[1].student, configs[1].prune, seed=22,
+                                 data_seed=r1["data_seed"])
+    for x, y in zip(model.parameters(), m1.parameters()):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
+    assert rec["kl"] == pytest.approx(r1["kl"], rel=1e-5)
+    _, alone = api.train_trial(replace(p, cfg=configs[1]), teacher, configs[1].student, configs[1].prune, seed=22)
+    assert alone["data_seed"] == 22 and alone["kl"] != pytest.approx(r1["kl"], rel=1e-9)  # the seed alone differs

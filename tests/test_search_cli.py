@@ -196,8 +196,8 @@ def test_export_knee_and_best_then_evaluate(study_run, capsys, tmp_path):
     assert main(["evaluate", str(best / "student.pt"), "--json", "--teacher", str(teacher)]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert 0 <= rec["student_acc"] <= 1 and rec["n_test"] == 360
-    # the exported student is the trial's student: same KL to the same teacher
-    assert rec["kl"] == pytest.approx(float(df.loc[res["trial"], "kl"]), rel=1e-4)
+    # the exported student is the trial's student: same test-set KL to the same teacher
+    assert rec["kl"] == pytest.approx(float(df.loc[res["trial"], "test_kl"]), rel=1e-4)  # evaluate: the test set
 
     assert main(["export", QUICKSTART, "--trial", "best:params", "--out", str(tmp_path / "x"),
                  *sets(root, SPACE)]) == 2

@@ -23,7 +23,7 @@ from gped_search.config import DataConfig, DistillConfig, TargetMode, TeacherCon
 from gped_search.data import DataBundle, perturb
 from gped_search.distill.chain import TeacherChain
 from gped_search.distill.student import LockstepTrainer, StudentTrainer
-from gped_search.distill.targets import BankTargets, CachedTargets
+from gped_search.distill.targets import BankTargets, CachedTargets, RunningMeanTargets
 from gped_search.models import Arch, build
 from gped_search.posterior.checkpoint import (
     ChainCheckpointError,
@@ -120,10 +120,16 @@ def student_diverged(step: int) -> DivergenceError:
 
 
 def _artifact_targets(teacher: TeacherResult, dcfg: DistillConfig, exps: Sequence[Expectation],
-                      gen: torch.Generator, device: torch.device):
-    if dcfg.target_mode == TargetMode.cached and teacher.transfer is not None:
+                      gen: torch.Generator, device: torch.device, n_transfer: int):
+    if dcfg.target_mode == TargetMode.cached:
+        if teacher.transfer is None:
+            raise ValueError("distill.target_mode cached needs the teacher's transfer-set means, and this teacher "
+                             "has none (sampled for online distillation)")
         return CachedTargets(teacher.transfer)
-    return BankTargets(build(teacher.arch).to(device).eval(), teacher.bank, exps, gen, dcfg.temperature)
+    bank = BankTargets(build(teacher.arch).to(device).eval(), teacher.bank, exps, gen)
+    if dcfg.target_mode == TargetMode.running_mean:  # per-example running means over replayed bank samples
+        return RunningMeanTargets(bank, n_transfer, teacher.arch.n_classes, device)
+    return bank
 
 
 def train_students(trainers: Sequence[StudentTrainer], teacher: TeacherResult, transfer: torch.Tensor, steps: int,
@@ -138,7 +144,7 @@ def train_students(trainers: Sequence[StudentTrainer], teacher: TeacherResult, t
     """
     device = transfer.device
     gen = torch.Generator(device=device).manual_seed(seed * 7919 + 13)
-    source = _artifact_targets(teacher, dcfg, trainers[0].exps, gen, device)
+    source = _artifact_targets(teacher, dcfg, trainers[0].exps, gen, device, transfer.shape[0])
     lock = LockstepTrainer(trainers)
     diverged: dict[int, int] = {}
     start = time.perf_counter()

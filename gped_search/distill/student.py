@@ -28,8 +28,8 @@ def target_losses(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Ten
     losses = {}
     for name, target in targets.items():
         out = outputs[name]
-        if name == "predictive":
-            losses[name] = soft_cross_entropy(out, target, cfg.temperature)
+        if name == "predictive":  # the student's net already divides its logits by the temperature
+            losses[name] = soft_cross_entropy(out, target)
         elif cfg.entropy_loss.value == "l1":
             losses[name] = (out - target).abs().mean()
         else:

@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch.func import functional_call
-from torch.nn import functional as F
 
 from gped_search.posterior.expectations import Expectation
 
@@ -21,15 +20,11 @@ def expectation_targets(logits: torch.Tensor, exps: Sequence[Expectation], tempe
                         ) -> dict[str, torch.Tensor]:
     """Mean over the leading sample axis of g(logits) for every expectation; logits (S, B, K).
 
-    The predictive target is taken at the distillation temperature; every other g at temperature 1.
+    A distillation temperature is part of the predictive expectation itself (see
+    :func:`~gped_search.posterior.expectations.tempered`); ``temperature`` is kept for callers
+    that pass it and is ignored.
     """
-    out = {}
-    for e in exps:
-        if e.name == "predictive" and temperature != 1.0:
-            out[e.name] = F.softmax(logits / temperature, -1).mean(0)
-        else:
-            out[e.name] = e.fn(logits).mean(0)
-    return out
+    return {e.name: e.fn(logits).mean(0) for e in exps}
 
 
 class OnlineTargets:
@@ -43,9 +38,13 @@ class OnlineTargets:
 
 
 class RunningMeanTargets:
-    """Per transfer example, the running mean of g over the samples seen so far for that example."""
+    """Per transfer example, the running mean of g over the samples seen so far for that example.
 
-    def __init__(self, inner: OnlineTargets, n_transfer: int, n_classes: int, device):
+    ``inner`` gives single-sample targets: the live chain (:class:`OnlineTargets`) during sampling,
+    or bank replay (:class:`BankTargets`) in search trials.
+    """
+
+    def __init__(self, inner: OnlineTargets | BankTargets, n_transfer: int, n_classes: int, device):
         self.inner = inner
         self.sums = {e.name: torch.zeros(n_transfer, e.out_dim(n_classes), device=device) for e in inner.exps}
         self.counts = torch.zeros(n_transfer, 1, device=device)

@@ -26,10 +26,10 @@ def ece(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
     """Expected calibration error with equal-width confidence bins."""
     conf, pred = probs.max(1)
     correct = (pred == y).float()
-    edges = torch.linspace(0, 1, bins + 1, device=probs.device)
+    edges = torch.linspace(0, 1, bins + 1, device=probs.device, dtype=conf.dtype)
     which = torch.bucketize(conf, edges[1:-1], right=True)
-    total = torch.zeros(bins, device=probs.device)
-    gap = torch.zeros(bins, device=probs.device)
+    total = torch.zeros(bins, device=probs.device, dtype=conf.dtype)
+    gap = torch.zeros(bins, device=probs.device, dtype=conf.dtype)
     total.index_add_(0, which, torch.ones_like(conf))
     gap.index_add_(0, which, conf - correct)
     return float(gap.abs().sum() / conf.shape[0])
@@ -60,8 +60,10 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, teacher: 
     """Teacher and student quality on (x, y) given the teacher's posterior means ``teacher``.
 
     Keys: teacher_/student_ nll, acc, ece; kl = KL(teacher || student), kl_st = KL(student || teacher),
-    prob_mae = mean |p_T - p_S| over examples and classes; for each other head h: h_mae; and with an
-    expected-entropy head, mi_mae for the mutual information (predictive entropy - expected entropy).
+    prob_mae = mean |p_T - p_S| over examples and classes; for each other head h: h_mae and the signed
+    mean error h_bias (student - teacher; a biased loss shows here, not in the MAE); and with an
+    expected-entropy head, mi_mae and mi_bias for the mutual information (predictive entropy -
+    expected entropy).
     """
     s = student_outputs(model, x) if outputs is None else outputs  # ``outputs``: already computed on x
     p_t, p_s = teacher["predictive"], s["predictive"]
@@ -73,8 +75,10 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, teacher: 
     for name, value in s.items():
         if name != "predictive" and name in teacher:
             rec[f"{name}_mae"] = float((value - teacher[name]).abs().mean())
+            rec[f"{name}_bias"] = float((value - teacher[name]).mean())
     if "expected_entropy" in s and "expected_entropy" in teacher:
         mi_t = entropy(p_t) - teacher["expected_entropy"][:, 0]
         mi_s = entropy(p_s) - s["expected_entropy"][:, 0]
         rec["mi_mae"] = float((mi_t - mi_s).abs().mean())
+        rec["mi_bias"] = float((mi_s - mi_t).mean())
     return rec

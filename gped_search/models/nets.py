@@ -47,9 +47,12 @@ class Arch:
     padding: int = 0
     heads: tuple[tuple[str, int], ...] = (("predictive", 0),)  # (name, dim); predictive dim = n_classes
     dropout: float = 0.0
+    linear_heads: tuple[str, ...] = ()  # extra heads without softplus (expectations that may be negative)
+    temperature: float = 1.0  # predictive logits are divided by it (trained and scored at this temperature)
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["linear_heads"] = list(self.linear_heads)
         d["in_shape"] = list(self.in_shape)
         d["hidden"] = list(self.hidden)
         d["channels"] = list(self.channels)
@@ -68,6 +71,8 @@ class Arch:
             padding=int(d.get("padding", 0)),
             heads=tuple((str(n), int(k)) for n, k in d.get("heads", [("predictive", 0)])),
             dropout=float(d.get("dropout", 0.0)),
+            linear_heads=tuple(str(n) for n in d.get("linear_heads", ())),
+            temperature=float(d.get("temperature", 1.0)),
         )
 
     @property
@@ -118,11 +123,17 @@ class Net(nn.Module):
         self.heads = nn.ModuleList(
             nn.Linear(width, arch.n_classes if name == "predictive" else dim) for name, dim in arch.heads
         )
-        self._positive = tuple(name != "predictive" for name, _ in arch.heads)
+        self._positive = tuple(name != "predictive" and name not in arch.linear_heads for name, _ in arch.heads)
+        self._scale = tuple(1.0 / arch.temperature if name == "predictive" and arch.temperature != 1.0 else None
+                            for name, _ in arch.heads)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         z = self.body(x)
-        return tuple(F.softplus(head(z)) if pos else head(z) for head, pos in zip(self.heads, self._positive))
+        out = []
+        for head, pos, scale in zip(self.heads, self._positive, self._scale):
+            h = head(z)
+            out.append(F.softplus(h) if pos else h * scale if scale is not None else h)
+        return tuple(out)
 
     def named_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return dict(zip(self.arch.head_names, self(x)))
@@ -168,12 +179,19 @@ def teacher_arch(kind: str, in_shape, n_classes, widths=(400, 400), kernel=None,
 
 
 def student_arch(family: str, in_shape, n_classes, heads, widths=(400, 400), m1=1.0, m2=1.0,
-                 teacher_cnn: str = "cnn", kernel=None, padding=0, dropout=0.0) -> Arch:
-    """A student: MLP with the given widths, or the paper's CNN scaled by ``m1`` (conv) and ``m2`` (fc)."""
+                 teacher_cnn: str = "cnn", kernel=None, padding=0, dropout=0.0, linear_heads=(),
+                 temperature: float = 1.0) -> Arch:
+    """A student: MLP with the given widths, or the paper's CNN scaled by ``m1`` (conv) and ``m2`` (fc).
+
+    ``linear_heads`` names extra heads left linear (no softplus); ``temperature`` divides the
+    predictive logits (a student distilled at temperature T is trained, scored and exported at T).
+    """
     family = getattr(family, "value", family)
     if family == "mlp":
-        return mlp_arch(in_shape, n_classes, widths, heads, dropout)
-    channels, fc, k = PAPER_CNN[teacher_cnn]
-    return cnn_arch(in_shape, n_classes, [scaled_width(c, m1) for c in channels],
-                    [scaled_width(f, m2) for f in fc], kernel or k, padding, heads, dropout)
+        arch = mlp_arch(in_shape, n_classes, widths, heads, dropout)
+    else:
+        channels, fc, k = PAPER_CNN[teacher_cnn]
+        arch = cnn_arch(in_shape, n_classes, [scaled_width(c, m1) for c in channels],
+                        [scaled_width(f, m2) for f in fc], kernel or k, padding, heads, dropout)
+    return replace(arch, linear_heads=tuple(linear_heads), temperature=float(temperature))
 

@@ -24,6 +24,7 @@ __all__ = [
     "entropy",
     "mutual_information",
     "PosteriorAccumulator",
+    "tempered",
 ]
 
 
@@ -86,6 +87,19 @@ def resolve(names: Iterable[str], plugins: Iterable[str] = ()) -> tuple[Expectat
     for mod in plugins:
         importlib.import_module(mod)
     return tuple(get_expectation(n) for n in names)
+
+
+def tempered(exps: tuple[Expectation, ...], temperature: float) -> tuple[Expectation, ...]:
+    """The expectations with the predictive taken at ``temperature``: E[softmax(f / T)].
+
+    Distilling at T != 1 distils this tempered posterior predictive; the teacher's accumulators,
+    the students' targets and the scores all use it, so training and scoring agree. Every other
+    expectation stays at temperature 1.
+    """
+    if temperature == 1.0:
+        return tuple(exps)
+    return tuple(Expectation("predictive", lambda z, t=temperature: F.softmax(z / t, -1), None, positive=False)
+                 if e.name == "predictive" else e for e in exps)
 
 
 def mutual_information(predictive: torch.Tensor, expected_entropy: torch.Tensor) -> torch.Tensor:

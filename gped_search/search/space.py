@@ -151,6 +151,9 @@ def parse_space(space: dict) -> dict[str, Spec]:
 def check_metric(name: str, targets: tuple[str, ...], where: str) -> None:
     """Objectives and constraints must name a metric the trial records."""
     allowed = set(METRICS) | {f"{t}_mae" for t in targets if t != "predictive"}
+    if name.startswith("test_") and name[5:] in allowed:
+        raise ConfigError(f"{where}: {name!r} is a test-set metric, recorded for reporting and never used for "
+                          f"selection; use {name[5:]!r} (measured on the validation split)")
     if name not in allowed:
         raise ConfigError(f"{where}: unknown metric {name!r}; valid: {', '.join(sorted(allowed))}")
 
