@@ -97,6 +97,7 @@ def downstream_table(p: Prepared, teacher: TeacherResult, students: Mapping[str,
     if baseline is not None:
         models["deterministic baseline"] = {"model": baseline, "test": student_outputs(baseline, b.test.x)}
     t_scores = uncertainty_scores(teacher.test)
+    bank_test = None  # the teacher's in-distribution side from the bank, for OOD sets only the bank can reach
     rows, curves = [], {"roc": {}, "rejection": {}}
     for name, d in models.items():
         sc = uncertainty_scores(d["test"])
@@ -112,16 +113,23 @@ def downstream_table(p: Prepared, teacher: TeacherResult, students: Mapping[str,
                                                            sc["mutual_information"], k_frac)["spearman"]
         for ood in oods:
             label, x_out = ood_inputs(p, ood)
+            sc_in, estimator = sc, "student" if "model" in d else "thinned iterates"
             if "model" in d:
                 out = student_outputs(d["model"], x_out)
             elif label == b.ood_name and teacher.ood is not None:
-                out = teacher.ood  # full-chain means accumulated during sampling
+                out = teacher.ood  # means over the thinned iterates, as teacher.test: one estimator
             else:
+                # Only the bank reaches this OOD set: score the in-distribution side with the bank too,
+                # so both sides of the AUROC come from one estimator.
                 out = teacher_means_on(teacher, x_out, p)
+                if bank_test is None:
+                    bank_test = uncertainty_scores(teacher_means_on(teacher, b.test.x, p))
+                sc_in = bank_test
+                estimator = f"bank ({next(iter(teacher.bank.values())).shape[0]} samples)"
             so = uncertainty_scores(out)
-            m = ood_metrics(sc, so)
-            rows.append({**base, "ood": label, **m})
-            curves["roc"].setdefault(label, {})[name] = (*roc_curves(sc, so, "predictive_entropy"),
+            m = ood_metrics(sc_in, so)
+            rows.append({**base, "ood": label, "estimator": estimator, **m})
+            curves["roc"].setdefault(label, {})[name] = (*roc_curves(sc_in, so, "predictive_entropy"),
                                                           m.get("auroc_predictive_entropy"))
         if not oods:
             rows.append(base)

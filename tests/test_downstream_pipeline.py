@@ -41,3 +41,21 @@ def test_downstream_table_rows_and_shift_detected(setup):
     assert np.isnan(df.loc[2, "auroc_mutual_information"]) and np.isfinite(df.loc[1, "auroc_mutual_information"])
     assert np.isfinite(df.loc[1, "rank_spearman"])
     assert set(curves["roc"]["occlusion 6px"]) == set(df["model"])
+
+
+def test_teacher_auroc_uses_one_estimator_on_both_sides(setup):
+    """Issue 14: an OOD set only the bank reaches is scored against the bank's in-distribution means too
+    (it mixed thinned-iterate means in-distribution with bank means out of distribution)."""
+    from gped_search.downstream import ood_inputs
+    from gped_search.metrics.downstream import ood_metrics, uncertainty_scores
+
+    p, teacher, _ = setup
+    df, _ = downstream_table(p, teacher, {}, None, ["occlusion:6"])
+    row = df.iloc[0]
+    assert row["estimator"].startswith("bank (")
+    _, x_out = ood_inputs(p, "occlusion:6")
+    both_bank = ood_metrics(uncertainty_scores(teacher_means_on(teacher, p.bundle.test.x, p)),
+                            uncertainty_scores(teacher_means_on(teacher, x_out, p)))
+    mixed = ood_metrics(uncertainty_scores(teacher.test), uncertainty_scores(teacher_means_on(teacher, x_out, p)))
+    assert row["auroc_predictive_entropy"] == pytest.approx(both_bank["auroc_predictive_entropy"])
+    assert both_bank["auroc_predictive_entropy"] != pytest.approx(mixed["auroc_predictive_entropy"], abs=1e-9)
