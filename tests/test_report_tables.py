@@ -314,3 +314,18 @@ def test_knee_point_picks_corner():
     assert knee_point(flipped, {"acc": "maximize", "bytes": "minimize"}) == "b"
     with pytest.raises(ValueError):
         knee_point(front.iloc[:0], {"kl": "minimize", "bytes": "minimize"})
+
+
+def test_latency_inside_its_spread_is_a_tie():
+    """Issue 14: a trial whose latency is better only inside the measurement spread is not kept for it."""
+    import pandas as pd
+
+    from gped_search.report.tables import pareto_front
+
+    df = pd.DataFrame({"number": [0, 1, 2], "state": "COMPLETE", "kl": [1.0, 2.0, 2.0],
+                       "latency_ms": [1.0, 0.95, 0.5], "latency_p10_ms": [0.9, 0.9, 0.45],
+                       "latency_p90_ms": [1.1, 1.0, 0.55]})
+    objs = {"kl": "minimize", "latency_ms": "minimize"}
+    assert set(pareto_front(df, objs)["number"]) == {0, 2}  # 1 ties 0 on latency and is worse on kl
+    assert set(pareto_front(df, objs, spread=False)["number"]) == {0, 1, 2}
+    assert set(pareto_front(df.drop(columns=["latency_p10_ms"]), objs)["number"]) == {0, 1, 2}

@@ -49,8 +49,9 @@ def sets(report_dir: Path, *extra: str) -> list[str]:
     return [a for o in overrides(report_dir, *extra) for a in ("--set", o)]
 
 
-def frame(report_dir: Path, *extra: str) -> pd.DataFrame:
-    return trials_frame(open_study(load_study(QUICKSTART, overrides(report_dir, *extra)), create=False))
+def frame(report_dir: Path, *extra: str, calibrated: bool = True) -> pd.DataFrame:
+    return trials_frame(open_study(load_study(QUICKSTART, overrides(report_dir, *extra)), create=False),
+                        calibrated=calibrated)
 
 
 def one_error_line(err: str) -> str:
@@ -61,11 +62,25 @@ def one_error_line(err: str) -> str:
 
 
 def nondominated(df: pd.DataFrame, cols: list[str]) -> set[int]:
-    """Numbers of the complete trials no other complete trial dominates (all objectives minimised)."""
+    """Numbers of the complete trials no other complete trial dominates (all objectives minimised).
+
+    Brute force. Latency is an interval (p10..p90): one trial is better than another on it only when
+    the intervals do not overlap (ties inside the measurement spread)."""
     done = df[df["state"] == "COMPLETE"]
-    pts = {int(r["number"]): tuple(float(r[c]) for c in cols) for _, r in done.iterrows()}
-    return {n for n, a in pts.items()
-            if not any(all(x <= y for x, y in zip(b, a)) and b != a for m, b in pts.items() if m != n)}
+
+    def iv(r, c):
+        if c == "latency_ms" and "latency_p10_ms" in r and "latency_p90_ms" in r:
+            return float(r["latency_p10_ms"]), float(r["latency_p90_ms"])
+        return float(r[c]), float(r[c])
+
+    pts = {int(r["number"]): [iv(r, c) for c in cols] for _, r in done.iterrows()}
+
+    def dominates(b, a):  # b dominates a
+        better = [bh < al for (bl, bh), (al, ah) in zip(b, a)]
+        worse = [ah < bl for (bl, bh), (al, ah) in zip(b, a)]
+        return not any(worse) and any(better)
+
+    return {n for n, a in pts.items() if not any(dominates(b, a) for m, b in pts.items() if m != n)}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -212,11 +227,11 @@ def test_resume_adds_only_the_missing_trials(study_run, tmp_path, capsys):
     mtime = teacher.stat().st_mtime_ns
     args = ["run", QUICKSTART, "--no-progress", "--no-report", *sets(tmp_path, SPACE)]
     assert main([*args, "--n-trials", "2"]) == 0
-    first = frame(tmp_path, SPACE)
+    first = frame(tmp_path, SPACE, calibrated=False)  # trial-time records (calibration re-measures the front)
     assert main([*args, "--n-trials", "3"]) == 0
     assert main([*args, "--n-trials", "3"]) == 0  # already there: nothing to do
     capsys.readouterr()
-    df = frame(tmp_path, SPACE)
+    df = frame(tmp_path, SPACE, calibrated=False)
     assert list(df["number"]) == [0, 1, 2] and set(df["state"]) == {"COMPLETE"}
     cols = ["number", "state", "param_width_0", "param_width_1", "param_lambda_g", "kl", "bytes_fp32",
             "latency_ms", "checkpoint"]
@@ -556,3 +571,20 @@ def test_threads_flag_sets_torch_threads(study_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["run", QUICKSTART, "--threads", "0"])
     assert e.value.code == 2 and "--threads: '0': give a whole number >= 1" in capsys.readouterr().err
+
+
+def test_front_latency_is_recalibrated_together(study_run):
+    """Issue 14: at the end of a study the front's students are re-measured in one interleaved pass; the
+    frame reports those figures (trial-time ones kept) and on_front treats overlaps as ties."""
+    root, _, rc = study_run
+    assert rc == 0
+    study = open_study(load_study(QUICKSTART, overrides(root, SPACE)), create=False)
+    cal = study.user_attrs["latency_calibration"]
+    raw = trials_frame(study, calibrated=False)
+    assert {int(k) for k in cal} == set(raw.loc[raw["on_front"], "number"])
+    df = trials_frame(study)
+    for k, (med, p10, p90) in cal.items():
+        row = df[df["number"] == int(k)].iloc[0]
+        assert row["latency_ms"] == med and row["latency_calibrated"] and p10 <= med <= p90
+        assert row["latency_trial_ms"] == raw[raw["number"] == int(k)].iloc[0]["latency_ms"]
+    assert set(df.loc[df["on_front"], "number"]) == nondominated(df, ["kl", "bytes_fp32", "latency_ms"])

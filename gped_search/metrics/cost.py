@@ -20,7 +20,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-__all__ = ["cost_figures", "measure_latency"]
+__all__ = ["cost_figures", "measure_latency", "calibrate_latency"]
 
 
 def _conv_linear_macs(model: nn.Module, x: Tensor) -> int:
@@ -79,15 +79,28 @@ def _quantile(sorted_vals: Sequence[float], q: float) -> float:
     return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
 
 
+def _block_size(net: nn.Module, x: Tensor, timer, target_ms: float) -> int:
+    """Calls per timed block so that one block takes about ``target_ms`` (timer granularity and the
+    scheduler's time slices then matter less than the work)."""
+    t0 = timer()
+    net(x)
+    one = max((timer() - t0) * 1e3, 1e-4)
+    return max(1, min(1000, int(target_ms / one)))
+
+
 def measure_latency(model: nn.Module, in_shape: Sequence[int], batch: int = 1,
                     device: str | torch.device = "cpu", threads: int | None = None,
-                    repeats: int = 50, warmup: int = 10) -> dict:
-    """Wall time of one forward pass of a ``(batch, *in_shape)`` input, in eval/inference mode.
+                    repeats: int = 50, warmup: int = 10, clock: str = "auto", block_ms: float = 2.0) -> dict:
+    """Time of one forward pass of a ``(batch, *in_shape)`` input, in eval/inference mode.
 
-    CPU: ``time.perf_counter`` around each call, with ``torch.set_num_threads(threads)`` (restored
-    afterwards) when ``threads`` is given. CUDA: CUDA events, synchronised. The model is measured
-    on a copy when it lives on another device, so the caller's model is never moved. Returns the
-    median and 10th/90th percentiles in ms and what was measured.
+    CPU: ``repeats`` timed blocks of several calls each (about ``block_ms`` per block), with
+    ``torch.set_num_threads(threads)`` (restored afterwards) when ``threads`` is given. The clock
+    (``auto``) is the calling thread's CPU time (``time.thread_time``) when torch runs on one
+    thread: time the OS gave to another process on a shared CPU is not counted, which is what made
+    wall-clock latencies rank students differently from one run to the next. With several threads
+    it is wall time (``clock="wall"`` forces it). CUDA: CUDA events, synchronised, one call each.
+    The model is measured on a copy when it lives on another device, so the caller's model is
+    never moved. Returns the median and 10th/90th percentiles per call in ms and what was measured.
     """
     if repeats < 1 or warmup < 0:
         raise ValueError("repeats must be >= 1 and warmup >= 0")
@@ -103,9 +116,13 @@ def measure_latency(model: nn.Module, in_shape: Sequence[int], batch: int = 1,
         if threads is not None and device.type == "cpu":
             torch.set_num_threads(int(threads))
         used_threads = torch.get_num_threads()
+        if clock == "auto":
+            clock = "thread" if device.type == "cpu" and used_threads == 1 else "wall"
+        timer = time.thread_time if clock == "thread" else time.perf_counter
         with torch.inference_mode():
             for _ in range(warmup):
                 net(x)
+            inner = _block_size(net, x, timer, block_ms) if device.type == "cpu" else 1
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
                 for _ in range(repeats):
@@ -118,9 +135,10 @@ def measure_latency(model: nn.Module, in_shape: Sequence[int], batch: int = 1,
                     times.append(float(start.elapsed_time(end)))
             else:
                 for _ in range(repeats):
-                    t0 = time.perf_counter()
-                    net(x)
-                    times.append((time.perf_counter() - t0) * 1e3)
+                    t0 = timer()
+                    for _ in range(inner):
+                        net(x)
+                    times.append((timer() - t0) * 1e3 / inner)
     finally:
         torch.set_num_threads(old_threads)
         net.train(was_training)
@@ -136,4 +154,32 @@ def measure_latency(model: nn.Module, in_shape: Sequence[int], batch: int = 1,
         "in_shape": [int(v) for v in in_shape],
         "repeats": int(repeats),
         "warmup": int(warmup),
+        "clock": clock if device.type == "cpu" else "cuda_events",
+        "calls_per_block": int(inner),
     }
+
+
+def calibrate_latency(models: dict, in_shape: Sequence[int], batch: int = 1, device: str | torch.device = "cpu",
+                      threads: int | None = 1, rounds: int = 10, repeats: int = 10, seed: int = 0) -> dict:
+    """Re-measure several models together: ``rounds`` rounds, each timing every model (in a shuffled
+    order) for ``repeats`` blocks, so slow phases of a shared machine hit all of them alike.
+
+    Returns ``{name: {"median_ms", "p10_ms", "p90_ms"}}`` over every block of every round.
+    """
+    import random
+
+    rng = random.Random(seed)
+    names = list(models)
+    samples: dict = {n: [] for n in names}
+    for _ in range(rounds):
+        rng.shuffle(names)
+        for n in names:
+            r = measure_latency(models[n], in_shape, batch=batch, device=device, threads=threads, repeats=repeats,
+                                warmup=2)
+            samples[n].append(r)
+    out = {}
+    for n, rs in samples.items():
+        meds = sorted(r["median_ms"] for r in rs)
+        out[n] = {"median_ms": _quantile(meds, 0.5), "p10_ms": _quantile(meds, 0.1), "p90_ms": _quantile(meds, 0.9),
+                  "rounds": rounds, "clock": rs[0]["clock"]}
+    return out

@@ -70,7 +70,12 @@ def _as_2d(values: np.ndarray | pd.DataFrame, k: int) -> np.ndarray:
     return arr
 
 
-def pareto_mask(values: np.ndarray | pd.DataFrame, directions: Sequence[Any]) -> np.ndarray:
+SPREAD = {"latency_ms": ("latency_p10_ms", "latency_p90_ms")}
+"""Objectives measured with noise: objective -> (low, high) columns of its spread."""
+
+
+def pareto_mask(values: np.ndarray | pd.DataFrame, directions: Sequence[Any],
+                low: np.ndarray | None = None, high: np.ndarray | None = None) -> np.ndarray:
     """Boolean mask of the non-dominated rows of an ``(n, k)`` array.
 
     Row ``j`` dominates row ``i`` when it is no worse in every objective and strictly
@@ -78,6 +83,10 @@ def pareto_mask(values: np.ndarray | pd.DataFrame, directions: Sequence[Any]) ->
     not dominate each other, so duplicates on the front are all kept.  Rows with any
     NaN are never on the front and never dominate anything.  ``±inf`` compare as
     ordinary numbers.
+
+    With ``low``/``high`` (same shape; NaN = use the value), each value is an interval
+    (e.g. a latency's p10..p90): ``j`` is strictly better than ``i`` on an objective only
+    when their intervals do not overlap, so differences inside the spread are ties.
     """
     signs = direction_signs(directions)
     arr = _as_2d(values, len(signs))
@@ -88,12 +97,16 @@ def pareto_mask(values: np.ndarray | pd.DataFrame, directions: Sequence[Any]) ->
     if idx.size == 0:
         return mask
     v = arr[idx] * signs
+    lo_raw = v if low is None else np.where(np.isnan(low[idx]), arr[idx], low[idx]) * signs
+    hi_raw = v if high is None else np.where(np.isnan(high[idx]), arr[idx], high[idx]) * signs
+    lo, hi = np.minimum(lo_raw, hi_raw), np.maximum(lo_raw, hi_raw)
     on_front = np.ones(idx.size, dtype=bool)
     block = max(1, 2_000_000 // max(1, idx.size * v.shape[1]))  # bound memory
     for start in range(0, idx.size, block):
-        cand = v[start : start + block]  # (b, k)
-        le = (v[None, :, :] <= cand[:, None, :]).all(axis=2)  # (b, n): other <= cand
-        lt = (v[None, :, :] < cand[:, None, :]).any(axis=2)
+        c_lo, c_hi = lo[start : start + block], hi[start : start + block]  # (b, k)
+        # other no worse than cand: cand not strictly better (cand.hi < other.lo is false)
+        le = ~(c_hi[:, None, :] < lo[None, :, :]).any(axis=2)  # (b, n)
+        lt = (hi[None, :, :] < c_lo[:, None, :]).any(axis=2)  # other strictly better somewhere
         on_front[start : start + block] = ~(le & lt).any(axis=1)
     mask[idx] = on_front
     return mask
@@ -136,12 +149,16 @@ def pareto_front(
     objectives: Objectives,
     feasible_col: str | None = "feasible",
     state_col: str | None = "state",
+    spread: bool = True,
 ) -> pd.DataFrame:
     """Non-dominated COMPLETE & feasible rows of ``df`` w.r.t. ``objectives``.
 
     ``objectives`` maps column name -> direction.  The result keeps the original
     index and columns and is sorted best-first by the first objective (ties broken
-    by the following objectives).  Rows with a NaN objective are dropped.
+    by the following objectives).  Rows with a NaN objective are dropped.  With
+    ``spread`` (default), a measured objective listed in :data:`SPREAD` whose
+    p10/p90 columns are present is compared as an interval: differences inside the
+    measurement spread are ties (latency on a shared CPU is noisy).
     """
     if not objectives:
         raise ValueError("objectives must name at least one column")
@@ -151,8 +168,17 @@ def pareto_front(
     pool = df[eligible_mask(df, feasible_col, state_col)]
     if pool.empty:
         return df.iloc[:0].copy()
-    vals = pool[list(objectives)].to_numpy(dtype=float)
-    front = pool[pareto_mask(vals, list(objectives.values()))]
+    names = list(objectives)
+    vals = pool[names].to_numpy(dtype=float)
+    low = high = None
+    if spread and any(k in names and all(c in pool.columns for c in cols) for k, cols in SPREAD.items()):
+        low, high = np.full(vals.shape, np.nan), np.full(vals.shape, np.nan)
+        for k, (lo_col, hi_col) in SPREAD.items():
+            if k in names and lo_col in pool.columns and hi_col in pool.columns:
+                j = names.index(k)
+                low[:, j] = pool[lo_col].to_numpy(dtype=float)
+                high[:, j] = pool[hi_col].to_numpy(dtype=float)
+    front = pool[pareto_mask(vals, list(objectives.values()), low, high)]
     return _sort_best_first(front, objectives).copy()
 
 

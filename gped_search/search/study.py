@@ -54,7 +54,7 @@ from gped_search.search.space import Spec, grid_space, parse_space, suggest
 
 __all__ = ["StudyError", "storage_url", "mask_url", "open_storage", "make_sampler", "teacher_key",
            "ensure_teacher", "open_study", "run_study", "trials_frame", "study_status", "fail_dead_trials",
-           "teacher_seconds_saved", "optimize_batched", "TEACHER_FILE"]
+           "teacher_seconds_saved", "optimize_batched", "TEACHER_FILE", "calibrate_front", "CHAIN_DIR"]
 
 TEACHER_FILE = "teacher.pt"
 
@@ -584,7 +584,9 @@ def run_study(cfg: StudyConfig, *, n_trials: int | None = None, timeout: float |
     cfg.out_dir.joinpath("study.yaml").write_text(_yaml(cfg))
     if workers <= 1:
         _work(cfg, url, n_trials, timeout, progress, threads=threads, teacher_progress=progress, restart=restart)
-        return open_study(cfg, url, create=False)
+        study = open_study(cfg, url, create=False)
+        calibrate_front(study, cfg)
+        return study
     # Teacher first, in this process, so workers never race for it.
     open_study(cfg, url)
     ensure_teacher(prepare(cfg), cfg.out_dir.resolve(), progress=progress, restart=restart)
@@ -602,7 +604,50 @@ def run_study(cfg: StudyConfig, *, n_trials: int | None = None, timeout: float |
     if bad:
         raise StudyError(f"{len(bad)} of {workers} workers exited with an error (codes {bad}); "
                          f"the study's records are intact: re-run the command to resume")
-    return open_study(cfg, url, create=False)
+    study = open_study(cfg, url, create=False)
+    calibrate_front(study, cfg)
+    return study
+
+
+CALIBRATION_ATTR = "latency_calibration"
+
+
+def calibrate_front(study: optuna.Study, cfg: StudyConfig, rounds: int = 10) -> dict:
+    """Re-measure the latency of the front's students together, in one calibration pass.
+
+    Trial-time latencies were measured minutes apart under whatever else the machine was doing;
+    here the front candidates (the front under the trial-time figures) are timed in interleaved,
+    shuffled rounds (:func:`~gped_search.metrics.cost.calibrate_latency`). The result is stored as
+    the study attribute ``latency_calibration`` (trial number -> [median, p10, p90] ms over rounds);
+    :func:`trials_frame` then reports those figures as ``latency_ms``/``latency_p10_ms``/
+    ``latency_p90_ms`` (the trial-time figure stays as ``latency_trial_ms``), and fronts treat latency
+    differences inside the p10..p90 spread as ties. Only when latency is an objective.
+    """
+    if "latency_ms" not in study.user_attrs.get("objectives", []):
+        return {}
+    from gped_search.export import load_checkpoint
+    from gped_search.metrics.cost import calibrate_latency
+
+    df = trials_frame(study, calibrated=False)
+    front = df[df["on_front"]] if "on_front" in df else df.iloc[:0]
+    models, shape = {}, None
+    for _, row in front.iterrows():
+        ckpt = row.get("checkpoint")
+        if not isinstance(ckpt, str) or not Path(ckpt).is_file():
+            continue
+        model, _ = load_checkpoint(ckpt)
+        models[int(row["number"])] = model
+        shape = model.arch.in_shape
+    if len(models) < 2:
+        return {}
+    device = str(row.get("latency_device") or "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        device = "cpu"
+    cal = calibrate_latency(models, shape, batch=cfg.search.latency_batch, device=device,
+                            threads=1 if device == "cpu" else None, rounds=rounds)
+    out = {str(n): [c["median_ms"], c["p10_ms"], c["p90_ms"]] for n, c in cal.items()}
+    study.set_user_attr(CALIBRATION_ATTR, out)
+    return out
 
 
 def _yaml(cfg: StudyConfig) -> str:
@@ -613,9 +658,15 @@ def _yaml(cfg: StudyConfig) -> str:
 
 # --------------------------------------------------------------------------- reading a study
 
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """Every trial: number, state, parameters, objectives by name, every scalar metric, failure reason."""
+def trials_frame(study: optuna.Study, calibrated: bool = True) -> pd.DataFrame:
+    """Every trial: number, state, parameters, objectives by name, every scalar metric, failure reason.
+
+    With ``calibrated`` (default), latencies re-measured by :func:`calibrate_front` replace the
+    trial-time figures (kept as ``latency_trial_ms``), and ``on_front`` treats latency differences
+    inside their p10..p90 spread as ties.
+    """
     names = study.user_attrs.get("objectives") or [f"objective_{i}" for i in range(len(study.directions))]
+    cal = study.user_attrs.get(CALIBRATION_ATTR, {}) if calibrated else {}
     rows = []
     for t in study.get_trials(deepcopy=False):
         row = {"number": t.number, "state": t.state.name,
@@ -624,6 +675,10 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row.update({k: v for k, v in t.user_attrs.items() if _scalar(v) or v is None})
         if t.values is not None:
             row.update(dict(zip(names, t.values)))
+        if str(t.number) in cal:
+            row["latency_trial_ms"] = row.get("latency_ms")
+            row["latency_ms"], row["latency_p10_ms"], row["latency_p90_ms"] = cal[str(t.number)]
+            row["latency_calibrated"] = True
         cons = t.constraints
         row["feasible"] = all(c <= 0 for c in cons.values()) if cons else True
         row.setdefault("fail_reason", None)
