@@ -322,7 +322,7 @@ def test_latency_inside_its_spread_is_a_tie():
 
     from gped_search.report.tables import pareto_front
 
-    df = pd.DataFrame({"number": [0, 1, 2], "state": "COMPLETE", "kl": [1.0, 2.0, 2.0],
+    df = pd.DataFrame({"number": [0, 1, 2], "state": "COMPLETE", "kl": [1.0, 2.0, 3.0],
                        "latency_ms": [1.0, 0.95, 0.5], "latency_p10_ms": [0.9, 0.9, 0.45],
                        "latency_p90_ms": [1.1, 1.0, 0.55]})
     objs = {"kl": "minimize", "latency_ms": "minimize"}
