@@ -177,8 +177,9 @@ def _report(cfg, study, out=None, compare=()) -> dict:
         ocfg = load_study(path)
         others[ocfg.name] = trials_frame(open_study(ocfg, create=False))
     teacher = study.user_attrs.get("teacher", {})
-    teacher = {k: teacher[k] for k in ("teacher_acc", "teacher_nll", "teacher_ece", "iterations", "seconds",
-                                       "ms_per_iteration", "test_samples", "chains") if k in teacher}
+    teacher = {k: teacher[k] for k in ("teacher_acc", "teacher_nll", "teacher_ece", "teacher_val_acc",
+                                       "teacher_val_nll", "teacher_mc_floor_kl", "iterations", "seconds",
+                                       "ms_per_iteration", "test_samples", "bank_samples", "chains") if k in teacher}
     extra = {k: round(v, 3) if isinstance(v, float) else v for k, v in teacher_seconds_saved(study).items()}
     objectives = dict(zip(study.user_attrs["objectives"], [d.name.lower() for d in study.directions]))
     return write_report(trials_frame(study), objectives, out or cfg.out_dir, title=cfg.name,
@@ -305,6 +306,9 @@ def cmd_pareto(args) -> int:
     if front.empty:
         print("Pareto front: empty (no complete, feasible trial yet)")
         return 0
+    from gped_search.report.writer import selection_note
+
+    print(selection_note(df[df["state"] == "COMPLETE"]))
     print(f"Pareto front over {', '.join(f'{k} ({v})' for k, v in objectives.items())}: {len(front)} trials")
     _print_table(front[front_columns(front, objectives)])
     if args.csv:

@@ -214,7 +214,9 @@ def _heads(arch: Arch) -> list[dict]:
             "index": i,
             "name": name,
             "dim": arch.n_classes if name == "predictive" else int(dim),
-            "output": "logits (apply softmax)" if name == "predictive" else "softplus (positive)",
+            "output": ((f"logits at temperature {arch.temperature:g} (apply softmax)" if arch.temperature != 1.0
+                        else "logits (apply softmax)") if name == "predictive"
+                       else "linear (any sign)" if name in arch.linear_heads else "softplus (positive)"),
             "meaning": HEAD_MEANINGS.get(name, CUSTOM_MEANING),
         })
     return out
@@ -239,9 +241,19 @@ def _markdown(card: dict) -> str:
     lines += [""] + [f"- Derived: {d}" for d in card["derived"]] + [""]
     lines += ["## Input", "", f"- shape {inp['shape']} (batch first), dtype {inp['dtype']}",
               f"- preprocessing: {inp['preprocessing']}", f"- batch dimension: {inp['batch']}", ""]
-    for key, heading in (("metrics", "Metrics"), ("cost", "Cost")):
+    metrics = card["metrics"] or {}
+    split = metrics.get("selection_split")
+    test = {k: v for k, v in metrics.items() if k.startswith("test_")}
+    sel = {k: v for k, v in metrics.items() if not k.startswith("test_")}
+    heading = {"validation": "Metrics on the validation split (what the search selected on)",
+               "test": "Metrics on the test set (no validation split: this student was also selected on them)"
+               }.get(split, "Metrics")
+    sections = [(heading, sel)]
+    if test and split == "validation":
+        sections.append(("Test-set metrics (reported apart, never used for selection)", test))
+    sections.append(("Cost", card["cost"] or {}))
+    for heading, vals in sections:
         lines += [f"## {heading}", ""]
-        vals = card[key] or {}
         lines += [f"- {k}: {v}" for k, v in vals.items()] if vals else ["- (none given)"]
         lines.append("")
     lines += ["## Files", "", "| file | bytes | sha256 | max abs diff on reload |", "|---|---|---|---|"]

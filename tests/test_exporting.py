@@ -223,3 +223,19 @@ def test_corrupted_pt2_fails_verification(tmp_path):
         with pytest.raises(ExportError, match=name) as e:
             verify_pt2(tmp_path / name, x, expected)
         assert "\n" not in str(e.value)
+
+
+def test_model_card_separates_selection_and_test_metrics_and_names_linear_heads(tmp_path):
+    from gped_search.models import build, mlp_arch
+
+    arch = mlp_arch((1, 8, 8), 10, (16,), (("predictive", 0), ("expected_entropy", 1), ("margin", 1)))
+    from dataclasses import replace as _replace
+
+    model = build(_replace(arch, linear_heads=("margin",), temperature=2.0)).eval()
+    meta = {"metrics": {"kl": 0.1, "selection_split": "validation", "test_kl": 0.12}}
+    export_student(model, tmp_path, formats=("checkpoint",), meta=meta)
+    md = (tmp_path / "model_card.md").read_text()
+    assert "| `margin` | 1 | linear (any sign)" in md and "logits at temperature 2" in md
+    sel = md.index("Metrics on the validation split")
+    test = md.index("Test-set metrics (reported apart, never used for selection)")
+    assert sel < md.index("- kl: 0.1") < test < md.index("- test_kl: 0.12")

@@ -48,3 +48,15 @@ def test_write_report_empty_study(tmp_path):
 def test_markdown_table_escapes_pipes():
     md = markdown_table(pd.DataFrame({"a": ["x|y"], "b": [0.000012345]}))
     assert md.splitlines()[2] == "| x/y | 1.234e-05 |"
+
+
+def test_report_says_first_when_the_front_was_selected_on_test_data(tmp_path):
+    import pandas as pd
+
+    from gped_search.report.writer import write_report
+
+    df = pd.DataFrame({"number": [0, 1], "state": "COMPLETE", "kl": [0.1, 0.2], "bytes_fp32": [200, 100],
+                       "selection_split": "test", "test_kl": [0.1, 0.2]})
+    write_report(df, {"kl": "minimize", "bytes_fp32": "minimize"}, tmp_path, title="t")
+    assert (tmp_path / "summary.md").read_text().splitlines()[0].startswith("> Selected on TEST data")
+    assert "Selected on TEST data" in (tmp_path / "index.html").read_text().split("<h1>")[0]

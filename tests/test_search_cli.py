@@ -152,7 +152,8 @@ def test_report_is_written_and_self_contained(study_run):
     assert "on_front" in trials.columns and len(trials) == 4
     assert set(trials.loc[trials["on_front"], "number"]) == nondominated(trials, ["kl", "bytes_fp32", "latency_ms"])
     summary = (out / "summary.md").read_text()
-    assert summary.startswith(f"# {NAME}") and "Pareto front" in summary
+    assert summary.startswith("> Selected on the validation split") and f"# {NAME}" in summary
+    assert "Pareto front" in summary and "test_kl" in summary and "teacher_mc_floor_kl" in summary
 
 
 def test_status_and_pareto_print_the_front(study_run, capsys, tmp_path):
@@ -172,10 +173,11 @@ def test_status_and_pareto_print_the_front(study_run, capsys, tmp_path):
     assert main(["pareto", QUICKSTART, "--objectives", "kl,bytes_fp32", "--csv", str(csv), *sets(root, SPACE)]) == 0
     out = capsys.readouterr().out
     front = nondominated(df, ["kl", "bytes_fp32"])
-    assert out.splitlines()[0] == f"Pareto front over kl (minimize), bytes_fp32 (minimize): {len(front)} trials"
-    header = out.splitlines()[1].split()
-    assert header[:3] == ["number", "kl", "bytes_fp32"]
-    assert {int(line.split()[0]) for line in out.splitlines()[2:]} == front
+    assert out.splitlines()[0].startswith("Selected on the validation split")
+    assert out.splitlines()[1] == f"Pareto front over kl (minimize), bytes_fp32 (minimize): {len(front)} trials"
+    header = out.splitlines()[2].split()
+    assert header[:3] == ["number", "kl", "bytes_fp32"] and "test_kl" in header
+    assert {int(line.split()[0]) for line in out.splitlines()[3:]} == front
     assert set(pd.read_csv(csv)["number"]) == front
 
     assert main(["pareto", QUICKSTART, "--objectives", "kl,nonsense", *sets(root, SPACE)]) == 2

@@ -27,8 +27,22 @@ from .tables import hypervolume, hypervolume_history, pareto_front, reference_po
 
 __all__ = ["write_report", "front_columns", "markdown_table"]
 
-_SHOW = ("family", "arch", "lambda_g", "units_removed", "params", "bytes_fp32", "macs", "latency_ms", "kl",
-         "expected_entropy_mae", "student_acc", "student_nll", "student_ece", "ood_auroc", "rank_spearman")
+_SHOW = ("family", "arch", "lambda_g", "units_removed", "params", "bytes_fp32", "macs", "latency_ms",
+         "latency_p10_ms", "latency_p90_ms", "kl", "expected_entropy_mae", "expected_entropy_bias", "student_acc",
+         "student_nll", "student_ece", "ood_auroc", "rank_spearman",
+         "test_kl", "test_student_acc", "test_student_nll", "test_expected_entropy_mae", "test_ood_auroc")
+
+
+def selection_note(df: pd.DataFrame) -> str:
+    """One line saying which data the front was selected on (the report's first line)."""
+    split = set(df["selection_split"].dropna()) if "selection_split" in df.columns else set()
+    if "test" in split:
+        return ("Selected on TEST data: this study has no validation split (data.validation: 0), so the front, "
+                "knee and best: were chosen on the same test set they are reported on; expect optimistic figures.")
+    if split == {"validation"}:
+        return ("Selected on the validation split (carved from the training set, never trained on); test_* "
+                "columns are the test set's, reported apart and never used for selection.")
+    return "Selection data not recorded (trials from an older gped-search)."
 
 
 def front_columns(df: pd.DataFrame, objectives: Mapping[str, str]) -> list[str]:
@@ -126,7 +140,9 @@ def write_report(df: pd.DataFrame, objectives: Mapping[str, str], out_dir: str |
                                                  indent=2, default=str))
     written["summary_json"] = str(out / "summary.json")
 
-    md = [f"# {title}", "", f"Trials by state: {summary['trials']}  ",
+    note = selection_note(complete if len(complete) else df)
+    summary["selection"] = note
+    md = [f"> {note}", "", f"# {title}", "", f"Trials by state: {summary['trials']}  ",
           f"Pareto front ({', '.join(f'{k}: {v}' for k, v in objectives.items())}): {len(front)} trials  ",
           f"Hypervolume: {_fmt(hv)} (reference point {ref_text})", ""]
     if teacher:
@@ -143,7 +159,7 @@ def write_report(df: pd.DataFrame, objectives: Mapping[str, str], out_dir: str |
     def table(frame: pd.DataFrame) -> str:
         return frame.to_html(index=False, float_format=_fmt, na_rep="", border=0, classes="t")
 
-    body = [f"<h1>{html.escape(title)}</h1>",
+    body = [f'<p class="sel"><b>{html.escape(note)}</b></p>', f"<h1>{html.escape(title)}</h1>",
             f"<p>Trials by state: {html.escape(str(summary['trials']))}. Front size {len(front)} over "
             f"{html.escape(', '.join(f'{k} ({v})' for k, v in objectives.items()))}. "
             f"Hypervolume {_fmt(hv)} (reference point {html.escape(ref_text)}).</p>"]
