@@ -268,7 +268,7 @@ def cmd_status(args) -> int:
             print("warning: trials were trained against different teachers (key@iterations: trials): "
                   + ", ".join(f"{k}: {n}" for k, n in st["teachers_used"].items()))
     else:
-        print(f"study {cfg.name}: no Optuna study yet")
+        print(f"study {cfg.name}: no Optuna study yet (a `distill` run, or a teacher still being sampled)")
     for label, c in chains.items():
         print(_chain_line(label, c))
     return 0

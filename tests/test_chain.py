@@ -200,3 +200,32 @@ def test_study_extends_its_teacher_and_trials_record_which_teacher(tmp_path):
     assert all(torch.equal(direct.test[k], art.test[k]) for k in direct.test)
     assert all(torch.equal(direct.bank[k], art.bank[k]) for k in direct.bank)
     assert all(torch.equal(direct.transfer[k], art.transfer[k]) for k in direct.transfer)
+
+
+def test_a_study_worker_killed_mid_chain_is_resumed_by_the_next_run(tmp_path):
+    """The teacher lock dies with its holder; the next `run` resumes the chain from its checkpoint and
+    ends with the artifact an uninterrupted chain gives."""
+    d = _cfg(tmp_path, iterations=1600)
+    d["distill"].update({"target_mode": "cached", "steps": 30})
+    d["prune"]["finetune_steps"] = 0
+    d["search"]["space"] = {"mlp_depth": 1, "mlp_width": [8, 16], "lambda_g": 0.0}
+    d["search"]["n_trials"] = 1
+    study = _write(tmp_path, d)
+    runner = RUNNER.replace("api.distill(load_study(study), progress=False, out_dir=out)",
+                            "from gped_search.search import run_study\nrun_study(load_study(study), progress=False)")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-c", runner, "iteration", "1000", str(study), "-"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == -signal.SIGKILL
+    st = _cli("status", str(study)).stdout
+    assert "teacher chain: paused" in st and "resumes from the checkpoint at 800" in st
+    r = _cli("run", str(study), "--no-report", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert "resuming the chain at iteration 800 of 1600" in r.stderr
+    from gped_search.posterior.artifact import load_teacher
+
+    art = load_teacher(tmp_path / "chain" / "teacher.pt")
+    direct = api.sample_teacher(api.prepare(study_from_dict({**d, "name": "direct"})), progress=False)
+    assert all(torch.equal(direct.test[k], art.test[k]) for k in direct.test)
+    assert all(torch.equal(direct.bank[k], art.bank[k]) for k in direct.bank)
+    assert art.stats["sessions"] == 2
