@@ -21,11 +21,13 @@ EXAMPLES = """examples:
   gped-search run studies/quickstart.yaml                  # sample the teacher, search 8 students
   gped-search run studies/mnist_mlp.yaml --workers 4       # 4 processes, one journal-file storage
   gped-search run studies/mnist_mlp.yaml --batch 8         # 8 trials at a time, students in lockstep
-  gped-search status studies/quickstart.yaml
+  gped-search run studies/mnist_mlp.yaml --set teacher.iterations=1000000   # extend the finished chain
+  gped-search status studies/quickstart.yaml               # trials, front, and a chain in progress or paused
   gped-search pareto studies/quickstart.yaml --objectives kl,bytes_fp32
   gped-search report studies/quickstart.yaml               # reports/quickstart/index.html
   gped-search export studies/quickstart.yaml --knee --out exported/
   gped-search distill studies/quickstart.yaml --set distill.target_mode=online
+  gped-search distill studies/paper/mlp_mask0_distill_1e6.yaml --threads 1   # re-run to resume after a stop
   gped-search evaluate exported/student.pt --ood fashion_mnist
 """
 
@@ -83,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "from iteration 0 (default: resume a stopped chain, extend a shorter one)")
     _threads_arg(p, "; with --workers K: the CPU count / K per worker")
 
-    p = sub.add_parser("status", help="trials by state, Pareto front size, teacher")
+    p = sub.add_parser("status", help="trials by state, Pareto front size, teacher; teacher chain progress "
+                       "(iterations done of the total, rate, time left; running, paused or done)")
     _study_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -181,6 +184,12 @@ def _report(cfg, study, out=None, compare=()) -> dict:
                                        "teacher_val_nll", "teacher_mc_floor_kl", "iterations", "seconds",
                                        "ms_per_iteration", "test_samples", "bank_samples", "chains") if k in teacher}
     extra = {k: round(v, 3) if isinstance(v, float) else v for k, v in teacher_seconds_saved(study).items()}
+    from gped_search.search import study_status
+
+    used = study_status(study).get("teachers_used", {})
+    if len(used) > 1:
+        extra["WARNING: trials trained against different teachers (key@iterations: trials)"] = \
+            ", ".join(f"{k}: {n}" for k, n in used.items())
     objectives = dict(zip(study.user_attrs["objectives"], [d.name.lower() for d in study.directions]))
     return write_report(trials_frame(study), objectives, out or cfg.out_dir, title=cfg.name,
                         settings=study.user_attrs.get("config", to_dict(cfg)), teacher=teacher,

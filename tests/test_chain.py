@@ -193,6 +193,8 @@ def test_study_extends_its_teacher_and_trials_record_which_teacher(tmp_path):
     assert info["chains"]["teacher chain"]["state"] == "done"
     text = _cli("status", str(study)).stdout
     assert "different teachers" in text and "teacher chain: done, iteration 2,400 of 2,400" in text
+    assert _cli("report", str(study)).returncode == 0
+    assert "trained against different teachers" in (tmp_path / "chain" / "summary.md").read_text()
     # the extended chain equals one sampled to 2400 from the start (same posterior means, bank)
     d2 = {**d, "name": "direct"}
     p = api.prepare(study_from_dict(d2))

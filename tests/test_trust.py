@@ -163,3 +163,26 @@ def test_ece_accepts_float64():
     probs = torch.softmax(torch.randn(50, 10, dtype=torch.float64), -1)
     y = torch.randint(0, 10, (50,))
     assert ece(probs, y) == pytest.approx(ece(probs.float(), y), abs=1e-6)
+
+
+def test_running_mean_in_search_trials_is_a_running_mean_of_replayed_samples(digits):
+    """It silently became plain bank replay; now each transfer example's target is the running mean
+    of the replayed samples' g seen for it (checked against a hand-kept mean)."""
+    from gped_search.distill.loop import _artifact_targets
+    from gped_search.distill.targets import BankTargets, RunningMeanTargets
+
+    cfg, p, teacher = digits
+    d = replace(cfg.distill, target_mode=TargetMode.running_mean)
+    gen = torch.Generator().manual_seed(0)
+    src = _artifact_targets(teacher, d, p.exps, gen, torch.device("cpu"), p.bundle.transfer.shape[0])
+    assert isinstance(src, RunningMeanTargets) and isinstance(src.inner, BankTargets)
+    idx = torch.tensor([3, 3, 7])
+    x = p.bundle.transfer[idx]
+    seen = []
+    for _ in range(4):
+        state = src.inner.gen.get_state()
+        single = src.inner(idx, x)["expected_entropy"]
+        src.inner.gen.set_state(state)
+        out = src(idx, x)["expected_entropy"]
+        seen.append(single)
+        torch.testing.assert_close(out[2], torch.stack([s[2] for s in seen]).mean(0))
