@@ -52,9 +52,10 @@ def _positive(text: str) -> int:
 
 
 def _threads_arg(p: argparse.ArgumentParser, default_note: str = "") -> None:
-    p.add_argument("--threads", type=_positive, metavar="N",
-                   help="torch CPU threads per process (default: torch's own" + default_note + "); on a busy "
-                   "machine 1 is often much faster for small networks")
+    p.add_argument("--threads", type=_positive, metavar="N", default=1,
+                   help="torch CPU threads per process (default 1" + default_note + "): these networks are "
+                   "small, and more threads than free cores made the quickstart 3x slower beside one busy "
+                   "process (1 thread: 1.12x)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--restart", action="store_true", help="discard the teacher chain's checkpoint and sample it "
                    "from iteration 0 (default: resume a stopped chain, extend a shorter one)")
-    _threads_arg(p, "; with --workers K: the CPU count / K per worker")
+    _threads_arg(p, " per worker")
 
     p = sub.add_parser("status", help="trials by state, Pareto front size, teacher; teacher chain progress "
                        "(iterations done of the total, rate, time left; running, paused or done)")
@@ -159,10 +160,9 @@ def cmd_distill(args) -> int:
     from gped_search.api import distill
 
     cfg = _load(args)
-    if args.threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     rec = distill(cfg, progress=not args.no_progress, out_dir=args.out, restart=args.restart)
     s, t = rec["student"], rec["teacher"]
     print(json.dumps({"teacher_acc": t["teacher_acc"], "teacher_nll": t["teacher_nll"], "kl": s["kl"],
