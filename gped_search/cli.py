@@ -499,7 +499,7 @@ def cmd_downstream(args) -> int:
     out = Path(args.out) if args.out else cfg.out_dir / "downstream"
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "downstream.csv", index=False)
-    cols = [c for c in ("model", "ood", "acc", "nll", "auroc_predictive_entropy", "auroc_mutual_information",
+    cols = [c for c in ("model", "ood", "estimator", "acc", "nll", "auroc_predictive_entropy", "auroc_mutual_information",
                         "auroc_expected_entropy", "auroc_max_prob", "aupr_predictive_entropy", "rank_spearman",
                         "rank_kendall", "rank_topk_overlap", "rejection_auc") if c in table.columns]
     (out / "downstream.md").write_text(f"# {cfg.name}: downstream uncertainty\n\n" + markdown_table(table[cols])
