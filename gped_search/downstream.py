@@ -113,7 +113,7 @@ def downstream_table(p: Prepared, teacher: TeacherResult, students: Mapping[str,
                                                            sc["mutual_information"], k_frac)["spearman"]
         for ood in oods:
             label, x_out = ood_inputs(p, ood)
-            sc_in, estimator = sc, "student" if "model" in d else "thinned iterates"
+            sc_in, estimator = sc, "one forward pass" if "model" in d else "thinned iterates"
             if "model" in d:
                 out = student_outputs(d["model"], x_out)
             elif label == b.ood_name and teacher.ood is not None:
