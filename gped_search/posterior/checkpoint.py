@@ -27,7 +27,7 @@ import torch
 from gped_search.export import weights_only_load
 
 __all__ = ["ChainCheckpointError", "save_checkpoint_generation", "latest_checkpoint", "list_generations",
-           "write_progress", "read_progress", "clear_checkpoints", "chain_status", "PROGRESS_FILE"]
+           "write_progress", "read_progress", "clear_checkpoints", "chain_status", "pid_alive", "PROGRESS_FILE"]
 
 FORMAT = "gped-search-chain"
 VERSION = 1
@@ -132,7 +132,8 @@ def read_progress(folder: str | os.PathLike) -> dict | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Is process ``pid`` alive on this host (a process we may not signal counts as alive)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -160,7 +161,7 @@ def chain_status(folder: str | os.PathLike, stale_seconds: float = 600.0) -> dic
     state = note.get("state", "paused")
     if state == "running":
         age = time.time() - float(note.get("updated", 0))
-        if not _pid_alive(int(note.get("pid", -1))) or age > stale_seconds:
+        if not pid_alive(int(note.get("pid", -1))) or age > stale_seconds:
             state = "paused"
     if state == "paused":
         done_it = ckpt or 0

@@ -49,6 +49,7 @@ from gped_search.config import StudyConfig, to_dict
 from gped_search.distill.loop import TeacherResult
 from gped_search.export import save_checkpoint
 from gped_search.posterior.artifact import ArtifactError, load_teacher, save_teacher
+from gped_search.posterior.checkpoint import pid_alive as _alive
 from gped_search.report.tables import pareto_front
 from gped_search.search.space import Spec, grid_space, parse_space, suggest
 
@@ -277,16 +278,6 @@ def open_study(cfg: StudyConfig, storage: str | None = None, *, create: bool = T
         study.set_user_attr("objectives", names)
         study.set_user_attr("config", to_dict(cfg))
     return study
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def fail_dead_trials(study: optuna.Study) -> list[int]:
