@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import io
 import os
 import pickle
 import tempfile
@@ -26,7 +27,8 @@ from torch import nn
 
 from gped_search.models.nets import Arch, arch_of, build
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "weights_only_load"]
+__all__ = ["FORMAT", "VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "weights_only_load",
+           "atomic_write_bytes"]
 
 FORMAT = "gped-search-student"
 VERSION = 1
@@ -98,18 +100,29 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, config: dict |
         "pruning": _plain(pruning, "pruning"),
         "extra": _plain(extra, "extra"),
     }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temp file in the same folder, fsynced, then renamed.
+
+    A reader sees the old file or the whole new one, never part of it; a crash leaves at most a
+    ``.<name>.*.tmp`` file behind."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:

@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gped_search.config import DataConfig, DistillConfig, TargetMode, TeacherConfig
-from gped_search.data import DataBundle
+from gped_search.data import DataBundle, perturb
 from gped_search.distill.student import LockstepTrainer, StudentTrainer
 from gped_search.distill.targets import OnlineTargets, RunningMeanTargets
 from gped_search.metrics.quality import predictive_metrics
@@ -35,7 +35,7 @@ from gped_search.models import Arch
 from gped_search.posterior.expectations import Expectation, PosteriorAccumulator
 from gped_search.posterior.sgld import SGLD, DivergenceError
 
-__all__ = ["TeacherChain", "FLOOR_BLOCK", "mc_floor_kl"]
+__all__ = ["TeacherChain", "FLOOR_BLOCK", "mc_floor_kl", "transfer_batch"]
 
 FLOOR_BLOCK = 5
 """Thinned samples per block when splitting the test samples into two disjoint halves (A/B blocks)."""
@@ -51,6 +51,13 @@ def mc_floor_kl(p_a: torch.Tensor, p_b: torch.Tensor) -> float:
     """
     la, lb = p_a.clamp_min(1e-12).log(), p_b.clamp_min(1e-12).log()
     return float((p_a * (la - lb)).sum(1).mean())
+
+
+def transfer_batch(transfer: torch.Tensor, batch: int, data: DataConfig, gen: torch.Generator
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A transfer minibatch drawn with replacement and perturbed: (indices, inputs)."""
+    idx = torch.randint(0, transfer.shape[0], (batch,), device=transfer.device, generator=gen)
+    return idx, perturb(transfer[idx], data.perturb_sigma, data.clamp, gen)
 
 
 def _acc_state(acc: PosteriorAccumulator | None) -> dict | None:
@@ -171,8 +178,6 @@ class TeacherChain:
             if after > 0 and after % tc.thin == 0:
                 self._thinned()
             if after > 0 and t % dc.every == 0 and self.students:
-                from gped_search.distill.loop import transfer_batch
-
                 idx, x = transfer_batch(b.transfer, dc.transfer_batch, self.data_cfg, self.data_gen)
                 self.lock.step(x, self.source(idx, x))
             at_check = t % tc.check_every == 0 or t == until

@@ -20,8 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from gped_search.config import DataConfig, DistillConfig, TargetMode, TeacherConfig
-from gped_search.data import DataBundle, perturb
-from gped_search.distill.chain import TeacherChain
+from gped_search.data import DataBundle
+from gped_search.distill.chain import TeacherChain, transfer_batch
 from gped_search.distill.student import LockstepTrainer, StudentTrainer
 from gped_search.distill.targets import BankTargets, CachedTargets, RunningMeanTargets
 from gped_search.models import Arch, build
@@ -51,13 +51,6 @@ class TeacherResult:
     metrics: dict[str, float]
     stats: dict[str, float] = field(default_factory=dict)
     val: dict[str, torch.Tensor] | None = None  # posterior means on the validation split (same iterates)
-
-
-def transfer_batch(transfer: torch.Tensor, batch: int, data: DataConfig, gen: torch.Generator
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A transfer minibatch drawn with replacement and perturbed: (indices, inputs)."""
-    idx = torch.randint(0, transfer.shape[0], (batch,), device=transfer.device, generator=gen)
-    return idx, perturb(transfer[idx], data.perturb_sigma, data.clamp, gen)
 
 
 def run_teacher(tcfg: TeacherConfig, dcfg: DistillConfig, data_cfg: DataConfig, bundle: DataBundle,

@@ -18,13 +18,12 @@ import io
 import json
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from gped_search.export import weights_only_load
+from gped_search.export import atomic_write_bytes, weights_only_load
 
 __all__ = ["ChainCheckpointError", "save_checkpoint_generation", "latest_checkpoint", "list_generations",
            "write_progress", "read_progress", "clear_checkpoints", "chain_status", "pid_alive", "PROGRESS_FILE"]
@@ -40,16 +39,7 @@ class ChainCheckpointError(ValueError):
 
 
 def _fsync_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
 
 
 def list_generations(folder: str | os.PathLike) -> list[tuple[int, Path]]:
