@@ -82,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: search.batch of the study file, 1)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--restart", action="store_true", help="discard the teacher chain's checkpoint and sample it "
-                   "from iteration 0 (default: resume a stopped chain, extend a shorter one)")
+    p.add_argument("--restart", action="store_true", help="when the teacher must be sampled, discard its chain "
+                   "checkpoint and start from iteration 0 (default: resume a stopped chain, extend a shorter "
+                   "one; a finished artifact of the right length is always reused)")
     _threads_arg(p, " per worker")
 
     p = sub.add_parser("status", help="trials by state, Pareto front size, teacher; teacher chain progress "
