@@ -523,10 +523,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from gped_search.data import DataError
     from gped_search.export import CheckpointError
     from gped_search.posterior.artifact import ArtifactError
+    from gped_search.posterior.checkpoint import ChainCheckpointError
     from gped_search.posterior.sgld import DivergenceError
 
     errs: list[type[BaseException]] = [ConfigError, DataError, CheckpointError, ArtifactError, DivergenceError,
-                                       OSError]
+                                       ChainCheckpointError, OSError]
     try:
         from gped_search.search.study import StudyError
 

@@ -231,3 +231,21 @@ def test_a_study_worker_killed_mid_chain_is_resumed_by_the_next_run(tmp_path):
     assert all(torch.equal(direct.test[k], art.test[k]) for k in direct.test)
     assert all(torch.equal(direct.bank[k], art.bank[k]) for k in direct.bank)
     assert art.stats["sessions"] == 2
+
+
+def test_a_chain_with_other_settings_or_a_shorter_total_is_one_error_line(tmp_path):
+    d = _cfg(tmp_path, iterations=800, checkpoint_every=None)
+    study = _write(tmp_path, d)
+    out = tmp_path / "o"
+    assert _cli("distill", str(study), "--out", str(out), "--no-progress").returncode == 0
+    _write(tmp_path, {**d, "distill": {**d["distill"], "lr": 0.01}})
+    r = _cli("distill", str(study), "--out", str(out), "--no-progress")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "other settings" in lines[0] and "--restart" in lines[0]
+    assert list_generations(out / api.DISTILL_CHAIN_DIR)  # nothing recorded was lost
+    _write(tmp_path, {**d, "teacher": {**d["teacher"], "iterations": 400}})
+    r = _cli("distill", str(study), "--out", str(out), "--no-progress")
+    assert r.returncode == 2 and "more than teacher.iterations=400" in r.stderr.strip().splitlines()[0]
+    r = _cli("distill", str(study), "--out", str(out), "--no-progress", "--restart")
+    assert r.returncode == 0, r.stderr
+    assert list_generations(out / api.DISTILL_CHAIN_DIR)[-1][0] == 400
