@@ -21,6 +21,8 @@ from gped_search.config import (
     StudentConfig,
     StudyConfig,
     TargetMode,
+    chain_settings,
+    settings_digest,
     to_dict,
 )
 from gped_search.data import DataBundle, make_bundle
@@ -291,15 +293,10 @@ def train_trials(p: Prepared, teacher: TeacherResult, configs: list[StudyConfig]
 
 def distill_key(cfg: StudyConfig) -> str:
     """Digest of every setting an online ``distill`` run depends on, except the chain's length."""
-    import hashlib
-
-    d = to_dict(cfg)
-    d["teacher"] = {k: v for k, v in d["teacher"].items()
-                    if k not in ("cuda_graph", "iterations", "check_every", "checkpoint_every", "checkpoint_seconds")}
-    d.pop("search", None)
-    d.pop("report_dir", None)
-    d.pop("device", None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    d = chain_settings(cfg)
+    for k in ("search", "report_dir", "device"):
+        d.pop(k, None)
+    return settings_digest(d)
 
 
 DISTILL_CHAIN_DIR = "distill.chain"

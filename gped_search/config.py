@@ -341,6 +341,26 @@ class StudyConfig:
         return Path(self.report_dir) / self.name
 
 
+CHAIN_LENGTH_KEYS = ("cuda_graph", "iterations", "check_every", "checkpoint_every", "checkpoint_seconds")
+"""Teacher settings that change how long or how a chain runs, not the posterior it samples: left out of
+the keys that identify a chain (so a chain can be extended and resumed under other check cadences)."""
+
+
+def chain_settings(cfg: StudyConfig) -> dict:
+    """``to_dict(cfg)`` with the teacher section stripped of :data:`CHAIN_LENGTH_KEYS`."""
+    d = to_dict(cfg)
+    d["teacher"] = {k: v for k, v in d["teacher"].items() if k not in CHAIN_LENGTH_KEYS}
+    return d
+
+
+def settings_digest(obj) -> str:
+    """A short, stable digest of plain settings (sorted JSON, SHA-256, 16 hex digits)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 # --------------------------------------------------------------------------- building from dicts
 
 GRID_MAX = 100_000

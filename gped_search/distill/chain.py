@@ -89,14 +89,15 @@ class TeacherChain:
         if tcfg.cuda_graph:
             self.sampler.capture_cuda_graph()
         k = bundle.n_classes
-        val = getattr(bundle, "val", None)
-        self.acc = {"test": PosteriorAccumulator(len(bundle.test), k, self.exps, device)}
-        if val is not None:
-            self.acc["val"] = PosteriorAccumulator(len(val), k, self.exps, device)
+        # The inputs whose posterior means the chain accumulates, all over the same thinned iterates.
+        self.inputs = {"test": bundle.test.x}
+        if bundle.val is not None:
+            self.inputs["val"] = bundle.val.x
         if bundle.ood is not None:
-            self.acc["ood"] = PosteriorAccumulator(len(bundle.ood), k, self.exps, device)
+            self.inputs["ood"] = bundle.ood.x
         if cache_transfer:
-            self.acc["transfer"] = PosteriorAccumulator(bundle.transfer.shape[0], k, self.exps, device)
+            self.inputs["transfer"] = bundle.transfer
+        self.acc = {name: PosteriorAccumulator(x.shape[0], k, self.exps, device) for name, x in self.inputs.items()}
         pred = [e for e in self.exps if e.name == "predictive"]
         self.halves = [PosteriorAccumulator(len(bundle.test), k, pred, device) for _ in range(2)]
         self.lock = LockstepTrainer(self.students) if self.students else None
@@ -120,14 +121,9 @@ class TeacherChain:
         return self.sampler.t
 
     def _thinned(self) -> None:
-        logits = self.sampler.logits
-        b = self.bundle
-        val = getattr(b, "val", None)
-        xs = {"test": b.test.x, "val": val.x if val is not None else None,
-              "ood": b.ood.x if b.ood is not None else None, "transfer": b.transfer}
         test_logits = None
         for name, acc in self.acc.items():
-            z = logits(xs[name])
+            z = self.sampler.logits(self.inputs[name])
             acc.update(z)
             if name == "test":
                 test_logits = z
@@ -212,14 +208,9 @@ class TeacherChain:
         accs = dict(self.acc)
         if self.acc["test"].count == 0:  # fewer post-burn-in iterations than `thin`: the current sample
             accs = {}
-            for name, acc in self.acc.items():
-                tmp = PosteriorAccumulator(acc.sums[next(iter(acc.sums))].shape[0], self.bundle.n_classes,
-                                           self.exps, self.device)
-                x = {"test": self.bundle.test.x, "ood": self.bundle.ood.x if self.bundle.ood is not None else None,
-                     "transfer": self.bundle.transfer,
-                     "val": self.bundle.val.x if getattr(self.bundle, "val", None) is not None else None}[name]
-                tmp.update(self.sampler.logits(x))
-                accs[name] = tmp
+            for name, x in self.inputs.items():
+                accs[name] = PosteriorAccumulator(x.shape[0], self.bundle.n_classes, self.exps, self.device)
+                accs[name].update(self.sampler.logits(x))
         bank = [snap for _, snap in self.bank] or [self.sampler.snapshot()]
         bank_t = {k: torch.cat([snap[i] for snap in bank]) for i, k in enumerate(self.sampler.names)}
         test = accs["test"].means()

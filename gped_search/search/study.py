@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gc
-import hashlib
-import json
 import math
 import multiprocessing
 import os
@@ -45,7 +43,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from gped_search.api import Prepared, prepare, sample_teacher, train_trial, train_trials, trial_seed
-from gped_search.config import StudyConfig, to_dict
+from gped_search.config import StudyConfig, chain_settings, settings_digest, to_dict
 from gped_search.distill.loop import TeacherResult
 from gped_search.export import save_checkpoint
 from gped_search.posterior.artifact import ArtifactError, load_teacher, save_teacher
@@ -147,9 +145,6 @@ def make_sampler(cfg: StudyConfig, specs: dict[str, Spec], seed: int | None = No
 CHAIN_DIR = "teacher.chain"
 """Folder (in the study's report folder) of the teacher chain's checkpoints and progress note."""
 
-_NOT_IN_KEY = ("cuda_graph", "iterations", "check_every", "checkpoint_every", "checkpoint_seconds")
-
-
 def teacher_key(cfg: StudyConfig) -> str:
     """Digest of every setting the teacher chain depends on, except its length.
 
@@ -157,11 +152,9 @@ def teacher_key(cfg: StudyConfig) -> str:
     and a chain is extended by raising ``teacher.iterations``. How the step runs (``cuda_graph``)
     and how often it is checked or checkpointed do not change the posterior it samples.
     """
-    d = to_dict(cfg)
-    teacher = {k: v for k, v in d["teacher"].items() if k not in _NOT_IN_KEY}
-    key = {"seed": cfg.seed, "data": d["data"], "teacher": teacher,
-           "targets": d["distill"]["targets"], "temperature": d["distill"]["temperature"]}
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    d = chain_settings(cfg)
+    return settings_digest({"seed": cfg.seed, "data": d["data"], "teacher": d["teacher"],
+                            "targets": d["distill"]["targets"], "temperature": d["distill"]["temperature"]})
 
 
 @contextlib.contextmanager
