@@ -29,6 +29,7 @@ EXAMPLES = """examples:
   gped-search distill studies/quickstart.yaml --set distill.target_mode=online
   gped-search distill studies/paper/mlp_mask0_distill_1e6.yaml --threads 1   # re-run to resume after a stop
   gped-search evaluate exported/student.pt --ood fashion_mnist
+  gped-search compare reports/headline --out reports/headline_comparison   # grid vs pruning vs search
 """
 
 
@@ -103,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", action="append", default=[], metavar="STUDY",
                    help="another study file with the same objectives (e.g. its grid baseline): fronts on one figure")
     p.add_argument("--out", help="output folder (default reports/<name>/)")
+
+    p = sub.add_parser("compare", help="grid vs pruning vs search over seeds: fronts, hypervolume against "
+                                       "trials and seconds, test metrics of each front (one report per setting)")
+    p.add_argument("studies", nargs="+", metavar="STUDY",
+                   help="report folders (reports/<name>/), a folder of them (reports/headline), "
+                        "storage URLs or study files")
+    p.add_argument("--out", required=True, help="output folder for comparison.md, figures and CSV tables")
+    p.add_argument("--budgets", help="comma-separated trial counts to compare hypervolume at "
+                                     "(default: the grid's size and the longest study's)")
 
     p = sub.add_parser("export", help="export a trial's student: checkpoint, torch.export program, ONNX, model card")
     _study_args(p)
@@ -334,6 +344,26 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from gped_search.config import ConfigError
+    from gped_search.report.compare import write_comparison
+    from gped_search.search.collect import collect_runs
+
+    budgets = None
+    if args.budgets:
+        try:
+            budgets = [int(b) for b in args.budgets.split(",")]
+        except ValueError:
+            raise ConfigError(f"--budgets {args.budgets!r}: give comma-separated whole numbers, e.g. 14,42") from None
+    runs = collect_runs(args.studies)
+    res = write_comparison(runs, args.out, budgets)
+    for setting, summary in res["summaries"].items():
+        print(f"{setting}:")
+        _print_table(summary)
+    print(f"wrote {res['written']['comparison_md']} ({len(runs)} studies)")
+    return 0
+
+
 def _pick(df, objectives: dict, trial: str | None, knee: bool) -> int:
     from gped_search.config import ConfigError
     from gped_search.report.tables import knee_point, pareto_front
@@ -515,7 +545,8 @@ def cmd_downstream(args) -> int:
 
 
 COMMANDS = {"distill": cmd_distill, "run": cmd_run, "status": cmd_status, "pareto": cmd_pareto,
-            "report": cmd_report, "downstream": cmd_downstream, "export": cmd_export, "evaluate": cmd_evaluate}
+            "report": cmd_report, "downstream": cmd_downstream, "export": cmd_export, "evaluate": cmd_evaluate,
+            "compare": cmd_compare}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -282,6 +282,9 @@ class SearchConfig:
     """Batch size of the latency objective."""
     batch: int = 1
     """Trials asked together and trained in lockstep against the teacher (ask-and-tell batch mode)."""
+    seed: int | None = None
+    """Seed of the search: the sampler and every trial's student seeds (None = the study seed). The
+    teacher depends on the study ``seed`` only, so studies that differ in ``search.seed`` share it."""
 
     def __post_init__(self) -> None:
         _check(self.sampler in {"tpe", "nsga2", "random", "grid"}, "search.sampler must be tpe|nsga2|random|grid")
@@ -292,6 +295,8 @@ class SearchConfig:
         _check(self.timeout is None or self.timeout > 0, "search.timeout must be > 0")
         _check(self.latency_batch >= 1, "search.latency_batch must be >= 1")
         _check(self.batch >= 1, "search.batch must be >= 1")
+        _check(self.seed is None or (isinstance(self.seed, int) and self.seed >= 0),
+               "search.seed must be a non-negative integer")
 
 
 @dataclass(frozen=True)
@@ -299,7 +304,7 @@ class StudyConfig:
     name: str = "quickstart"
     """Study name: the Optuna study name and the folder under reports/."""
     seed: int = 0
-    """Study seed; trial seeds derive from (seed, trial number)."""
+    """Study seed: the data split and the teacher chain; also the search's unless ``search.seed`` is set."""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N."""
     report_dir: str = "reports"

@@ -51,7 +51,7 @@ from gped_search.posterior.checkpoint import pid_alive as _alive
 from gped_search.report.tables import pareto_front
 from gped_search.search.space import Spec, grid_space, parse_space, suggest
 
-__all__ = ["StudyError", "storage_url", "mask_url", "open_storage", "make_sampler", "teacher_key",
+__all__ = ["StudyError", "storage_url", "mask_url", "open_storage", "make_sampler", "search_seed", "teacher_key",
            "ensure_teacher", "open_study", "run_study", "trials_frame", "study_status", "fail_dead_trials",
            "teacher_seconds_saved", "optimize_batched", "TEACHER_FILE", "calibrate_front", "CHAIN_DIR"]
 
@@ -127,9 +127,14 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def search_seed(cfg: StudyConfig) -> int:
+    """The seed of the sampler and of the trials' students: ``search.seed``, else the study seed."""
+    return cfg.seed if cfg.search.seed is None else cfg.search.seed
+
+
 def make_sampler(cfg: StudyConfig, specs: dict[str, Spec], seed: int | None = None) -> optuna.samplers.BaseSampler:
     """The study's sampler, seeded with ``seed`` (default: the study seed)."""
-    s, seed = cfg.search, cfg.seed if seed is None else seed
+    s, seed = cfg.search, search_seed(cfg) if seed is None else seed
     if s.sampler == "grid":
         return optuna.samplers.GridSampler(grid_space(specs, len(cfg.student.widths)), seed=seed)
     if s.sampler == "random":
@@ -181,6 +186,15 @@ def _sibling_teacher(artifact_dir: Path, key: str) -> Path | None:
     return None
 
 
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` to ``dst`` (artifacts are never modified in place: they are replaced), else copy."""
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def ensure_teacher(p: Prepared, artifact_dir: Path, progress: bool = True, restart: bool = False
                    ) -> tuple[TeacherResult, dict]:
     """Load the study's teacher artifact, or sample (resume, extend) and store it, one process at a time.
@@ -203,7 +217,7 @@ def ensure_teacher(p: Prepared, artifact_dir: Path, progress: bool = True, resta
             src = _sibling_teacher(artifact_dir, stamp)
             if src is not None:
                 for suffix in ("", ".sha256"):
-                    shutil.copy2(src.with_name(TEACHER_FILE + suffix), artifact_dir / (TEACHER_FILE + ".part" + suffix))
+                    _link_or_copy(src.with_name(TEACHER_FILE + suffix), artifact_dir / (TEACHER_FILE + ".part" + suffix))
                 # the checksum first, then the artifact: a crash leaves no artifact without its checksum
                 os.replace(artifact_dir / (TEACHER_FILE + ".part.sha256"), path.with_name(TEACHER_FILE + ".sha256"))
                 os.replace(artifact_dir / (TEACHER_FILE + ".part"), path)
@@ -312,7 +326,7 @@ class _TrialRunner:
         fail_dead_trials(trial.study)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         tc = suggest(trial, self.cfg, self.specs).cfg
-        seed = trial_seed(self.cfg.seed, trial.number)
+        seed = trial_seed(search_seed(self.cfg), trial.number)
         trial.set_user_attr("seed", seed)
         return tc, seed
 
@@ -510,7 +524,7 @@ def _work(cfg: StudyConfig, url: str, n_trials: int | None, timeout: float | Non
     if n_before or worker:
         # A sampler seeded like the first run's (or a sibling worker's) would repeat its parameters.
         study.sampler = make_sampler(cfg, parse_space(cfg.search.space),
-                                     seed=(cfg.seed * 1_000_003 + n_before * 7919 + worker * 104_729 + 1)
+                                     seed=(search_seed(cfg) * 1_000_003 + n_before * 7919 + worker * 104_729 + 1)
                                      % (2**31 - 1))
     p = prepare(cfg)
     artifact_dir = cfg.out_dir.resolve()  # absolute paths in the records: workers may run elsewhere
@@ -654,7 +668,8 @@ def trials_frame(study: optuna.Study, calibrated: bool = True) -> pd.DataFrame:
     rows = []
     for t in study.get_trials(deepcopy=False):
         row = {"number": t.number, "state": t.state.name,
-               "duration_s": t.duration.total_seconds() if t.duration else None}
+               "duration_s": t.duration.total_seconds() if t.duration else None,
+               "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete}
         row.update({f"param_{k}": v for k, v in t.params.items()})
         row.update({k: v for k, v in t.user_attrs.items() if _scalar(v) or v is None})
         if t.values is not None:

@@ -1,0 +1,390 @@
+"""Compare ways of getting a front (the paper's grid, pruning, a search) over seeds, per setting.
+
+Pure: every function takes trial frames (``search.trials_frame``) and study settings, and returns
+frames, figures or text; :func:`write_comparison` writes them. A *setting* is one teacher (studies
+that trained against the same teacher key and length); a *method* is how a study chose its students
+(:func:`method_label`); a *seed* is the study's search seed.
+
+Hypervolume is measured in (validation KL, log10 bytes): bytes span three decades, and on a linear
+scale the largest students alone would set the volume. One reference point per setting, from all of
+its studies' trials, makes the volumes of its methods comparable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .tables import hypervolume_history, pareto_front, reference_point
+
+__all__ = ["StudyRun", "method_label", "setting_label", "busy_seconds", "hv_curves", "hv_summary",
+           "front_members", "grid_scaling", "plot_setting", "plot_grid_scaling", "write_comparison",
+           "HV_OBJECTIVES"]
+
+HV_OBJECTIVES = {"kl": "minimize", "log10_bytes": "minimize"}
+"""The hypervolume's axes: validation KL and log10 of the student's fp32 bytes."""
+
+METHOD_ORDER = ("grid", "prune", "tpe", "nsga2", "random")
+METHOD_NAMES = {"grid": "paper's grid", "prune": "group-LASSO pruning", "tpe": "search (TPE)",
+                "nsga2": "search (NSGA-II)", "random": "random search"}
+METHOD_COLORS = {"grid": "tab:blue", "prune": "tab:orange", "tpe": "tab:red", "nsga2": "tab:purple",
+                 "random": "tab:gray"}
+TEST_COLUMNS = ("test_kl", "test_student_acc", "test_expected_entropy_mae", "test_expected_entropy_bias",
+                "test_ood_auroc")
+
+
+@dataclass
+class StudyRun:
+    """One study: its name, settings (the study file as a dict) and trials."""
+
+    name: str
+    config: dict
+    trials: pd.DataFrame
+    teacher: dict = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        return method_label(self.config)
+
+    @property
+    def seed(self) -> int:
+        s = self.config.get("search", {}).get("seed")
+        return int(self.config.get("seed", 0) if s is None else s)
+
+    @property
+    def setting(self) -> str:
+        return setting_label(self.config)
+
+
+def _varies(spec) -> bool:
+    if isinstance(spec, list):
+        return len(spec) > 1
+    if isinstance(spec, Mapping):
+        vals = spec.get("values")
+        return len(vals) > 1 if isinstance(vals, list) else True
+    return False
+
+
+def method_label(config: Mapping) -> str:
+    """``grid`` (a grid over sizes, no pruning), ``prune`` (a grid over the pruning strength only),
+    else the sampler's name (``tpe``, ``nsga2``, ``random``)."""
+    search = config.get("search", {})
+    sampler = search.get("sampler", "tpe")
+    if sampler != "grid":
+        return sampler
+    space = search.get("space", {})
+    varying = {k for k, v in space.items() if _varies(v)}
+    return "prune" if varying == {"lambda_g"} else "grid"
+
+
+def setting_label(config: Mapping) -> str:
+    """What the students were distilled from, e.g. ``MLP students, MNIST, mask 7px``."""
+    data, student = config.get("data", {}), config.get("student", {})
+    return (f"{str(student.get('family', 'mlp')).upper()} students, {str(data.get('dataset', '')).upper()}, "
+            f"mask {data.get('mask_size', 0)}px")
+
+
+def busy_seconds(trials: pd.DataFrame) -> np.ndarray:
+    """Wall seconds the study had spent when each trial (in ``number`` order) finished.
+
+    The union of the intervals of the trials finished so far: trials trained together in one
+    lockstep batch (or by parallel workers) are not counted twice. The shared teacher is not counted.
+    """
+    t = trials.sort_values("number")
+    start = pd.to_datetime(t["datetime_start"]).to_numpy()
+    end = pd.to_datetime(t["datetime_complete"]).to_numpy()
+    out, spans = [], []
+    for a, b in zip(start, end):
+        if not pd.isna(a) and not pd.isna(b):
+            spans.append((a, b))
+        busy, last = 0.0, None
+        for s, e in sorted(spans):
+            if last is None or s > last:
+                busy += (e - s) / np.timedelta64(1, "s")
+                last = e
+            elif e > last:
+                busy += (e - last) / np.timedelta64(1, "s")
+                last = e
+        out.append(busy)
+    return np.asarray(out, dtype=float)
+
+
+def _hv_frame(trials: pd.DataFrame) -> pd.DataFrame:
+    df = trials.copy()
+    df["log10_bytes"] = np.log10(df["bytes_fp32"].astype(float))
+    return df
+
+
+def hv_reference(runs: Sequence[StudyRun]) -> np.ndarray:
+    """One reference point for the runs of a setting (worst KL and log10 bytes + 10 % of their range)."""
+    pool = pd.concat([_hv_frame(r.trials) for r in runs], ignore_index=True)
+    return reference_point(pool, HV_OBJECTIVES)
+
+
+def hv_curves(runs: Sequence[StudyRun], ref: np.ndarray | None = None) -> pd.DataFrame:
+    """Hypervolume after each trial of each run: columns study, method, seed, trials, seconds, hypervolume."""
+    ref = hv_reference(runs) if ref is None else ref
+    out = []
+    for r in runs:
+        t = _hv_frame(r.trials).sort_values("number")
+        h = hypervolume_history(t, HV_OBJECTIVES, ref)
+        out.append(pd.DataFrame({"study": r.name, "method": r.method, "seed": r.seed,
+                                 "trials": np.arange(1, len(t) + 1), "seconds": busy_seconds(t),
+                                 "hypervolume": h["hypervolume"].to_numpy()}))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(
+        columns=["study", "method", "seed", "trials", "seconds", "hypervolume"])
+
+
+def hv_summary(curves: pd.DataFrame, budgets: Sequence[int]) -> pd.DataFrame:
+    """Hypervolume at each trial budget (mean, sd, min, max over seeds) and the seconds it took.
+
+    A run shorter than a budget does not count at that budget; budgets no run reached are left out.
+    """
+    rows = []
+    for (method, budget) in [(m, b) for m in _methods(curves["method"]) for b in sorted(set(budgets))]:
+        at = curves[(curves["method"] == method) & (curves["trials"] == budget)]
+        if at.empty:
+            continue
+        hv = at["hypervolume"].to_numpy(float)
+        rows.append({"method": method, "trials": budget, "seeds": len(at), "hv_mean": hv.mean(),
+                     "hv_sd": hv.std(ddof=1) if len(hv) > 1 else float("nan"), "hv_min": hv.min(),
+                     "hv_max": hv.max(), "seconds_mean": at["seconds"].mean()})
+    return pd.DataFrame(rows)
+
+
+def _methods(values) -> list[str]:
+    seen = list(dict.fromkeys(values))
+    return sorted(seen, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m))
+
+
+def front_members(runs: Sequence[StudyRun], budget: int | None = None) -> pd.DataFrame:
+    """Each run's validation front (KL, bytes) over its first ``budget`` trials, with test metrics."""
+    rows = []
+    for r in runs:
+        t = r.trials.sort_values("number")
+        if budget is not None:
+            t = t.head(budget)
+        done = t[t["state"] == "COMPLETE"]
+        if done.empty:
+            continue
+        front = pareto_front(done, {"kl": "minimize", "bytes_fp32": "minimize"})
+        cols = [c for c in ("number", "arch", "lambda_g", "kl", "bytes_fp32", *TEST_COLUMNS) if c in front]
+        f = front[cols].copy()
+        f.insert(0, "seed", r.seed)
+        f.insert(0, "method", r.method)
+        rows.append(f)
+    if not rows:
+        return pd.DataFrame()
+    out = pd.concat(rows, ignore_index=True)
+    out["_m"] = out["method"].map(lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
+    return out.sort_values(["_m", "seed", "bytes_fp32"]).drop(columns="_m").reset_index(drop=True)
+
+
+def grid_scaling(runs: Sequence[StudyRun]) -> pd.DataFrame:
+    """The grid studies' students by size: mean and spread over seeds of KL and expected-entropy error.
+
+    One row per (setting, depth, width or m): params, kl, expected_entropy_mae, expected_entropy_bias
+    (each ``_mean``, ``_sd``), seeds, and the teacher's Monte-Carlo floor KL.
+    """
+    rows = []
+    for r in runs:
+        if r.method != "grid":
+            continue
+        t = r.trials[r.trials["state"] == "COMPLETE"].copy()
+        depth = t["param_mlp_depth"] if "param_mlp_depth" in t else pd.Series(np.nan, index=t.index)
+        size = t["param_mlp_width"] if "param_mlp_width" in t else (
+            t["param_m1"].astype(str) + "x" + t["param_m2"].astype(str) if "param_m1" in t else t["number"])
+        t = t.assign(setting=r.setting, depth=depth, size=size, seed=r.seed,
+                     mask=r.config.get("data", {}).get("mask_size", 0),
+                     floor=r.teacher.get("teacher_mc_floor_kl", float("nan")))
+        rows.append(t)
+    if not rows:
+        return pd.DataFrame()
+    t = pd.concat(rows, ignore_index=True)
+    metrics = [m for m in ("kl", "expected_entropy_mae", "expected_entropy_bias", "student_acc") if m in t]
+    g = t.groupby(["setting", "mask", "depth", "size"], dropna=False)
+    out = g.agg(params=("params", "mean"), seeds=("seed", "nunique"), floor_kl=("floor", "mean"),
+                **{f"{m}_mean": (m, "mean") for m in metrics}, **{f"{m}_sd": (m, "std") for m in metrics})
+    return out.reset_index().sort_values(["mask", "depth", "params"]).reset_index(drop=True)
+
+
+def size_needed(scaling: pd.DataFrame, metric: str, tolerance: float = 0.10) -> pd.DataFrame:
+    """Per (setting, depth): the smallest grid student within ``tolerance`` (relative) of the best one's
+    ``metric`` (mean over seeds), e.g. how large a student the expected entropy needs against the KL."""
+    rows = []
+    for (setting, mask, depth), g in scaling.groupby(["setting", "mask", "depth"], dropna=False):
+        col = f"{metric}_mean"
+        if col not in g:
+            continue
+        best = g[col].min()
+        ok = g[g[col] <= best * (1 + tolerance)].sort_values("params")
+        first = ok.iloc[0]
+        rows.append({"setting": setting, "mask": mask, "depth": depth, "metric": metric,
+                     "best": best, "smallest_size": first["size"], "smallest_params": int(first["params"])})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------ figures
+def _staircase(ax, x, y, **kw) -> None:
+    order = np.argsort(x)
+    ax.plot(np.asarray(x)[order], np.asarray(y)[order], drawstyle="steps-post", **kw)
+
+
+def plot_setting(runs: Sequence[StudyRun], curves: pd.DataFrame, *, budget: int | None = None,
+                 title: str = "") -> Figure:
+    """Three panels: every seed's validation front (KL vs bytes), hypervolume vs trials, vs seconds."""
+    fig = Figure(figsize=(15.0, 4.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_f, ax_t, ax_s = fig.subplots(1, 3)
+    for m in _methods(r.method for r in runs):
+        color, label = METHOD_COLORS.get(m, "black"), METHOD_NAMES.get(m, m)
+        for i, r in enumerate(x for x in runs if x.method == m):
+            done = r.trials[r.trials["state"] == "COMPLETE"]
+            ax_f.scatter(done["bytes_fp32"], done["kl"], s=9, color=color, alpha=0.25, lw=0)
+            front = pareto_front(done, {"kl": "minimize", "bytes_fp32": "minimize"})
+            _staircase(ax_f, front["bytes_fp32"].to_numpy(float), front["kl"].to_numpy(float), color=color,
+                       lw=1.4, alpha=0.9, label=f"{label} ({len(done)} trials/seed)" if i == 0 else None)
+        c = curves[curves["method"] == m]
+        if c.empty:
+            continue
+        for ax, x in ((ax_t, "trials"), (ax_s, "seconds")):
+            if x == "trials":
+                g = c.groupby("trials")["hypervolume"]
+                mean, lo, hi = g.mean(), g.min(), g.max()
+                ax.plot(mean.index, mean.to_numpy(), color=color, lw=1.8, drawstyle="steps-post",
+                        label=f"{label} (mean of {c['seed'].nunique()} seeds, band min-max)")
+                ax.fill_between(mean.index, lo.to_numpy(), hi.to_numpy(), color=color, alpha=0.15, step="post")
+            else:
+                for j, (_, g) in enumerate(c.groupby("seed")):
+                    ax.plot(g["seconds"], g["hypervolume"], color=color, lw=1.2, drawstyle="steps-post",
+                            alpha=0.8, label=label if j == 0 else None)
+    if budget:
+        ax_t.axvline(budget, color="gray", ls=":", lw=1)
+        ax_t.text(budget, ax_t.get_ylim()[0], f" {budget} = grid size", color="gray", fontsize=8, va="bottom")
+    ax_f.set_xscale("log")
+    ax_f.set_yscale("log")
+    ax_f.set_xlabel("student size [bytes, fp32]")
+    ax_f.set_ylabel("KL(teacher || student) on validation")
+    ax_f.set_title("fronts, one staircase per seed (lower left is better)", fontsize=10)
+    ax_t.set_xlabel("trials spent")
+    ax_s.set_xlabel("compute [s, one CPU thread; the shared teacher not counted]")
+    for ax in (ax_t, ax_s):
+        ax.set_ylabel("hypervolume in (val KL, log10 bytes)")
+        ax.set_title("hypervolume (higher is better)", fontsize=10)
+    for ax in (ax_f, ax_t, ax_s):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def plot_grid_scaling(scaling: pd.DataFrame) -> Figure:
+    """KL and expected-entropy error of the grid students against their size, per mask, with the
+    teacher's Monte-Carlo floor on the KL axis."""
+    fig = Figure(figsize=(13.0, 4.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    metrics = (("kl", "KL(teacher || student), validation"), ("expected_entropy_mae", "expected-entropy MAE [nats]"),
+               ("expected_entropy_bias", "expected-entropy bias, student - teacher [nats]"))
+    colors = ["tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    for k, ((setting, mask), g0) in enumerate(scaling.groupby(["setting", "mask"], sort=True)):
+        color = colors[k % len(colors)]
+        for depth, g in g0.groupby("depth", dropna=False):
+            g = g.sort_values("params")
+            ls = "--" if depth == 1 else "-"
+            name = f"{setting}" + ("" if pd.isna(depth) else f", {int(depth)} layer{'s' if depth != 1 else ''}")
+            for ax, (m, _) in zip(axes, metrics):
+                if f"{m}_mean" not in g:
+                    continue
+                ax.errorbar(g["params"], g[f"{m}_mean"], yerr=g[f"{m}_sd"].fillna(0), color=color, ls=ls,
+                            marker="o", ms=3, lw=1.3, capsize=2, label=name)
+        floor = g0["floor_kl"].dropna()
+        if len(floor):
+            axes[0].axhline(float(floor.iloc[0]), color=color, ls=":", lw=1,
+                            label=f"teacher MC floor, mask {mask}px")
+    for ax, (_, label) in zip(axes, metrics):
+        ax.set_xscale("log")
+        ax.set_xlabel("student parameters")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_yscale("log")
+    axes[2].axhline(0, color="black", lw=0.8)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("The paper's grid: what student size the predictive distribution and the expected entropy need "
+                 "(mean and sd over seeds)", fontsize=11)
+    return fig
+
+
+# ------------------------------------------------------------------ writing
+def _fmt(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        if math.isnan(v):
+            return "–"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def md_table(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "(none)\n"
+    head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns) + "\n"
+    return head + "".join("| " + " | ".join(_fmt(v) for v in row) + " |\n" for row in df.itertuples(index=False))
+
+
+def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Sequence[int] | None = None
+                     ) -> dict:
+    """Per setting: the figure, hypervolume table and test metrics of each front; plus the grid scaling.
+
+    ``budgets``: trial counts at which to compare hypervolume (default: the grid's trial count per
+    setting and the largest run's). Writes ``comparison.md``, ``<setting>.png``, ``hv_<setting>.csv``,
+    ``fronts_<setting>.csv``, ``grid_scaling.png/csv``; returns what it wrote and the summaries.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings: dict[str, list[StudyRun]] = {}
+    for r in runs:
+        settings.setdefault(r.setting, []).append(r)
+    written, summaries = {}, {}
+    lines = ["# Grid vs pruning vs search", ""]
+    for setting, rs in settings.items():
+        slug = "".join(c if c.isalnum() else "_" for c in setting.lower()).strip("_")
+        grid_n = max((len(r.trials) for r in rs if r.method == "grid"), default=None)
+        bs = list(budgets) if budgets else sorted({b for b in (grid_n, max(len(r.trials) for r in rs)) if b})
+        curves = hv_curves(rs)
+        summary = hv_summary(curves, bs)
+        fig = plot_setting(rs, curves, budget=grid_n, title=setting)
+        fig.savefig(out / f"{slug}.png", dpi=110)
+        curves.to_csv(out / f"hv_{slug}.csv", index=False)
+        fronts = front_members(rs)
+        fronts.to_csv(out / f"fronts_{slug}.csv", index=False)
+        written[setting] = str(out / f"{slug}.png")
+        summaries[setting] = summary
+        ref = hv_reference(rs)
+        lines += [f"## {setting}", "", f"![{setting}]({slug}.png)", "",
+                  f"Hypervolume in (validation KL, log10 bytes), reference point KL {ref[0]:.4g}, "
+                  f"{10 ** ref[1]:,.0f} bytes; mean (sd, min-max) over seeds; seconds: wall time of the trials "
+                  "on one CPU thread, the shared teacher not counted.", "",
+                  md_table(summary.assign(method=summary["method"].map(lambda m: METHOD_NAMES.get(m, m)))), "",
+                  f"Validation fronts with their test metrics: [fronts_{slug}.csv](fronts_{slug}.csv).", ""]
+    scaling = grid_scaling(runs)
+    if not scaling.empty:
+        fig = plot_grid_scaling(scaling)
+        fig.savefig(out / "grid_scaling.png", dpi=110)
+        scaling.to_csv(out / "grid_scaling.csv", index=False)
+        need = pd.concat([size_needed(scaling, m) for m in ("kl", "expected_entropy_mae")], ignore_index=True)
+        need.to_csv(out / "size_needed.csv", index=False)
+        lines += ["## The grid by student size", "", "![grid scaling](grid_scaling.png)", "",
+                  "Smallest grid student within 10 % of the best grid value (mean over seeds):", "",
+                  md_table(need), ""]
+        written["grid_scaling"] = str(out / "grid_scaling.png")
+    (out / "comparison.md").write_text("\n".join(lines))
+    written["comparison_md"] = str(out / "comparison.md")
+    return {"written": written, "summaries": summaries}
