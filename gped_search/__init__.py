@@ -8,14 +8,33 @@ Python API (the CLI ``gped-search`` calls the same functions)::
     df = trials_frame(study)               # every trial, objectives, metrics, on_front
 """
 
-from gped_search.api import distill, prepare, sample_teacher, train_trial, train_trials
-from gped_search.config import ConfigError, StudyConfig, load_study
-from gped_search.data import DataError, make_bundle
-from gped_search.export import CheckpointError, load_checkpoint, save_checkpoint
-from gped_search.posterior.artifact import ArtifactError, load_teacher, save_teacher
-from gped_search.posterior.expectations import Expectation, register_expectation
-from gped_search.posterior.sgld import SGLD, DivergenceError
-from gped_search.search import open_study, run_study, study_status, trials_frame
+# Names are imported on first use (PEP 562), so that ``gped-search --help`` or ``status`` do not pay
+# for torch: ``from gped_search import run_study`` works as before.
+_EXPORTS = {
+    "distill": "gped_search.api", "prepare": "gped_search.api", "sample_teacher": "gped_search.api",
+    "train_trial": "gped_search.api", "train_trials": "gped_search.api",
+    "ConfigError": "gped_search.config", "StudyConfig": "gped_search.config", "load_study": "gped_search.config",
+    "DataError": "gped_search.data", "make_bundle": "gped_search.data",
+    "CheckpointError": "gped_search.export", "load_checkpoint": "gped_search.export",
+    "save_checkpoint": "gped_search.export",
+    "ArtifactError": "gped_search.posterior.artifact", "load_teacher": "gped_search.posterior.artifact",
+    "save_teacher": "gped_search.posterior.artifact",
+    "Expectation": "gped_search.posterior.expectations", "register_expectation": "gped_search.posterior.expectations",
+    "SGLD": "gped_search.posterior.sgld", "DivergenceError": "gped_search.posterior.sgld",
+    "open_study": "gped_search.search", "run_study": "gped_search.search", "study_status": "gped_search.search",
+    "trials_frame": "gped_search.search",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gped_search' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

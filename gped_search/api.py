@@ -39,6 +39,7 @@ from gped_search.metrics.cost import cost_figures, measure_latency
 from gped_search.metrics.downstream import downstream_record
 from gped_search.metrics.quality import evaluate, student_outputs
 from gped_search.models import Arch, Net, build, student_arch, teacher_arch
+from gped_search.posterior.checkpoint import DISTILL_CHAIN_DIR, file_lock
 from gped_search.posterior.expectations import Expectation, resolve, tempered
 from gped_search.prune import group_lasso_penalty, prune_model, unit_groups
 
@@ -299,7 +300,6 @@ def distill_key(cfg: StudyConfig) -> str:
     return settings_digest(d)
 
 
-DISTILL_CHAIN_DIR = "distill.chain"
 
 
 def distill(cfg: StudyConfig, progress: bool = True, out_dir: str | Path | None = None, restart: bool = False) -> dict:
@@ -319,9 +319,8 @@ def distill(cfg: StudyConfig, progress: bool = True, out_dir: str | Path | None 
     model = build(student_arch_for(p, cfg.student)).to(p.device)
     trainer = make_trainer(model, p, cfg.distill, lambda_g=cfg.prune.lambda_g)
     online = cfg.distill.target_mode != TargetMode.cached
-    from gped_search.search.study import _file_lock
 
-    with _file_lock(out / (DISTILL_CHAIN_DIR + ".lock")):  # one run per folder; the OS frees it if we die
+    with file_lock(out / (DISTILL_CHAIN_DIR + ".lock")):  # one run per folder; the OS frees it if we die
         teacher = sample_teacher(p, (trainer,) if online else (), progress, cache_transfer=not online,
                                  checkpoint_dir=out / DISTILL_CHAIN_DIR, key=distill_key(cfg), restart=restart)
     if not online:

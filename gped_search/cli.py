@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: search.batch of the study file, 1)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the study's status as JSON at the end instead of "
+                   "one line per finished trial and a summary")
     p.add_argument("--restart", action="store_true", help="when the teacher must be sampled, discard its chain "
                    "checkpoint and start from iteration 0 (default: resume a stopped chain, extend a shorter "
                    "one; a finished artifact of the right length is always reused)")
@@ -181,10 +183,38 @@ def cmd_distill(args) -> int:
     return 0
 
 
-def _report(cfg, study, out=None, compare=()) -> dict:
+def _export_command(study_file: str | None, overrides=()) -> str:
+    import shlex
+
+    sets = "".join(f" --set {shlex.quote(o)}" for o in overrides)
+    return f"gped-search export {shlex.quote(study_file or 'STUDY.yaml')}{sets} --knee --out exported/"
+
+
+def _importances(study) -> dict:
+    """Optuna's parameter importances (its default evaluator) per objective; {} with too few trials."""
+    import warnings
+
+    import optuna
+
+    names = study.user_attrs.get("objectives", [])
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if len(done) < 3 or not any(len({str(t.params.get(k)) for t in done}) > 1 for k in done[0].params):
+        return {}
+    out = {}
+    for i, name in enumerate(names):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out[name] = optuna.importance.get_param_importances(study, target=lambda t, i=i: t.values[i])
+        except (ValueError, RuntimeError):  # e.g. a parameter no two trials differ in
+            continue
+    return out
+
+
+def _report(cfg, study, out=None, compare=(), study_file: str | None = None, overrides=()) -> dict:
     from gped_search.config import load_study, to_dict
     from gped_search.report.writer import write_report
-    from gped_search.search import open_study, teacher_seconds_saved, trials_frame
+    from gped_search.search import open_study, study_status, teacher_seconds_saved, trials_frame
 
     others = {}
     for path in compare:
@@ -194,17 +224,32 @@ def _report(cfg, study, out=None, compare=()) -> dict:
     teacher = {k: teacher[k] for k in ("teacher_acc", "teacher_nll", "teacher_ece", "teacher_val_acc",
                                        "teacher_val_nll", "teacher_mc_floor_kl", "iterations", "seconds",
                                        "ms_per_iteration", "test_samples", "bank_samples", "chains") if k in teacher}
-    extra = {k: round(v, 3) if isinstance(v, float) else v for k, v in teacher_seconds_saved(study).items()}
-    from gped_search.search import study_status
-
+    saved = teacher_seconds_saved(study)
+    extra = {k: round(v, 3) if isinstance(v, float) else v for k, v in saved.items()}
+    notes = []
+    if saved["completed_trials"]:
+        notes.append(f"The teacher was sampled once ({saved['teacher_seconds']:,.0f} s) and shared by all "
+                     f"{saved['completed_trials']} complete trials, which ran for {saved['trial_seconds']:,.0f} s of "
+                     f"wall time. Sampling it again for every trial would have cost {saved['saved_seconds']:,.0f} s "
+                     f"more: sharing saved {100 * saved['saved_fraction']:.1f} % of the total (saved_fraction).")
+    if "teacher_mc_floor_kl" in teacher:
+        notes.append(f"Monte-Carlo floor KL {teacher['teacher_mc_floor_kl']:.4g} nats: the KL between two halves of "
+                     "the teacher's own samples; a student's KL near it is as close as this teacher estimate can tell.")
+    if "test_samples" in teacher:
+        notes.append(f"The teacher's test figures average {teacher['test_samples']:,} posterior samples "
+                     "(thinned SGLD iterates), not test images.")
     used = study_status(study).get("teachers_used", {})
     if len(used) > 1:
-        extra["WARNING: trials trained against different teachers (key@iterations: trials)"] = \
-            ", ".join(f"{k}: {n}" for k, n in used.items())
+        warn = ", ".join(f"{k}: {n}" for k, n in used.items())
+        extra["WARNING: trials trained against different teachers (key@iterations: trials)"] = warn
+        notes.append(f"WARNING: trials trained against different teachers (key@iterations: trials): {warn}.")
     objectives = dict(zip(study.user_attrs["objectives"], [d.name.lower() for d in study.directions]))
+    exported = {int(k): v for k, v in study.user_attrs.get("exported_trials", {}).items()}
+    cmd = _export_command(study_file, overrides)
     return write_report(trials_frame(study), objectives, out or cfg.out_dir, title=cfg.name,
                         settings=study.user_attrs.get("config", to_dict(cfg)), teacher=teacher,
-                        compare=others or None, extra=extra)
+                        compare=others or None, extra=extra, notes=notes, importances=_importances(study),
+                        exported=exported, export_command=cmd)
 
 
 def cmd_run(args) -> int:
@@ -215,11 +260,19 @@ def cmd_run(args) -> int:
         cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, batch=args.batch))
     study = run_study(cfg, n_trials=args.n_trials, timeout=args.timeout, workers=args.workers,
                       storage=args.storage, progress=not args.no_progress, threads=args.threads,
-                      restart=args.restart)
-    print(json.dumps(study_status(study, storage_url(cfg, args.storage, args.workers)), indent=2))
-    if not args.no_report:
-        res = _report(cfg, study)
-        print(f"report: {res['written']['index_html']}")
+                      restart=args.restart, announce=not args.json)
+    st = study_status(study, storage_url(cfg, args.storage, args.workers))
+    report = None if args.no_report else _report(cfg, study, study_file=args.study,
+                                                      overrides=args.overrides)["written"]["index_html"]
+    if args.json:
+        print(json.dumps({**st, "report": report}, indent=2))
+        return 0
+    states = ", ".join(f"{n} {k.lower()}" for k, n in st["trials"].items()) or "no trials"
+    print(f"study {st['study']}: {states}; {st['front_size']} on the Pareto front over "
+          + ", ".join(st["objectives"]))
+    if report:
+        print(f"report: {report}")
+        print(f"export the recommended (knee) student: {_export_command(args.study, args.overrides)}")
     return 0
 
 
@@ -232,9 +285,7 @@ def _open(args):
 
 def _chains(cfg) -> dict:
     """Progress of the study's teacher chain and of a ``distill`` run's chain, where they exist."""
-    from gped_search.api import DISTILL_CHAIN_DIR
-    from gped_search.posterior.checkpoint import chain_status
-    from gped_search.search.study import CHAIN_DIR
+    from gped_search.posterior.checkpoint import CHAIN_DIR, DISTILL_CHAIN_DIR, chain_status
 
     out = {}
     for label, folder in (("teacher chain", CHAIN_DIR), ("distill chain", DISTILL_CHAIN_DIR)):
@@ -259,7 +310,7 @@ def _chain_line(label: str, st: dict) -> str:
 
 def cmd_status(args) -> int:
     from gped_search.search import storage_url, study_status
-    from gped_search.search.study import StudyError
+    from gped_search.search.storage import StudyError
 
     cfg = _load(args)
     chains = _chains(cfg)
@@ -338,7 +389,7 @@ def cmd_pareto(args) -> int:
 
 def cmd_report(args) -> int:
     cfg, study = _open(args)
-    res = _report(cfg, study, args.out, args.compare)
+    res = _report(cfg, study, args.out, args.compare, study_file=args.study, overrides=args.overrides)
     print(f"wrote {res['written']['index_html']} and {res['written']['summary_md']} "
           f"({res['summary']['front_size']} trials on the front)")
     return 0
@@ -401,25 +452,33 @@ def cmd_export(args) -> int:
     from gped_search.config import ConfigError
     from gped_search.exporting import export_student
     from gped_search.search import trials_frame
+    from gped_search.search.results import study_path
 
     cfg, study = _open(args)
     df = trials_frame(study)
     objectives = _objectives_arg(None, study)
     number = _pick(df, objectives, args.trial, args.knee)
     row = df[df["number"] == number].iloc[0]
-    ckpt = row.get("checkpoint")
-    if not isinstance(ckpt, str) or not Path(ckpt).is_file():
-        raise ConfigError(f"trial {number}: its checkpoint {ckpt!r} is missing (was the artifact folder moved?)")
+    ckpt = study_path(cfg.out_dir, row.get("checkpoint"))
+    if ckpt is None or not ckpt.is_file():
+        raise ConfigError(f"trial {number}: its checkpoint {row.get('checkpoint')!r} is not in {cfg.out_dir} "
+                          "(give the study's report folder with --set report_dir=...)")
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     bad = [f for f in formats if f not in ("checkpoint", "pt2", "onnx")]
     if bad:
         raise ConfigError(f"--format: unknown {bad}; valid: checkpoint, pt2, onnx")
     # a DataFrame row holds numpy scalars: np.int64 (params, macs, seed, ...) is no Python int
+    # no paths, hosts or storage ids in exported files: they describe this machine, not the student
+    private = ("state", "checkpoint", "worker", "artifact_id", "artifact_error", "teacher_artifact")
     metrics = {k: v.item() if isinstance(v, np.generic) else v for k, v in row.items()
-               if k not in ("state",) and isinstance(v, (int, float, str, np.integer, np.floating, np.bool_))}
+               if k not in private and isinstance(v, (int, float, str, np.integer, np.floating, np.bool_))
+               and not (isinstance(v, float) and v != v)}
     meta = {"study": cfg.name, "trial": number, "metrics": metrics,
             "objectives": {k: float(row[k]) for k in objectives}}
-    res = export_student(ckpt, args.out, formats, meta=meta)
+    res = export_student(str(ckpt), args.out, formats, meta=meta)
+    exported = dict(study.user_attrs.get("exported_trials", {}))
+    exported[str(number)] = str(args.out)
+    study.set_user_attr("exported_trials", exported)  # starred in the report
     print(json.dumps({"trial": number, **{k: v for k, v in res.items() if k in ("files", "verification", "dynamic_batch")}},
                      indent=2, default=str))
     return 0
@@ -505,6 +564,8 @@ def cmd_downstream(args) -> int:
     from gped_search.report.tables import pareto_front
     from gped_search.report.writer import _png, markdown_table
     from gped_search.search import trials_frame
+    from gped_search.search.results import study_path
+    from gped_search.search.teacher import TEACHER_FILE
 
     cfg, study = _open(args)
     df = trials_frame(study)
@@ -518,11 +579,11 @@ def cmd_downstream(args) -> int:
         idx = np.unique(np.linspace(0, len(front) - 1, min(3, len(front))).round().astype(int))
         numbers = [int(front.iloc[i]["number"]) for i in idx]
     p = prepare(cfg)
-    teacher = load_teacher(study.user_attrs["teacher_artifact"], p.device)
+    teacher = load_teacher(study_path(cfg.out_dir, study.user_attrs.get("teacher_artifact", TEACHER_FILE)), p.device)
     students = {}
     for n in numbers:
         row = df[df["number"] == n].iloc[0]
-        model, _ = load_checkpoint(row["checkpoint"], p.device)
+        model, _ = load_checkpoint(study_path(cfg.out_dir, row["checkpoint"]), p.device)
         students[f"#{n} {row.get('arch', '')}".strip()] = model
     oods = args.ood or ([cfg.data.ood.value] if cfg.data.ood else []) + [f"occlusion:{p.bundle.in_shape[-1] // 2}"]
     baseline = train_baseline(p, steps=args.baseline_steps, seed=cfg.seed) if args.baseline_steps > 0 else None
@@ -550,28 +611,9 @@ COMMANDS = {"distill": cmd_distill, "run": cmd_run, "status": cmd_status, "paret
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from gped_search.config import ConfigError
-    from gped_search.data import DataError
-    from gped_search.export import CheckpointError
-    from gped_search.posterior.artifact import ArtifactError
-    from gped_search.posterior.checkpoint import ChainCheckpointError
-    from gped_search.posterior.sgld import DivergenceError
+    from gped_search.errors import USER_ERRORS
 
-    errs: list[type[BaseException]] = [ConfigError, DataError, CheckpointError, ArtifactError, DivergenceError,
-                                       ChainCheckpointError, OSError]
-    try:
-        from gped_search.search.study import StudyError
-
-        errs.append(StudyError)
-    except ImportError:
-        pass
-    try:
-        from gped_search.exporting import ExportError
-
-        errs.append(ExportError)
-    except ImportError:
-        pass
-    return tuple(errs)
+    return USER_ERRORS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -587,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         msg = " ".join(str(e).split()) or type(e).__name__
         if isinstance(e, OSError) and e.filename:
             msg = f"{e.strerror or type(e).__name__}: {e.filename}"
-        from gped_search.search.study import mask_url
+        from gped_search.search.storage import mask_url
 
         print(f"gped-search: error: {mask_url(msg)}", file=sys.stderr)
         return 2

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from gped_search.errors import ConfigError  # noqa: F401  (raised here; re-exported)
+
 __all__ = [
     "ConfigError",
     "Dataset",
@@ -44,8 +46,6 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A study file or override is invalid; the message is one line meant for the user."""
 
 
 class Dataset(str, enum.Enum):

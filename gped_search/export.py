@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gped_search.errors import CheckpointError  # noqa: F401  (raised here; re-exported)
 from gped_search.models.nets import Arch, arch_of, build
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "weights_only_load",
@@ -34,8 +35,6 @@ FORMAT = "gped-search-student"
 VERSION = 1
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable, unsafe or not one of ours."""
 
 
 def _plain(x, where: str):

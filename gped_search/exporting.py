@@ -35,6 +35,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gped_search.data.recipe import input_recipe, reproduce_script
+from gped_search.errors import ExportError  # noqa: F401  (raised here; re-exported)
 from gped_search.export import CheckpointError, _plain, load_checkpoint, save_checkpoint
 from gped_search.models.nets import Arch, arch_of
 
@@ -42,6 +44,8 @@ __all__ = ["ExportError", "FORMATS", "FILE_NAMES", "HEAD_MEANINGS", "export_stud
 
 FORMATS = ("checkpoint", "pt2", "onnx")
 FILE_NAMES = {"checkpoint": "student.pt", "pt2": "student.pt2", "onnx": "student.onnx"}
+REPRO_SCRIPT = "reproduce_accuracy.py"
+"""Written next to the card: rebuilds the test set and recomputes the card's test accuracy (plain torch)."""
 CARD_FORMAT = "gped-search-model-card"
 CARD_VERSION = 1
 ONNX_HINT = "ONNX export needs the optional 'onnx' package: pip install onnx onnxscript"
@@ -63,8 +67,6 @@ MUTUAL_INFORMATION = (
 )
 
 
-class ExportError(ValueError):
-    """An export could not be written or did not reload to the same outputs."""
 
 
 def _one_line(e: BaseException) -> str:
@@ -149,7 +151,8 @@ def _onnx_missing() -> list[str]:
 
 
 def _write_onnx(model: nn.Module, x: torch.Tensor, path: Path, head_names: Sequence[str]) -> tuple[bool, str]:
-    kwargs = dict(input_names=["x"], output_names=list(head_names), dynamo=True, external_data=False)
+    kwargs = dict(input_names=["x"], output_names=list(head_names), dynamo=True, external_data=False,
+                  verbose=False)  # no exporter chatter on the console
     try:
         try:
             torch.onnx.export(model, (x,), str(path), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
@@ -240,7 +243,9 @@ def _markdown(card: dict) -> str:
               for h in card["heads"]]
     lines += [""] + [f"- Derived: {d}" for d in card["derived"]] + [""]
     lines += ["## Input", "", f"- shape {inp['shape']} (batch first), dtype {inp['dtype']}",
-              f"- preprocessing: {inp['preprocessing']}", f"- batch dimension: {inp['batch']}", ""]
+              f"- preprocessing: {inp['preprocessing']}", f"- batch dimension: {inp['batch']}"]
+    lines += [f"- {k.replace('_', ' ')}: {inp[k]}" for k in ("test_split", "occlusion", "reproduce") if k in inp]
+    lines += [""]
     metrics = card["metrics"] or {}
     split = metrics.get("selection_split")
     test = {k: v for k, v in metrics.items() if k.startswith("test_")}
@@ -254,6 +259,7 @@ def _markdown(card: dict) -> str:
     sections.append(("Cost", card["cost"] or {}))
     for heading, vals in sections:
         lines += [f"## {heading}", ""]
+        vals = {k: v for k, v in vals.items() if not (isinstance(v, float) and v != v)}  # no nan rows
         lines += [f"- {k}: {v}" for k, v in vals.items()] if vals else ["- (none given)"]
         lines.append("")
     lines += ["## Files", "", "| file | bytes | sha256 | max abs diff on reload |", "|---|---|---|---|"]
@@ -284,6 +290,18 @@ def _resolve(model_or_path, meta: dict) -> tuple[nn.Module, dict]:
     merged.update({k: v for k, v in (ck_meta.get("extra") or {}).items() if k not in merged})
     merged.update(meta)
     return model, merged
+
+
+def _portable(config):
+    """The study settings without what belongs to this machine (folders, storage URLs with passwords)."""
+    if not isinstance(config, dict):
+        return config
+    out = {k: v for k, v in config.items() if k != "report_dir"}
+    if isinstance(out.get("data"), dict):
+        out["data"] = {k: v for k, v in out["data"].items() if k != "root"}
+    if isinstance(out.get("search"), dict):
+        out["search"] = {k: v for k, v in out["search"].items() if k != "storage"}
+    return out
 
 
 def _cost(model: nn.Module, x: torch.Tensor, meta: dict):
@@ -321,6 +339,8 @@ def export_student(model_or_checkpoint_path: nn.Module | str | os.PathLike, out_
         raise ExportError(ONNX_HINT)
 
     src, meta = _resolve(model_or_checkpoint_path, meta)
+    if "config" in meta:
+        meta["config"] = _portable(meta["config"])
     try:
         model = copy.deepcopy(src).cpu().eval()
         arch = arch_of(model)
@@ -390,6 +410,12 @@ def export_student(model_or_checkpoint_path: nn.Module | str | os.PathLike, out_
             p = stage / FILE_NAMES[fmt]
             files[fmt] = {"name": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p),
                           "load": _snippets(arch)[fmt], "note": export_notes.get(fmt, "")}
+        recipe = input_recipe(meta.get("config"))
+        script = reproduce_script(meta.get("config"), arch.head_names.index("predictive")) \
+            if "predictive" in arch.head_names and ("pt2" in formats or "onnx" in formats) else None
+        if script is not None:
+            (stage / REPRO_SCRIPT).write_text(script, encoding="utf-8")
+            recipe["reproduce"] = f"python {REPRO_SCRIPT} --data-root PATH  (recomputes metrics.test_student_acc)"
         derived = [MUTUAL_INFORMATION] if {"predictive", "expected_entropy"} <= set(arch.head_names) else []
         card = {
             "format": CARD_FORMAT,
@@ -404,9 +430,7 @@ def export_student(model_or_checkpoint_path: nn.Module | str | os.PathLike, out_
             "input": {
                 "shape": ["N", *arch.in_shape],
                 "dtype": str(dtype).removeprefix("torch."),
-                "preprocessing": (f"pixel values scaled to [0, 1] (e.g. uint8 / 255), no mean/std "
-                                  f"normalisation; shape (N, {', '.join(map(str, arch.in_shape))}), "
-                                  "channels first"),
+                **recipe,
                 "batch": ("dynamic (any N >= 1)" if dynamic or dynamic is None
                           else f"static: the .pt2 program expects N = {x.shape[0]}"),
             },
@@ -429,7 +453,8 @@ def export_student(model_or_checkpoint_path: nn.Module | str | os.PathLike, out_
         (stage / "model_card.md").write_text(_markdown(card), encoding="utf-8")
 
         written = {}
-        for name in [FILE_NAMES[f] for f in formats] + ["model_card.json", "model_card.md"]:
+        extras = [REPRO_SCRIPT] if script is not None else []
+        for name in [FILE_NAMES[f] for f in formats] + ["model_card.json", "model_card.md", *extras]:
             os.replace(stage / name, out_dir / name)
             written[name] = out_dir / name
     finally:
@@ -438,7 +463,8 @@ def export_student(model_or_checkpoint_path: nn.Module | str | os.PathLike, out_
     return {
         "out_dir": out_dir,
         "files": {**{f: written[FILE_NAMES[f]] for f in formats},
-                  "card_json": written["model_card.json"], "card_md": written["model_card.md"]},
+                  "card_json": written["model_card.json"], "card_md": written["model_card.md"],
+                  **({"reproduce": written[REPRO_SCRIPT]} if script is not None else {})},
         "sha256": {f: files[f]["sha256"] for f in formats},
         "verification": diffs,
         "dynamic_batch": dynamic,

@@ -58,7 +58,7 @@ def test_three_workers_share_one_postgres_study(pg_url, tmp_path):
     reports = tmp_path / "reports"
     study_file = write_study(tmp_path / "pg.yaml", "pg_study", reports, n_trials=N_TRIALS)
     cmd = [*gped(), "run", str(study_file), "--storage", pg_url, "--n-trials", str(N_TRIALS),
-           "--no-progress", "--no-report"]
+           "--no-progress", "--no-report", "--json"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=worker_env())
              for _ in range(WORKERS)]
     outs = [p.communicate(timeout=400) for p in procs]
@@ -80,7 +80,8 @@ def test_three_workers_share_one_postgres_study(pg_url, tmp_path):
     assert sorted(numbers) == list(range(len(trials)))  # unique, no gaps
     workers = {t.user_attrs["worker"] for t in complete}
     ckpts = [t.user_attrs["checkpoint"] for t in complete]
-    assert len(set(ckpts)) == len(ckpts) and all(Path(c).is_file() for c in ckpts)
+    assert len(set(ckpts)) == len(ckpts) and all((reports / "pg_study" / c).is_file() for c in ckpts)
+    assert not any(Path(c).is_absolute() for c in ckpts)  # relative to the study folder: it can move
 
     # One teacher for the whole study: one artifact (+ checksum and lock), no leftovers.
     out = reports / "pg_study"

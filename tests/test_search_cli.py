@@ -98,7 +98,7 @@ def study_run(tmp_path_factory, one_thread):
     root = tmp_path_factory.mktemp("e2e")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        rc = main(["run", QUICKSTART, "--n-trials", "4", "--no-progress", *sets(root, SPACE)])
+        rc = main(["run", QUICKSTART, "--n-trials", "4", "--no-progress", "--json", *sets(root, SPACE)])
     return root, out.getvalue(), rc
 
 
@@ -117,7 +117,8 @@ def with_teacher(study_run, dest: Path) -> Path:
 def test_run_records_four_complete_trials(study_run):
     root, stdout, rc = study_run
     assert rc == 0
-    status = json.loads(stdout[:stdout.index("\nreport: ")])
+    status = json.loads(stdout)
+    assert status["report"].endswith("index.html")
     assert status["trials"] == {"COMPLETE": 4}
     df = frame(root, SPACE)
     assert len(df) == 4 and set(df["state"]) == {"COMPLETE"}
@@ -126,12 +127,13 @@ def test_run_records_four_complete_trials(study_run):
         for k in ("kl", "bytes_fp32", "latency_ms"):
             assert r[k] == r[k] and float(r[k]) >= 0, (k, r[k])  # finite objective values
         assert int(r["params"]) > 0 and float(r["bytes_fp32"]) == 4 * int(r["params"]) + 4 * int(r["buffers"])
-        assert Path(r["checkpoint"]).is_file()
+        assert not Path(r["checkpoint"]).is_absolute()  # relative to the study folder: it can move
+        assert (root / NAME / r["checkpoint"]).is_file()
         assert Path(r["checkpoint"]).parent.name == f"{int(r['number']):05d}"
     # one teacher for the whole study, in the study's folder
     assert list(root.rglob(TEACHER_FILE)) == [root / NAME / TEACHER_FILE]
     study = open_study(load_study(QUICKSTART, overrides(root, SPACE)), create=False)
-    assert study.user_attrs["teacher_artifact"] == str(root / NAME / TEACHER_FILE)
+    assert study.user_attrs["teacher_artifact"] == TEACHER_FILE  # inside the study folder
     assert study.user_attrs["teacher_sha256"] == (root / NAME / "teacher.pt.sha256").read_text().strip()
     assert study.user_attrs["teacher"]["iterations"] == 600
 
@@ -257,7 +259,7 @@ def test_another_study_with_the_same_teacher_settings_copies_the_artifact(study_
     assert copy.read_bytes() == teacher.read_bytes()
     study = open_study(load_study(QUICKSTART, overrides(tmp_path, *other)), create=False)
     assert study.user_attrs["teacher_copied_from"] == str(teacher)
-    assert study.user_attrs["teacher_artifact"] == str(copy)
+    assert study.user_attrs["teacher_artifact"] == TEACHER_FILE and copy.is_file()
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     # other teacher settings: nothing to reuse, the study samples its own chain
     seeded = ("name=seed_one", "seed=1")
@@ -282,7 +284,7 @@ def test_teacher_made_with_other_settings_is_refused(study_run, tmp_path, capsys
 @pytest.mark.slow
 def test_two_workers_share_one_journal_and_one_teacher(study_run, tmp_path, capsys):
     teacher = with_teacher(study_run, tmp_path)
-    args = ["run", QUICKSTART, "--workers", "2", "--n-trials", "4", "--no-progress", "--no-report",
+    args = ["run", QUICKSTART, "--workers", "2", "--n-trials", "4", "--no-progress", "--no-report", "--json",
             *sets(tmp_path, SPACE)]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["storage"].startswith("journal:///")
@@ -291,7 +293,7 @@ def test_two_workers_share_one_journal_and_one_teacher(study_run, tmp_path, caps
     df = frame(tmp_path, SPACE)  # finds the journal by itself
     done = df[df["state"] == "COMPLETE"]
     assert len(done) >= 4 and df["number"].is_unique
-    assert all(Path(c).is_file() for c in done["checkpoint"])
+    assert all((out / c).is_file() for c in done["checkpoint"])
     # the workers are seeded apart: no two trials with the same parameters
     params = [tuple(r) for r in done.filter(like="param_").itertuples(index=False)]
     assert len(set(params)) == len(params), params
@@ -315,7 +317,7 @@ def test_batch_mode_trains_a_batch_together_and_fails_only_the_diverging_trial(s
     assert list(df["state"]) == ["COMPLETE", "FAIL", "COMPLETE"]  # 3 tried, as study.optimize(n_trials=3)
     assert "diverged" in df.loc[1, "fail_reason"]
     for n in (0, 2):
-        assert df.loc[n, "batch_students"] == 3 and Path(df.loc[n, "checkpoint"]).is_file()
+        assert df.loc[n, "batch_students"] == 3 and (tmp_path / NAME / df.loc[n, "checkpoint"]).is_file()
         assert df.loc[n, "kl"] >= 0 and df.loc[n, "student_steps"] == 60
     assert df["seed"].is_unique
     # resuming in batch mode adds only what is missing (one COMPLETE trial), and reuses the teacher
@@ -332,7 +334,7 @@ def test_batch_mode_grid_runs_each_point_once(study_run, tmp_path, capsys):
     with_teacher(study_run, tmp_path)
     grid = ("search.sampler=grid", "search.space={mlp_width: [8, 16, 24], lambda_g: [0.0]}",
             "student.widths=[16]")
-    rc = main(["run", QUICKSTART, "--batch", "2", "--n-trials", "10", "--no-progress", "--no-report",
+    rc = main(["run", QUICKSTART, "--batch", "2", "--n-trials", "10", "--no-progress", "--no-report", "--json",
                *sets(tmp_path, *grid)])
     assert rc == 0
     assert json.loads(capsys.readouterr().out)["trials"] == {"COMPLETE": 3}
@@ -396,7 +398,10 @@ def test_all_trials_diverging_still_exits_0_with_an_empty_front(study_run, tmp_p
     with_teacher(study_run, tmp_path)
     s = sets(tmp_path, SPACE, "distill.lr=1.0e+12")
     assert main(["run", QUICKSTART, "--n-trials", "2", "--no-progress", *s]) == 0
-    assert json.loads(capsys.readouterr().out.split("\nreport: ")[0])["trials"] == {"FAIL": 2}
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in out[:2]] == [["trial", "0", "fail"], ["trial", "1", "fail"]]
+    assert "DivergenceError" in out[0] or "diverg" in out[0].lower(), out[0]
+    assert out[2].startswith("study quickstart: 2 fail; 0 on the Pareto front")
     df = frame(tmp_path, SPACE, "distill.lr=1.0e+12")
     assert list(df["state"]) == ["FAIL", "FAIL"] and df["fail_reason"].str.contains("diverged").all()
     assert (tmp_path / NAME / "index.html").stat().st_size > 0

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from gped_search.errors import DataError  # noqa: F401  (raised here; re-exported)
+
 __all__ = ["DataError", "Split", "DataBundle", "resolve_root", "load_split", "cache_dir"]
 
 _TV_NAMES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
@@ -22,8 +24,6 @@ _RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images
               "t10k-labels-idx1-ubyte")
 
 
-class DataError(RuntimeError):
-    """Data could not be found or read; the message says where it looked and how to fix it."""
 
 
 @dataclass
@@ -124,6 +124,10 @@ def _torchvision(name: str, root: Path, train: bool) -> Split:
     return Split(x, ds.targets.long())
 
 
+DIGITS_SPLIT_SEED = 1234
+"""Seed of the fixed, seed-independent 80/20 permutation of scikit-learn's digits."""
+
+
 def _digits(train: bool) -> Split:
     from sklearn.datasets import load_digits
 
@@ -131,7 +135,7 @@ def _digits(train: bool) -> Split:
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(d.target, dtype=torch.long)
     # A fixed, seed-independent 80/20 split so every study sees the same test set.
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(1234))
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(DIGITS_SPLIT_SEED))
     n_train = int(0.8 * len(y))
     idx = perm[:n_train] if train else perm[n_train:]
     return Split(x[idx].contiguous(), y[idx].contiguous())

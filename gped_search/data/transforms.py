@@ -9,6 +9,8 @@ from gped_search.data.datasets import DataBundle, Split, load_split
 
 __all__ = ["occlusion_positions", "occlude", "perturb", "make_bundle", "validation_size", "VAL_SEED"]
 
+TEST_MASK_STREAM = 2
+"""The test set's occlusion positions come from ``torch.Generator().manual_seed(seed * 7919 + TEST_MASK_STREAM)``."""
 VAL_SEED = 4321
 """The validation split's permutation seed: fixed, so every study and seed sees the same split."""
 
@@ -63,7 +65,7 @@ def make_bundle(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") 
     test = load_split(name, False, cfg.root)
     # One generator per split, derived from the study seed, so masks do not depend on load order.
     g_train = torch.Generator().manual_seed(seed * 7919 + 1)
-    g_test = torch.Generator().manual_seed(seed * 7919 + 2)
+    g_test = torch.Generator().manual_seed(seed * 7919 + TEST_MASK_STREAM)
     train_x = occlude(train.x, cfg.mask_size, g_train)
     test_x = occlude(test.x, cfg.mask_size, g_test)
     train_y = train.y

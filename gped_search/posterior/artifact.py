@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from gped_search.distill.loop import TeacherResult
+from gped_search.errors import ArtifactError  # noqa: F401  (raised here; re-exported)
 from gped_search.export import weights_only_load
 from gped_search.models import Arch
 
@@ -25,8 +26,6 @@ FORMAT = "gped-search-teacher"
 VERSION = 2  # 2: validation means; transfer means over the thinned iterates; chain key without length
 
 
-class ArtifactError(ValueError):
-    """A teacher artifact is missing, corrupt, foreign or fails its checksum."""
 
 
 def sha256_of(path: str | os.PathLike) -> str:

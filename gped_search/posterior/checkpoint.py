@@ -13,17 +13,23 @@ Payloads are plain data, loadable with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from gped_search.errors import ChainCheckpointError  # noqa: F401  (raised here; re-exported)
 
-from gped_search.export import atomic_write_bytes, weights_only_load
+if TYPE_CHECKING:
+    import torch
+
 
 __all__ = ["ChainCheckpointError", "save_checkpoint_generation", "latest_checkpoint", "list_generations",
            "write_progress", "read_progress", "clear_checkpoints", "chain_status", "pid_alive", "PROGRESS_FILE"]
@@ -34,11 +40,29 @@ PROGRESS_FILE = "progress.json"
 _NAME = re.compile(r"^chain-(\d+)\.pt$")
 
 
-class ChainCheckpointError(ValueError):
-    """A chain checkpoint is foreign, of another format or made with other settings."""
+
+
+CHAIN_DIR = "teacher.chain"
+"""Folder (in a study's report folder) of the teacher chain's checkpoints and progress note."""
+DISTILL_CHAIN_DIR = "distill.chain"
+"""Folder (in a ``distill`` run's output folder) of its chain (teacher and online students)."""
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block; the OS frees it if we die."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released by the OS if the holder dies
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _fsync_write(path: Path, data: bytes) -> None:
+    from gped_search.export import atomic_write_bytes
+
     atomic_write_bytes(path, data)
 
 
@@ -54,6 +78,8 @@ def list_generations(folder: str | os.PathLike) -> list[tuple[int, Path]]:
 def save_checkpoint_generation(folder: str | os.PathLike, iteration: int, state: dict, key: str,
                                keep: int = 1) -> Path:
     """Write ``state`` as the generation for ``iteration``; keep the newest ``keep`` generations."""
+    import torch
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
@@ -73,6 +99,8 @@ def save_checkpoint_generation(folder: str | os.PathLike, iteration: int, state:
 def latest_checkpoint(folder: str | os.PathLike, key: str | None = None, device: str | torch.device = "cpu"
                       ) -> tuple[int, dict] | None:
     """The newest complete generation as (iteration, state), or None; checks checksum and key."""
+    from gped_search.export import weights_only_load
+
     for _, path in reversed(list_generations(folder)):
         side = path.with_name(path.name + ".sha256")
         if not side.is_file():

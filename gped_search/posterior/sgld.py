@@ -15,13 +15,12 @@ import torch
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
+from gped_search.errors import DivergenceError  # noqa: F401  (raised here; re-exported)
 from gped_search.models import Arch, build
 
 __all__ = ["SGLD", "DivergenceError", "step_size_at", "sgld_update_"]
 
 
-class DivergenceError(FloatingPointError):
-    """The sampler or a student produced NaN/inf."""
 
 
 def step_size_at(t: int, eta: float, schedule: str = "constant", t0: float = 1000.0, gamma: float = 0.55) -> float:

@@ -1,14 +1,6 @@
-"""Report layer: Pareto tables, hypervolume and figures (pure, file-independent)."""
+"""Report layer: Pareto tables, hypervolume, figures and comparisons (pure, file-independent; the
+writer writes files)."""
 
-from .plots import (
-    UNITS,
-    AxisSpec,
-    axis_spec,
-    plot_accuracy_rejection,
-    plot_hypervolume,
-    plot_pareto_pair,
-    plot_roc,
-)
 from .tables import (
     direction_signs,
     eligible_mask,
@@ -19,6 +11,19 @@ from .tables import (
     pareto_mask,
     reference_point,
 )
+
+_PLOTS = ("UNITS", "AxisSpec", "axis_spec", "plot_accuracy_rejection", "plot_hypervolume", "plot_pareto_pair",
+          "plot_roc")
+
+
+def __getattr__(name: str):
+    """Figures (matplotlib) load on first use: reading tables stays light."""
+    if name in _PLOTS:
+        from . import plots
+
+        return getattr(plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "UNITS",

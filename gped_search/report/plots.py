@@ -34,6 +34,7 @@ __all__ = [
     "axis_spec",
     "plot_accuracy_rejection",
     "plot_hypervolume",
+    "plot_parallel",
     "plot_pareto_pair",
     "plot_roc",
 ]
@@ -294,6 +295,7 @@ def plot_pareto_pair(
     annotate: bool = True,
     max_labels: int = 20,
     title: str | None = None,
+    highlight: Mapping[int, str] | None = None,
 ) -> Figure:
     """Scatter of all COMPLETE trials in the ``(x, y)`` plane with the pair's front.
 
@@ -304,6 +306,11 @@ def plot_pareto_pair(
     ends first; a label with no free spot near its point is dropped rather than
     overlapped).  ``extra_fronts`` maps a name to another
     study's trial table (or front); its pair front is drawn as a dashed staircase.
+
+    When ``df`` has an ``on_front`` column (the front over *all* the study's objectives), those
+    trials are the ringed, labelled ones, and the pair's own 2-D staircase is drawn thin and grey:
+    with three objectives a trial can be on the front while dominated in one projection.
+    ``highlight`` maps trial numbers to a label (``{12: "recommended (knee)"}``): drawn as stars.
     """
     dx, dy = (objectives.get(c, _guess_direction(c)) for c in (x, y))
     pair = {x: dx, y: dy}
@@ -353,11 +360,19 @@ def plot_pareto_pair(
             label=f"{name} front (n={len(fr)})",
         )
 
-    front = pareto_front(pts, pair)
+    pair_front = pareto_front(pts, pair)
+    full = "on_front" in pts.columns and len(objectives) > 2
+    front = pts[pts["on_front"].astype(bool) & feas] if full else pair_front
+    if full and not pair_front.empty:
+        pf = pair_front.sort_values(x, kind="stable")
+        ax.plot(pf[x].to_numpy(float) * spx.scale, pf[y].to_numpy(float) * spy.scale, drawstyle=step,
+                color="0.55", lw=1.0, ls="--", zorder=3, label=f"best in these two objectives only (n={len(pf)})")
     if not front.empty:
         front = front.sort_values(x, kind="stable")
         fx, fy = front[x].to_numpy(float) * spx.scale, front[y].to_numpy(float) * spy.scale
-        ax.plot(fx, fy, drawstyle=step, color="black", lw=1.5, zorder=4)
+        if not full:
+            ax.plot(fx, fy, drawstyle=step, color="black", lw=1.5, zorder=4)
+        what = f"on the {len(objectives)}-objective front" if full else front_label
         ax.scatter(
             fx,
             fy,
@@ -366,8 +381,15 @@ def plot_pareto_pair(
             edgecolors="black",
             linewidths=1.5,
             zorder=5,
-            label=f"{front_label} (n={len(front)}; labels = trial #)",
+            label=f"{what} (n={len(front)}; labels = trial #)",
         )
+    for k, (number, label) in enumerate((highlight or {}).items()):
+        row = pts[pts["number"] == number] if "number" in pts.columns else pts.iloc[:0]
+        if row.empty:
+            continue
+        ax.scatter(row[x].to_numpy(float) * spx.scale, row[y].to_numpy(float) * spy.scale, marker="*", s=320,
+                   color=("gold", "tab:cyan", "tab:pink")[k % 3], edgecolors="black", linewidths=0.8, zorder=6,
+                   label=f"#{number}: {label}")
 
     for axis, set_scale, vals, sp in (
         (ax.xaxis, ax.set_xscale, all_x, spx),
@@ -493,4 +515,62 @@ def plot_accuracy_rejection(
     ax.set_title(f"{title} (higher is better)", fontsize=11)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+    return fig
+
+
+def plot_parallel(
+    df: pd.DataFrame,
+    axes_cols: Sequence[str],
+    objectives: Mapping[str, Any],
+    *,
+    highlight: Mapping[int, str] | None = None,
+    title: str = "Every trial over every objective",
+) -> Figure:
+    """Parallel coordinates: one line per COMPLETE trial across ``axes_cols`` (each scaled 0..1 over
+    the trials, log first when it spans more than a decade; maximised columns flipped so that lower
+    is better on every axis). Front trials (``on_front``) in red, highlighted trials as thick gold."""
+    pts = _complete_rows(df)
+    cols = [c for c in axes_cols if c in pts.columns and np.isfinite(pts[c].astype(float)).any()]
+    fig, ax = _new_axes((max(6.0, 1.9 * len(cols) + 1.5), 4.6))
+    if pts.empty or len(cols) < 2:
+        ax.text(0.5, 0.5, "fewer than two complete trials or objectives", ha="center", transform=ax.transAxes)
+        return fig
+    scaled, ticks = [], []
+    for c in cols:
+        v = pts[c].to_numpy(float)
+        logged = _wants_log(v) and (v[np.isfinite(v)] > 0).all()
+        w = np.log10(v) if logged else v.copy()
+        lo, hi = np.nanmin(w), np.nanmax(w)
+        u = (w - lo) / (hi - lo) if hi > lo else np.zeros_like(w)
+        flip = direction_signs([objectives.get(c, _guess_direction(c))])[0] < 0
+        scaled.append(1 - u if flip else u)
+        best, worst = (np.nanmax(v), np.nanmin(v)) if flip else (np.nanmin(v), np.nanmax(v))
+        ticks.append((best, worst, logged))
+    m = np.column_stack(scaled)
+    xs = np.arange(len(cols))
+    on = pts["on_front"].astype(bool).to_numpy() if "on_front" in pts.columns else np.zeros(len(pts), bool)
+    nums = pts["number"].to_numpy() if "number" in pts.columns else np.arange(len(pts))
+    for row, front in zip(m, on):
+        if not front:
+            ax.plot(xs, row, color="0.6", alpha=0.35, lw=0.8, zorder=1)
+    for row, front in zip(m, on):
+        if front:
+            ax.plot(xs, row, color="tab:red", alpha=0.8, lw=1.2, zorder=2)
+    ax.plot([], [], color="0.6", label=f"dominated (n={int((~on).sum())})")
+    ax.plot([], [], color="tab:red", label=f"on the front (n={int(on.sum())})")
+    for number, label in (highlight or {}).items():
+        hit = np.flatnonzero(nums == number)
+        if hit.size:
+            ax.plot(xs, m[hit[0]], color="gold", lw=3.2, zorder=3,
+                    label=f"#{number}: {label}")
+    for i, (c, (best, worst, _logged)) in enumerate(zip(cols, ticks)):
+        ax.axvline(i, color="0.2", lw=0.8, zorder=0)
+        spec = axis_spec(c, pts[c].to_numpy(float))
+        ax.text(i, -0.06, f"{best * spec.scale:.4g}", ha="center", va="top", fontsize=8)
+        ax.text(i, 1.06, f"{worst * spec.scale:.4g}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(xs, [axis_spec(c, pts[c].to_numpy(float)).label for c in cols], fontsize=8)
+    ax.set_yticks([0, 1], ["best", "worst"])
+    ax.set_ylim(-0.15, 1.15)
+    ax.set_title(f"{title} (each axis scaled over the trials; lower is better)", fontsize=11)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig

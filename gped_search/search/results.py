@@ -1,0 +1,124 @@
+"""Reading a study: every trial as a frame, its status, and what sharing one teacher saved."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from gped_search.report.tables import pareto_front
+
+from .storage import mask_url
+
+__all__ = ["CALIBRATION_ATTR", "trials_frame", "study_status", "teacher_seconds_saved", "study_path"]
+
+CALIBRATION_ATTR = "latency_calibration"
+
+
+def _scalar(v) -> bool:
+    return isinstance(v, (bool, int, float, str)) and not (isinstance(v, float) and not math.isfinite(v))
+
+
+def trials_frame(study: optuna.Study, calibrated: bool = True) -> pd.DataFrame:
+    """Every trial: number, state, parameters, objectives by name, every scalar metric, failure reason.
+
+    With ``calibrated`` (default), latencies re-measured by :func:`calibrate_front` replace the
+    trial-time figures (kept as ``latency_trial_ms``), and ``on_front`` treats latency differences
+    inside their p10..p90 spread as ties.
+    """
+    names = study.user_attrs.get("objectives") or [f"objective_{i}" for i in range(len(study.directions))]
+    cal = study.user_attrs.get(CALIBRATION_ATTR, {}) if calibrated else {}
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row = {"number": t.number, "state": t.state.name,
+               "duration_s": t.duration.total_seconds() if t.duration else None,
+               "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete}
+        row.update({f"param_{k}": v for k, v in t.params.items()})
+        row.update({k: v for k, v in t.user_attrs.items() if _scalar(v) or v is None})
+        if t.values is not None:
+            row.update(dict(zip(names, t.values)))
+        if str(t.number) in cal:
+            row["latency_trial_ms"] = row.get("latency_ms")
+            row["latency_ms"], row["latency_p10_ms"], row["latency_p90_ms"] = cal[str(t.number)]
+            row["latency_calibrated"] = True
+        cons = t.constraints
+        row["feasible"] = all(c <= 0 for c in cons.values()) if cons else True
+        row.setdefault("fail_reason", None)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=["number", "state", *names, "feasible", "fail_reason", "on_front"])
+    for n in names:
+        if n not in df.columns:
+            df[n] = float("nan")
+    front = pareto_front(df, dict(zip(names, [d.name.lower() for d in study.directions])))
+    df["on_front"] = df.index.isin(front.index)
+    return df
+
+
+def study_status(study: optuna.Study, url: str | None = None) -> dict:
+    df = trials_frame(study)
+    states = {s.name: 0 for s in TrialState}
+    for s in df["state"]:
+        states[s] += 1
+    names = study.user_attrs.get("objectives", [])
+    teacher = study.user_attrs.get("teacher", {})
+    used = {}
+    if "teacher_iterations" in df:
+        done = df[df["state"] == "COMPLETE"]
+        for (k, it), n in done.groupby(["teacher_key", "teacher_iterations"], dropna=True).size().items():
+            used[f"{k}@{int(it)}"] = int(n)
+    return {"study": study.study_name, "storage": mask_url(url) if url else None,
+            "teachers_used": used,
+            "trials": {k: v for k, v in states.items() if v}, "front_size": int(df["on_front"].sum()),
+            "objectives": dict(zip(names, [d.name.lower() for d in study.directions])),
+            "teacher": {k: teacher.get(k) for k in ("teacher_acc", "teacher_nll", "seconds", "iterations")
+                        if k in teacher},
+            "teacher_artifact": study.user_attrs.get("teacher_artifact")}
+
+
+def teacher_seconds_saved(study: optuna.Study) -> dict:
+    """How much re-sampling the teacher per trial would have cost on top of what the study spent.
+
+    ``trial_seconds`` is the wall time during which at least one completed trial was running (the
+    union of their intervals), so trials of one lockstep batch or of parallel workers are not counted
+    twice; ``trial_seconds_sum`` adds the trials' own durations.
+    """
+    teacher = study.user_attrs.get("teacher", {})
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    secs = float(teacher.get("seconds", 0.0))
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in done if t.datetime_start and t.datetime_complete)
+    busy, end = 0.0, None
+    for a, b in spans:
+        if end is None or a > end:
+            busy += (b - a).total_seconds()
+            end = b
+        elif b > end:
+            busy += (b - end).total_seconds()
+            end = b
+    total = sum(t.duration.total_seconds() for t in done if t.duration)
+    return {"teacher_seconds": secs, "completed_trials": len(done), "trial_seconds": busy,
+            "trial_seconds_sum": total, "saved_seconds": secs * max(0, len(done) - 1),
+            "saved_fraction": (secs * max(0, len(done) - 1)) / max(1e-9, secs * len(done) + busy)}
+
+
+def study_path(out_dir: str | Path, stored: str | None) -> Path | None:
+    """A file recorded by a study (a trial's checkpoint, the teacher artifact), found from the study's folder.
+
+    New studies record paths relative to their report folder, so a copied or moved folder works; older
+    ones recorded absolute paths: the part after the folder's name is tried inside ``out_dir`` first.
+    """
+    if not isinstance(stored, str) or not stored:
+        return None
+    out_dir, p = Path(out_dir), Path(stored)
+    if not p.is_absolute():
+        return out_dir / p
+    parts = p.parts
+    if out_dir.name in parts:
+        local = out_dir.joinpath(*parts[len(parts) - parts[::-1].index(out_dir.name):])
+        if local.exists():
+            return local
+    return p

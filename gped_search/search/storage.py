@@ -1,0 +1,195 @@
+"""Optuna storages and studies: where a study lives, opening it, and the private Optuna API.
+
+Storage: a SQLite file in the report folder for one process; a journal file for ``workers > 1``
+on one machine (SQLite is not for parallel writers); any RDB URL (PostgreSQL, MySQL) across
+machines, with Optuna's heartbeat and ``RetryHeartbeatStaleTrialCallback``. The journal storage has
+no heartbeat, so a running trial whose worker process (same host) no longer exists is failed and
+re-enqueued by the next worker that starts or begins a trial.
+
+This is the one module that touches Optuna's private API (``study._storage``, ``trial._trial_id``,
+``GridSampler._all_grids``, ``optuna.storages._heartbeat``): :func:`trial_ids`, :func:`grid_left`,
+:func:`fail_dead_trials` and :class:`Heartbeat` wrap it, and ``pyproject.toml`` bounds Optuna to the
+versions tested.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+from optuna.trial import TrialState
+
+from gped_search.config import StudyConfig, to_dict
+from gped_search.errors import StudyError  # noqa: F401  (raised here; re-exported)
+from gped_search.posterior.checkpoint import pid_alive as _alive
+
+from .samplers import make_sampler
+from .space import parse_space
+
+__all__ = ["StudyError", "storage_url", "mask_url", "open_storage", "open_study", "fail_dead_trials",
+           "trial_ids", "grid_left", "Heartbeat"]
+
+
+
+
+def storage_url(cfg: StudyConfig, override: str | None = None, workers: int = 1) -> str:
+    """The study's storage: ``--storage``, the study file's, else a file in the report folder."""
+    url = override or cfg.search.storage
+    if url:
+        return url
+    out = cfg.out_dir.resolve()
+    journal, sqlite = out / "study.journal", out / "study.db"
+    if workers > 1 or (journal.exists() and not sqlite.exists()):
+        return f"journal:///{journal}"
+    return f"sqlite:///{sqlite}"
+
+
+def mask_url(url: str) -> str:
+    """Hide a password in ``scheme://user:password@host`` URLs (logs, reports, status)."""
+    return re.sub(r"(://[^:/]*):[^@]*@", r"\1:***@", url)  # user as SQLAlchemy parses it: may be empty
+
+
+def _seconds_env(name: str, default: int) -> int:
+    """A positive whole number of seconds from the environment (heartbeat settings), else ``default``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise StudyError(f"{name}={raw!r}: give a whole number of seconds >= 1")
+    return int(raw)
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """A journal file (``journal:///path`` or ``*.journal``) or an RDB storage with heartbeats.
+
+    Server databases get Optuna's heartbeat (every ``$GPED_HEARTBEAT_INTERVAL`` s, default 30) and a
+    trial silent for ``$GPED_GRACE_PERIOD`` s (default 90) is failed and retried (up to 3 times).
+    SQLite gets none: it is for one process on one machine, where the dead-pid check covers crashes.
+    """
+    if url.startswith("journal://") or url.endswith(".journal"):
+        path = Path(url.removeprefix("journal://"))  # journal:///abs/file or journal://relative/file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    interval, grace = _seconds_env("GPED_HEARTBEAT_INTERVAL", 30), _seconds_env("GPED_GRACE_PERIOD", 90)
+    for attempt in range(6):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental": keep stderr to the one error line
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, heartbeat_interval=interval, grace_period=grace,
+                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+        except Exception as e:  # driver missing, server down, bad URL
+            # Workers starting together on an empty database race to create Optuna's tables
+            # (PostgreSQL's CREATE TABLE is not atomic against itself): the losers try again.
+            if attempt < 5 and (type(e).__name__ == "IntegrityError" or "already exists" in str(e)):
+                time.sleep(0.2 + 0.3 * attempt)
+                continue
+            raise StudyError(f"cannot open storage {mask_url(url)}: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200]}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def open_study(cfg: StudyConfig, storage: str | None = None, *, create: bool = True,
+               workers: int = 1) -> optuna.Study:
+    url = storage_url(cfg, storage, workers)
+    if not create and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///").split("?")[0]).is_file():
+        # opening would create an empty database, which then shadows a study.journal (storage_url)
+        raise StudyError(f"no study {cfg.name!r} in {mask_url(url)} (no such file); run `gped-search run` first")
+    st = open_storage(url)
+    directions = list(cfg.search.objectives.values())
+    names = list(cfg.search.objectives)
+    if not create:
+        try:
+            return optuna.load_study(study_name=cfg.name, storage=st)
+        except KeyError:
+            raise StudyError(f"no study {cfg.name!r} in {mask_url(url)}; run `gped-search run` first") from None
+    specs = parse_space(cfg.search.space)
+    study = optuna.create_study(study_name=cfg.name, storage=st, directions=directions,
+                                sampler=make_sampler(cfg, specs), load_if_exists=True)
+    if [d.name.lower() for d in study.directions] != directions or \
+            study.user_attrs.get("objectives", names) != names:
+        raise StudyError(f"study {cfg.name!r} in {mask_url(url)} has other objectives "
+                         f"({study.user_attrs.get('objectives')}); use a new study name")
+    if "objectives" not in study.user_attrs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
+        study.set_user_attr("objectives", names)
+        study.set_user_attr("config", to_dict(cfg))
+    return study
+
+
+def fail_dead_trials(study: optuna.Study) -> list[int]:
+    """Fail RUNNING trials whose worker (on this host) is gone, and enqueue their parameters again."""
+    host, failed = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        w = t.user_attrs.get("worker", "")
+        if ":" not in w:
+            continue
+        h, pid = w.rsplit(":", 1)
+        if h != host or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", f"worker {w} died during the trial")
+            if not study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                continue
+        except (RuntimeError, ValueError):  # another worker got there first
+            continue
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        failed.append(t.number)
+    return failed
+
+
+def trial_ids(trials: list[optuna.Trial]) -> list[int]:
+    """Storage ids of asked trials (for heartbeats)."""
+    return [t._trial_id for t in trials]
+
+
+def grid_left(study: optuna.Study) -> int | None:
+    """Grid points no trial has taken yet (None for other samplers): a batch asks no more than these."""
+    sampler = study.sampler
+    if not isinstance(sampler, optuna.samplers.GridSampler):
+        return None
+    taken = {t.system_attrs.get("grid_id") for t in study.get_trials(deepcopy=False)
+             if t.state != TrialState.WAITING}  # as Optuna's grid: a failed point counts as visited
+    return len(set(range(len(sampler._all_grids))) - taken)
+
+
+class Heartbeat:
+    """Heartbeats for asked trials (ask-and-tell has none of ``study.optimize``'s): RDB storages only."""
+
+    def __init__(self, study: optuna.Study, trial_ids: list[int]):
+        st = study._storage
+        self.interval = st.get_heartbeat_interval() if isinstance(st, BaseHeartbeat) else None
+        self.storage, self.ids, self.stop = st, trial_ids, threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True) if self.interval else None
+
+    def _beat(self) -> None:
+        while True:
+            for i in self.ids:
+                with contextlib.suppress(Exception):  # a finished trial refuses heartbeats
+                    self.storage.record_heartbeat(i)
+            if self.stop.wait(self.interval):
+                return
+
+    def __enter__(self):
+        if self.thread:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.thread:
+            self.stop.set()
+            self.thread.join()
