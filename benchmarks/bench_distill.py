@@ -65,6 +65,7 @@ TARGETS = ("predictive", "expected_entropy")
 
 # --------------------------------------------------------------------------- machine and memory
 
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -98,6 +99,7 @@ def peak_mib(device: torch.device) -> float:
 
 # --------------------------------------------------------------------------- data and settings
 
+
 def make_data(data_root: str | None, device: torch.device, seed: int) -> DataBundle:
     if data_root:
         return make_bundle(DataConfig(dataset=Dataset.mnist, root=data_root), seed, device)
@@ -111,9 +113,19 @@ def make_data(data_root: str | None, device: torch.device, seed: int) -> DataBun
 
 
 def settings(args, chains: int, iterations: int) -> tuple[TeacherConfig, DistillConfig, DataConfig]:
-    tcfg = TeacherConfig(arch=TeacherArch(args.arch), iterations=iterations, batch_size=args.batch,
-                         step_size=4e-6, prior_precision=10.0, burn_in=0, thin=args.thin, chains=chains,
-                         bank_size=32, check_every=1000, cuda_graph=args.cuda_graph)
+    tcfg = TeacherConfig(
+        arch=TeacherArch(args.arch),
+        iterations=iterations,
+        batch_size=args.batch,
+        step_size=4e-6,
+        prior_precision=10.0,
+        burn_in=0,
+        thin=args.thin,
+        chains=chains,
+        bank_size=32,
+        check_every=1000,
+        cuda_graph=args.cuda_graph,
+    )
     dcfg = DistillConfig(targets=TARGETS, target_mode=TargetMode.online, every=args.every, transfer_batch=100)
     return tcfg, dcfg, DataConfig(dataset=Dataset.mnist)
 
@@ -127,6 +139,7 @@ def archs(args, bundle: DataBundle):
 
 
 # --------------------------------------------------------------------------- timed blocks
+
 
 def whole_units(iterations: float, unit: int) -> int:
     """``iterations`` rounded to a multiple of ``unit`` (at least one unit)."""
@@ -145,10 +158,13 @@ class Timer:
         self.peak = max(self.peak, peak_mib(self.device))
 
     def summary(self, unit: str = "iteration") -> dict:
-        return {f"ms_per_{unit}": round(statistics.median(self.ms), 4),
-                f"ms_per_{unit}_min": round(min(self.ms), 4),
-                f"ms_per_{unit}_blocks": [round(v, 3) for v in self.ms],
-                f"{unit}s": self.iters, "peak_mib": round(self.peak, 1)}
+        return {
+            f"ms_per_{unit}": round(statistics.median(self.ms), 4),
+            f"ms_per_{unit}_min": round(min(self.ms), 4),
+            f"ms_per_{unit}_blocks": [round(v, 3) for v in self.ms],
+            f"{unit}s": self.iters,
+            "peak_mib": round(self.peak, 1),
+        }
 
 
 def project_block(args, bundle, exps, device, chains: int, iterations: int, seed: int) -> tuple[float, dict]:
@@ -181,8 +197,10 @@ def student_setup(args, bundle, exps, device):
     dcfg = replace(dcfg, target_mode=TargetMode.cached)
     n = bundle.transfer.shape[0]
     g = torch.Generator(device=device).manual_seed(0)
-    cached = {"predictive": torch.randn(n, 10, device=device, generator=g).softmax(-1),
-              "expected_entropy": torch.rand(n, 1, device=device, generator=g)}
+    cached = {
+        "predictive": torch.randn(n, 10, device=device, generator=g).softmax(-1),
+        "expected_entropy": torch.rand(n, 1, device=device, generator=g),
+    }
     teacher = TeacherResult(t_arch, test={}, ood=None, transfer=cached, bank={}, metrics={})
     torch.manual_seed(0)
     trainer = StudentTrainer(build(s_arch).to(device), exps, dcfg)
@@ -219,8 +237,15 @@ def count_flops(args, bundle, exps, device, chains: int) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     t_arch, s_arch = archs(args, bundle)
-    sampler = SGLD(t_arch, bundle.train.x, bundle.train.y, step_size=4e-6, prior_precision=10.0,
-                   batch_size=args.batch, chains=chains)
+    sampler = SGLD(
+        t_arch,
+        bundle.train.x,
+        bundle.train.y,
+        step_size=4e-6,
+        prior_precision=10.0,
+        batch_size=args.batch,
+        chains=chains,
+    )
 
     def flops(fn) -> int:
         with FlopCounterMode(display=False) as fc:
@@ -233,11 +258,20 @@ def count_flops(args, bundle, exps, device, chains: int) -> dict:
     targets = flops(lambda: sampler.logits(x))
     _, dcfg, _ = settings(args, chains, 2)
     student = StudentTrainer(build(s_arch).to(device), exps, dcfg)
-    t = {"predictive": torch.full((100, 10), 0.1, device=device), "expected_entropy": torch.zeros(100, 1, device=device)}
+    t = {
+        "predictive": torch.full((100, 10), 0.1, device=device),
+        "expected_entropy": torch.zeros(100, 1, device=device),
+    }
     stu = flops(lambda: student.step(x, t))
     per_it = step + test / args.thin + (targets + stu) / args.every
-    return {"sgld_step": step, "test_pass": test, "student_step": stu, "student_targets": targets,
-            "per_iteration": round(per_it), "gflop_per_iteration": round(per_it / 1e9, 4)}
+    return {
+        "sgld_step": step,
+        "test_pass": test,
+        "student_step": stu,
+        "student_targets": targets,
+        "per_iteration": round(per_it),
+        "gflop_per_iteration": round(per_it / 1e9, 4),
+    }
 
 
 def matmul_tflops(device: torch.device, n: int = 4096, repeats: int = 10) -> float:
@@ -264,6 +298,7 @@ NOMINAL_FP32_TFLOPS = {"H100": 67.0, "H200": 67.0, "A100": 19.5}
 
 # --------------------------------------------------------------------------- the naive baseline
 
+
 class NaiveLoop:
     """The same work as ``run_teacher`` with one chain (SGLD step; test-set accumulation every ``thin``;
     a student step every H from the current sample), written the way the reference code writes it:
@@ -286,7 +321,12 @@ class NaiveLoop:
     def run(self, steps: int) -> float:
         """``steps`` iterations; returns ms/iteration."""
         args, device, teacher, student = self.args, self.device, self.teacher, self.student
-        x, y, xt, xs = self.bundle.train.x, self.bundle.train.y, self.bundle.test.x, self.bundle.transfer
+        x, y, xt, xs = (
+            self.bundle.train.x,
+            self.bundle.train.y,
+            self.bundle.test.x,
+            self.bundle.transfer,
+        )
         n, eta, lam = x.shape[0], 4e-6, 10.0
         reset_peak(device)
         sync(device)
@@ -300,8 +340,9 @@ class NaiveLoop:
                     w.grad.data.zero_()
             teacher_loss.backward()
             for w in teacher.parameters():
-                w.data.add_(-eta / 2.0 * (w.grad.data * n + lam * w.data)
-                            + torch.randn(w.shape, device=device) * math.sqrt(eta))
+                w.data.add_(
+                    -eta / 2.0 * (w.grad.data * n + lam * w.data) + torch.randn(w.shape, device=device) * math.sqrt(eta)
+                )
             self.losses.append(teacher_loss.item())  # host sync every iteration
             if t % args.thin == 0:
                 with torch.no_grad():
@@ -329,13 +370,24 @@ class NaiveLoop:
 
 # --------------------------------------------------------------------------- main
 
+
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--iterations", type=int, default=2000, help="SGLD iterations timed for one chain and for the naive loop, split over --repeats "
-                    "rounds; c chains run iterations / c (the same number of posterior samples); default 2000")
-    ap.add_argument("--naive-iterations", type=int, default=None,
-                    help="iterations of the naive loop (default: --iterations)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--iterations",
+        type=int,
+        default=2000,
+        help="SGLD iterations timed for one chain and for the naive loop, split over --repeats "
+        "rounds; c chains run iterations / c (the same number of posterior samples); default 2000",
+    )
+    ap.add_argument(
+        "--naive-iterations",
+        type=int,
+        default=None,
+        help="iterations of the naive loop (default: --iterations)",
+    )
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--chains", default="1,4", help="comma-separated chain counts (default 1,4)")
     ap.add_argument("--arch", choices=["mlp", "cnn"], default="mlp", help="paper's MNIST MLP or CNN teacher")
@@ -345,18 +397,37 @@ def main(argv=None) -> dict:
     ap.add_argument("--student-steps", type=int, default=500, help="cached-target student steps to time")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--data-root", default=None, help="real MNIST under DATA_ROOT/MNIST/raw (default: random)")
-    ap.add_argument("--repeats", type=int, default=3,
-                    help="interleaved rounds; each configuration's iterations are split over them")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="interleaved rounds; each configuration's iterations are split over them",
+    )
     ap.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
-    ap.add_argument("--cuda-graph", action="store_true", help="replay the SGLD step from a CUDA graph (CUDA only)")
-    ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions (CUDA; default fp32)")
+    ap.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="replay the SGLD step from a CUDA graph (CUDA only)",
+    )
+    ap.add_argument(
+        "--tf32",
+        action="store_true",
+        help="allow TF32 matmuls and convolutions (CUDA; default fp32)",
+    )
     ap.add_argument("--teacher-width", type=int, default=None, help="MLP teacher hidden width (default 400)")
-    ap.add_argument("--lockstep", default="", help="comma-separated student counts K for the lockstep timing, "
-                    "e.g. 1,8 (default: none)")
+    ap.add_argument(
+        "--lockstep",
+        default="",
+        help="comma-separated student counts K for the lockstep timing, e.g. 1,8 (default: none)",
+    )
     ap.add_argument("--lockstep-steps", type=int, default=200, help="lockstep steps timed per K and mode")
     ap.add_argument("--no-flops", action="store_true", help="skip FLOP counting and the matmul reference")
-    ap.add_argument("--peak-tflops", type=float, default=None,
-                    help="nominal fp32 peak of the device (default: a table for known GPUs, none for CPUs)")
+    ap.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="nominal fp32 peak of the device (default: a table for known GPUs, none for CPUs)",
+    )
     ap.add_argument("--json-out", default=None, help="also write the JSON object here")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
@@ -399,13 +470,24 @@ def main(argv=None) -> dict:
         "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "settings": {
             "data": bundle.name if not args.data_root else f"mnist from {args.data_root}",
-            "n_train": int(bundle.train.x.shape[0]), "n_test": int(bundle.test.x.shape[0]),
-            "teacher": t_arch.describe(), "teacher_params": sum(p.numel() for p in build(t_arch).parameters()),
-            "student": s_arch.describe(), "batch": args.batch, "H": args.every, "thin": args.thin,
-            "burn_in": 0, "iterations": args.iterations, "chains": chains, "repeats": args.repeats,
-            "student_steps": args.student_steps, "cuda_graph": args.cuda_graph, "lockstep": lock_ks,
+            "n_train": int(bundle.train.x.shape[0]),
+            "n_test": int(bundle.test.x.shape[0]),
+            "teacher": t_arch.describe(),
+            "teacher_params": sum(p.numel() for p in build(t_arch).parameters()),
+            "student": s_arch.describe(),
+            "batch": args.batch,
+            "H": args.every,
+            "thin": args.thin,
+            "burn_in": 0,
+            "iterations": args.iterations,
+            "chains": chains,
+            "repeats": args.repeats,
+            "student_steps": args.student_steps,
+            "cuda_graph": args.cuda_graph,
+            "lockstep": lock_ks,
             "precision": "fp32" + (", TF32 matmuls and convolutions" if device.type == "cuda" and args.tf32 else ""),
-            "teacher_config": to_dict(tcfg), "distill_config": to_dict(dcfg),
+            "teacher_config": to_dict(tcfg),
+            "distill_config": to_dict(dcfg),
         },
     }
     # Warm-up (allocator, kernels, vmap tracing), then `repeats` rounds that interleave every
@@ -456,7 +538,9 @@ def main(argv=None) -> dict:
             recs = {str(k): {"students": k, **lt[k].summary("step")} for k in lock_ks}
             if 1 in lt:
                 for k in lock_ks:
-                    recs[str(k)]["cost_vs_one_student"] = round(recs[str(k)]["ms_per_step"] / recs["1"]["ms_per_step"], 3)
+                    recs[str(k)]["cost_vs_one_student"] = round(
+                        recs[str(k)]["ms_per_step"] / recs["1"]["ms_per_step"], 3
+                    )
                     recs[str(k)]["student_steps_per_s"] = round(1000 * k / recs[str(k)]["ms_per_step"], 1)
             out["lockstep"][mode] = recs
 
@@ -478,19 +562,28 @@ def main(argv=None) -> dict:
             out["speedup_vs_naive_best"] = round(min(naive_timer.ms) / min(timers[1].ms), 3)
     if 1 in timers:
         base = out["teacher"]["1"]["ms_per_chain_iteration"]
-        out["chain_throughput_vs_1"] = {k: round(base / v["ms_per_chain_iteration"], 3)
-                                        for k, v in out["teacher"].items()}
+        out["chain_throughput_vs_1"] = {
+            k: round(base / v["ms_per_chain_iteration"], 3) for k, v in out["teacher"].items()
+        }
     if not args.no_flops:
         ref = matmul_tflops(device)
-        nominal = args.peak_tflops or next((v for k, v in NOMINAL_FP32_TFLOPS.items()
-                                            if device.type == "cuda" and k in out["device"]), None)
-        out["flops"] = {"matmul_fp32_tflops_measured": round(ref, 3), "nominal_fp32_tflops": nominal}
+        nominal = args.peak_tflops or next(
+            (v for k, v in NOMINAL_FP32_TFLOPS.items() if device.type == "cuda" and k in out["device"]),
+            None,
+        )
+        out["flops"] = {
+            "matmul_fp32_tflops_measured": round(ref, 3),
+            "nominal_fp32_tflops": nominal,
+        }
         for c in chains:
             f = count_flops(args, bundle, exps, device, c)
             tf = f["per_iteration"] / (out["teacher"][str(c)]["ms_per_iteration"] / 1000) / 1e12
-            out["flops"][str(c)] = {**f, "achieved_tflops": round(tf, 5),
-                                    "fraction_of_matmul": round(tf / ref, 5),
-                                    "fraction_of_nominal": round(tf / nominal, 6) if nominal else None}
+            out["flops"][str(c)] = {
+                **f,
+                "achieved_tflops": round(tf, 5),
+                "fraction_of_matmul": round(tf / ref, 5),
+                "fraction_of_nominal": round(tf / nominal, 6) if nominal else None,
+            }
     out["load_average_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     out["total_s"] = round(time.perf_counter() - t_start, 1)
     text = json.dumps(out, indent=2)

@@ -54,28 +54,48 @@ def main() -> None:
     rows = []
     try:
         for small_w, large_w in PAIRS:
-            small, large = (build(mlp_arch((1, 28, 28), 10, w, (("predictive", 0), ("expected_entropy", 1)))).eval()
-                            for w in (small_w, large_w))
+            small, large = (
+                build(mlp_arch((1, 28, 28), 10, w, (("predictive", 0), ("expected_entropy", 1)))).eval()
+                for w in (small_w, large_w)
+            )
             x = torch.zeros(1, 1, 28, 28)
             macs = [cost_figures(m, x)["macs_conv_linear"] for m in (small, large)]
             for clock in ("wall", "thread"):
                 agree, meds, spreads = 0, [], []
                 for _ in range(args.repetitions):
-                    r = [measure_latency(m, (1, 28, 28), threads=1, repeats=args.repeats, warmup=5, clock=clock)
-                         for m in (small, large)]
+                    r = [
+                        measure_latency(m, (1, 28, 28), threads=1, repeats=args.repeats, warmup=5, clock=clock)
+                        for m in (small, large)
+                    ]
                     agree += r[1]["median_ms"] > r[0]["median_ms"]
                     meds.append([round(v["median_ms"], 5) for v in r])
                     spreads.append([round(v["p90_ms"] / max(v["p10_ms"], 1e-9), 3) for v in r])
-                rows.append({"small": "784-" + "-".join(map(str, small_w)), "large": "784-" + "-".join(map(str, large_w)),
-                             "macs_ratio": round(macs[1] / macs[0], 2), "clock": clock,
-                             "same_order": f"{agree}/{args.repetitions}", "medians_ms": meds,
-                             "p90_over_p10": spreads})
+                rows.append(
+                    {
+                        "small": "784-" + "-".join(map(str, small_w)),
+                        "large": "784-" + "-".join(map(str, large_w)),
+                        "macs_ratio": round(macs[1] / macs[0], 2),
+                        "clock": clock,
+                        "same_order": f"{agree}/{args.repetitions}",
+                        "medians_ms": meds,
+                        "p90_over_p10": spreads,
+                    }
+                )
     finally:
         stop.set()
         for p in procs:
             p.join(timeout=5)
-    print(json.dumps({"busy_processes": args.busy, "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                      "rows": rows}, indent=1))
+    print(
+        json.dumps(
+            {
+                "busy_processes": args.busy,
+                "cpu_count": os.cpu_count(),
+                "torch": torch.__version__,
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -44,26 +44,41 @@ def main() -> None:
         saved = teacher_seconds_saved(study)
     done = df[df["state"] == "COMPLETE"]
     objectives = list(cfg.search.objectives)
-    cols = ["number", *objectives, *[c for c in ("arch", "lambda_g", "student_acc") if c in df and c not in objectives]]
+    cols = [
+        "number",
+        *objectives,
+        *[c for c in ("arch", "lambda_g", "student_acc") if c in df and c not in objectives],
+    ]
     front = df[df["on_front"]].sort_values(objectives[0])[cols] if "on_front" in df else df.iloc[:0]
     trial_wall = wall - saved["teacher_seconds"]
-    print(json.dumps({
-        "study": cfg.name, "device": cfg.device if cfg.device != "auto" else
-        ("cuda" if torch.cuda.is_available() else "cpu"),
-        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "workers": args.workers, "batch": cfg.search.batch,
-        "teacher_iterations": cfg.teacher.iterations, "student_steps": cfg.distill.steps,
-        "wall_seconds": round(wall, 2), "teacher_seconds": round(saved["teacher_seconds"], 2),
-        "trials_complete": len(done), "trials_failed": int((df["state"] == "FAIL").sum()),
-        "seconds_per_trial_median": round(float(done["duration_s"].median()), 2) if len(done) else None,
-        "trial_seconds_total": round(trial_wall, 2),
-        "train_seconds_median": round(float(done["train_seconds"].median()), 2) if len(done) else None,
-        "trials_per_hour_after_teacher": round(3600 * len(done) / max(trial_wall, 1e-9), 1),
-        "teacher_share_of_wall": round(saved["teacher_seconds"] / wall, 3),
-        "resampling_teacher_per_trial_would_add_seconds": round(saved["saved_seconds"], 1),
-        "front_size": int(df["on_front"].sum()) if "on_front" in df else 0,
-        "front": json.loads(front.to_json(orient="records")),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "study": cfg.name,
+                "device": cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"),
+                "cpu": platform.processor() or platform.machine(),
+                "cpu_count": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "workers": args.workers,
+                "batch": cfg.search.batch,
+                "teacher_iterations": cfg.teacher.iterations,
+                "student_steps": cfg.distill.steps,
+                "wall_seconds": round(wall, 2),
+                "teacher_seconds": round(saved["teacher_seconds"], 2),
+                "trials_complete": len(done),
+                "trials_failed": int((df["state"] == "FAIL").sum()),
+                "seconds_per_trial_median": round(float(done["duration_s"].median()), 2) if len(done) else None,
+                "trial_seconds_total": round(trial_wall, 2),
+                "train_seconds_median": round(float(done["train_seconds"].median()), 2) if len(done) else None,
+                "trials_per_hour_after_teacher": round(3600 * len(done) / max(trial_wall, 1e-9), 1),
+                "teacher_share_of_wall": round(saved["teacher_seconds"] / wall, 3),
+                "resampling_teacher_per_trial_would_add_seconds": round(saved["saved_seconds"], 1),
+                "front_size": int(df["on_front"].sum()) if "on_front" in df else 0,
+                "front": json.loads(front.to_json(orient="records")),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

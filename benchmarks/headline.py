@@ -31,9 +31,14 @@ ORDER = ("grid", "prune", "tpe", "nsga2")
 
 
 def study_files(only: list[str] | None) -> list[Path]:
-    files = sorted(STUDIES.glob("*.yaml"), key=lambda f: (f.stem.rsplit("_", 1)[0].startswith("cnn"),
-                                                          f.stem.rsplit("_", 1)[0],
-                                                          ORDER.index(f.stem.rsplit("_", 1)[1])))
+    files = sorted(
+        STUDIES.glob("*.yaml"),
+        key=lambda f: (
+            f.stem.rsplit("_", 1)[0].startswith("cnn"),
+            f.stem.rsplit("_", 1)[0],
+            ORDER.index(f.stem.rsplit("_", 1)[1]),
+        ),
+    )
     if only:
         files = [f for f in files if any(f.stem.startswith(o) for o in only)]
     return files
@@ -56,8 +61,8 @@ def _done(name: str, want: int) -> int:
 def cmd_teachers(args) -> int:
     import torch
 
-    from gped_search.api import prepare
     from gped_search.config import load_study
+    from gped_search.engine import prepare
     from gped_search.search.study import ensure_teacher
 
     torch.set_num_threads(args.threads)
@@ -70,10 +75,12 @@ def cmd_teachers(args) -> int:
         cfg = load_study(f, [f"name={cfg_name(f, 0)}"])
         t0 = time.time()
         teacher, info = ensure_teacher(prepare(cfg), cfg.out_dir.resolve(), progress=not args.no_progress)
-        print(f"{setting}: teacher {info['teacher_iterations']} iterations, test acc "
-              f"{teacher.metrics.get('teacher_acc', float('nan')):.4f}, "
-              f"{time.time() - t0:.0f} s here ({'sampled' if info['teacher_sampled_here'] else 'loaded'})",
-              flush=True)
+        print(
+            f"{setting}: teacher {info['teacher_iterations']} iterations, test acc "
+            f"{teacher.metrics.get('teacher_acc', float('nan')):.4f}, "
+            f"{time.time() - t0:.0f} s here ({'sampled' if info['teacher_sampled_here'] else 'loaded'})",
+            flush=True,
+        )
     return 0
 
 
@@ -106,13 +113,26 @@ def cmd_run(args) -> int:
             if _done(name, want) >= want:
                 print(f"{name}: done ({want} trials)", flush=True)
                 continue
-            cmd = [str(exe), "run", str(f), "--set", f"name={name}", "--set", f"search.seed={seed}",
-                   "--threads", str(args.threads), "--no-report", "--no-progress"]
+            cmd = [
+                str(exe),
+                "run",
+                str(f),
+                "--set",
+                f"name={name}",
+                "--set",
+                f"search.seed={seed}",
+                "--threads",
+                str(args.threads),
+                "--no-report",
+                "--no-progress",
+            ]
             print(f"{time.strftime('%H:%M:%S')} {name}: " + " ".join(cmd[1:]), flush=True)
             t0 = time.time()
             r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
-            print(f"{time.strftime('%H:%M:%S')} {name}: exit {r.returncode} after {time.time() - t0:.0f} s",
-                  flush=True)
+            print(
+                f"{time.strftime('%H:%M:%S')} {name}: exit {r.returncode} after {time.time() - t0:.0f} s",
+                flush=True,
+            )
             rc = rc or r.returncode
     return rc
 

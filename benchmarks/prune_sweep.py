@@ -16,15 +16,15 @@ from dataclasses import replace
 
 import torch
 
-from gped_search.api import (
+from gped_search.config import PruneRule, load_study
+from gped_search.distill.loop import train_student
+from gped_search.engine import (
     make_trainer,
     prepare,
     prune_and_finetune,
     student_arch_for,
     student_record,
 )
-from gped_search.config import PruneRule, load_study
-from gped_search.distill.loop import train_student
 from gped_search.metrics.cost import measure_latency
 from gped_search.models import build
 from gped_search.search.study import ensure_teacher
@@ -33,8 +33,15 @@ KEYS = ("kl", "student_acc", "expected_entropy_mae", "params", "bytes_fp32")
 
 
 def latency(model, p, batch: int) -> float:
-    return measure_latency(model, p.bundle.in_shape, batch=batch, device=str(p.device), threads=1,
-                           repeats=50, warmup=10)["median_ms"]
+    return measure_latency(
+        model,
+        p.bundle.in_shape,
+        batch=batch,
+        device=str(p.device),
+        threads=1,
+        repeats=50,
+        warmup=10,
+    )["median_ms"]
 
 
 def distil(p, teacher, widths, lambda_g, steps, seed):
@@ -64,23 +71,44 @@ def main() -> None:
     teacher, _ = ensure_teacher(p, cfg.out_dir, progress=False)
     steps = cfg.distill.steps
     prune = replace(cfg.prune, rule=PruneRule.threshold)
-    out = {"study": cfg.name, "dataset": cfg.data.dataset.value, "mask_size": cfg.data.mask_size,
-           "student": list(cfg.student.widths), "steps": steps, "finetune_steps": prune.finetune_steps,
-           "tau": prune.tau, "teacher": {k: teacher.metrics[k] for k in ("teacher_acc", "teacher_nll")},
-           "latency": "CPU, 1 thread, median of 50 after 10 warm-up runs", "rows": []}
+    out = {
+        "study": cfg.name,
+        "dataset": cfg.data.dataset.value,
+        "mask_size": cfg.data.mask_size,
+        "student": list(cfg.student.widths),
+        "steps": steps,
+        "finetune_steps": prune.finetune_steps,
+        "tau": prune.tau,
+        "teacher": {k: teacher.metrics[k] for k in ("teacher_acc", "teacher_nll")},
+        "latency": "CPU, 1 thread, median of 50 after 10 warm-up runs",
+        "rows": [],
+    }
     for lam in (float(v) for v in args.lambdas.split(",")):
         t0 = time.perf_counter()
         model = distil(p, teacher, cfg.student.widths, lam, steps, args.seed)
         row = {"lambda_g": lam, "before": pick(student_record(model, teacher, p))}
         if lam > 0:
-            info = prune_and_finetune(model, teacher, replace(p, cfg=cfg), replace(prune, finetune_steps=0),
-                                      cfg.distill, args.seed)
+            info = prune_and_finetune(
+                model,
+                teacher,
+                replace(p, cfg=cfg),
+                replace(prune, finetune_steps=0),
+                cfg.distill,
+                args.seed,
+            )
             row["units_kept"] = info["units_kept"]
             row["pruned"] = pick(student_record(model, teacher, p))
             trainer = make_trainer(model, p, cfg.distill, lr=cfg.distill.lr * prune.finetune_lr_factor)
             if prune.finetune_steps and sum(info["units_removed"]):
-                train_student(trainer, teacher, p.bundle.transfer, prune.finetune_steps, cfg.distill, cfg.data,
-                              seed=args.seed + 1)
+                train_student(
+                    trainer,
+                    teacher,
+                    p.bundle.transfer,
+                    prune.finetune_steps,
+                    cfg.distill,
+                    cfg.data,
+                    seed=args.seed + 1,
+                )
             row["finetuned"] = pick(student_record(model, teacher, p))
             # The budget-matched plain student: the pruned widths, trained without the penalty.
             plain = distil(p, teacher, info["units_kept"], 0.0, steps + prune.finetune_steps, args.seed)

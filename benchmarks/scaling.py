@@ -24,8 +24,17 @@ import bench_distill  # noqa: E402
 
 
 def rows(args) -> list[tuple[str, list[str]]]:
-    base = ["--device", args.device, "--iterations", str(args.iterations), "--repeats", str(args.repeats),
-            "--no-naive", "--student-steps", "10"]
+    base = [
+        "--device",
+        args.device,
+        "--iterations",
+        str(args.iterations),
+        "--repeats",
+        str(args.repeats),
+        "--no-naive",
+        "--student-steps",
+        "10",
+    ]
     if args.threads:
         base += ["--threads", str(args.threads)]
     if args.cuda_graph:
@@ -58,23 +67,45 @@ def main() -> None:
         s = res["settings"]
         for c, rec in res["teacher"].items():
             f = res["flops"][c]
-            table.append({"row": label, "chains": int(c), "teacher": s["teacher"], "batch": s["batch"],
-                          "ms_per_iteration": rec["ms_per_iteration"],
-                          "ms_per_chain_iteration": rec["ms_per_chain_iteration"],
-                          "posterior_samples_per_s": rec["posterior_samples_per_s"],
-                          "gflop_per_iteration": f["gflop_per_iteration"], "achieved_tflops": f["achieved_tflops"],
-                          "fraction_of_matmul": f["fraction_of_matmul"], "fraction_of_nominal": f["fraction_of_nominal"],
-                          "matmul_fp32_tflops": res["flops"]["matmul_fp32_tflops_measured"]})
+            table.append(
+                {
+                    "row": label,
+                    "chains": int(c),
+                    "teacher": s["teacher"],
+                    "batch": s["batch"],
+                    "ms_per_iteration": rec["ms_per_iteration"],
+                    "ms_per_chain_iteration": rec["ms_per_chain_iteration"],
+                    "posterior_samples_per_s": rec["posterior_samples_per_s"],
+                    "gflop_per_iteration": f["gflop_per_iteration"],
+                    "achieved_tflops": f["achieved_tflops"],
+                    "fraction_of_matmul": f["fraction_of_matmul"],
+                    "fraction_of_nominal": f["fraction_of_nominal"],
+                    "matmul_fp32_tflops": res["flops"]["matmul_fp32_tflops_measured"],
+                }
+            )
         print(f"{label}: done", file=sys.stderr)
-    print(json.dumps({"device": device, "threads": args.threads, "cuda_graph": args.cuda_graph, "rows": table},
-                     indent=2))
+    print(
+        json.dumps(
+            {
+                "device": device,
+                "threads": args.threads,
+                "cuda_graph": args.cuda_graph,
+                "rows": table,
+            },
+            indent=2,
+        )
+    )
     if args.markdown:
-        print("\n| row | teacher | batch | chains | ms/it | ms/chain-it | samples/s | GFLOP/it | TFLOP/s | of matmul |\n"
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print(
+            "\n| row | teacher | batch | chains | ms/it | ms/chain-it | samples/s | GFLOP/it | TFLOP/s | of matmul |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        )
         for r in table:
-            print(f"| {r['row']} | {r['teacher']} | {r['batch']} | {r['chains']} | {r['ms_per_iteration']:.3f} | "
-                  f"{r['ms_per_chain_iteration']:.3f} | {r['posterior_samples_per_s']:.0f} | "
-                  f"{r['gflop_per_iteration']:.3f} | {r['achieved_tflops']:.4f} | {r['fraction_of_matmul']:.1%} |")
+            print(
+                f"| {r['row']} | {r['teacher']} | {r['batch']} | {r['chains']} | {r['ms_per_iteration']:.3f} | "
+                f"{r['ms_per_chain_iteration']:.3f} | {r['posterior_samples_per_s']:.0f} | "
+                f"{r['gflop_per_iteration']:.3f} | {r['achieved_tflops']:.4f} | {r['fraction_of_matmul']:.1%} |"
+            )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ range-checked, and ``--set a.b=c`` overrides are applied before validation.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import math
 import os
@@ -46,44 +47,15 @@ __all__ = [
 ]
 
 
-
-
-class Dataset(str, enum.Enum):
-    digits = "digits"
-    mnist = "mnist"
-    fashion_mnist = "fashion_mnist"
-
-
-class TeacherArch(str, enum.Enum):
-    mlp = "mlp"
-    cnn = "cnn"
-    cifar_cnn = "cifar_cnn"
-
-
-class StudentFamily(str, enum.Enum):
-    mlp = "mlp"
-    cnn = "cnn"
-
-
-class TargetMode(str, enum.Enum):
-    online = "online"
-    running_mean = "running_mean"
-    cached = "cached"
-
-
-class EntropyLoss(str, enum.Enum):
-    l1 = "l1"
-    l2 = "l2"
-
-
-class StepSchedule(str, enum.Enum):
-    constant = "constant"
-    polynomial = "polynomial"
-
-
-class PruneRule(str, enum.Enum):
-    threshold = "threshold"
-    ratio = "ratio"
+from gped_search.choices import (  # noqa: E402  (re-exported: config.Dataset etc.)
+    Dataset,
+    EntropyLoss,
+    PruneRule,
+    StepSchedule,
+    StudentFamily,
+    TargetMode,
+    TeacherArch,
+)
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -113,9 +85,15 @@ class DataConfig:
     test set). None = 10,000 for MNIST-style data, 20 % for digits. Seed-independent."""
 
     def __post_init__(self) -> None:
-        _check(self.validation is None or (isinstance(self.validation, (int, float)) and self.validation >= 0
-                                           and (self.validation < 1 or float(self.validation).is_integer())),
-               "data.validation must be 0, a fraction in (0, 1) or a whole count")
+        _check(
+            self.validation is None
+            or (
+                isinstance(self.validation, (int, float))
+                and self.validation >= 0
+                and (self.validation < 1 or float(self.validation).is_integer())
+            ),
+            "data.validation must be 0, a fraction in (0, 1) or a whole count",
+        )
         _check(self.mask_size >= 0, "data.mask_size must be >= 0")
         _check(self.train_subset is None or self.train_subset > 0, "data.train_subset must be > 0")
         _check(self.perturb_sigma >= 0, "data.perturb_sigma must be >= 0")
@@ -164,7 +142,10 @@ class TeacherConfig:
     """With checkpoint_every None: seconds of sampling between chain checkpoints."""
 
     def __post_init__(self) -> None:
-        _check(len(self.widths) >= 1 and all(w >= 1 for w in self.widths), "teacher.widths must be positive")
+        _check(
+            len(self.widths) >= 1 and all(w >= 1 for w in self.widths),
+            "teacher.widths must be positive",
+        )
         _check(self.iterations >= 1, "teacher.iterations must be >= 1")
         _check(self.batch_size >= 1, "teacher.batch_size must be >= 1")
         _check(self.step_size > 0, "teacher.step_size must be > 0")
@@ -174,9 +155,15 @@ class TeacherConfig:
         _check(self.chains >= 1, "teacher.chains must be >= 1")
         _check(self.bank_size >= 1, "teacher.bank_size must be >= 1")
         _check(self.check_every >= 1, "teacher.check_every must be >= 1")
-        _check(self.checkpoint_every is None or self.checkpoint_every >= 0, "teacher.checkpoint_every must be >= 0")
+        _check(
+            self.checkpoint_every is None or self.checkpoint_every >= 0,
+            "teacher.checkpoint_every must be >= 0",
+        )
         _check(self.checkpoint_seconds > 0, "teacher.checkpoint_seconds must be > 0")
-        _check(self.decay_t0 > 0 and 0 < self.decay_gamma <= 1, "teacher decay_t0 > 0, 0 < decay_gamma <= 1")
+        _check(
+            self.decay_t0 > 0 and 0 < self.decay_gamma <= 1,
+            "teacher decay_t0 > 0, 0 < decay_gamma <= 1",
+        )
 
 
 @dataclass(frozen=True)
@@ -193,7 +180,10 @@ class StudentConfig:
     """Dropout on hidden layers during training (off in eval mode); the reference uses 0.5."""
 
     def __post_init__(self) -> None:
-        _check(len(self.widths) >= 1 and all(w >= 1 for w in self.widths), "student.widths must be positive")
+        _check(
+            len(self.widths) >= 1 and all(w >= 1 for w in self.widths),
+            "student.widths must be positive",
+        )
         _check(self.m1 > 0 and self.m2 > 0, "student.m1 and student.m2 must be > 0")
         _check(0 <= self.dropout < 1, "student.dropout must be in [0, 1)")
 
@@ -227,16 +217,29 @@ class DistillConfig:
     """Python modules imported before targets are resolved (to register custom expectations)."""
 
     def __post_init__(self) -> None:
-        _check(len(self.targets) >= 1 and self.targets[0] == "predictive",
-               "distill.targets must start with 'predictive'")
+        _check(
+            len(self.targets) >= 1 and self.targets[0] == "predictive",
+            "distill.targets must start with 'predictive'",
+        )
         _check(len(set(self.targets)) == len(self.targets), "distill.targets has duplicates")
-        _check(self.every >= 1 and self.transfer_batch >= 1, "distill.every and transfer_batch must be >= 1")
+        _check(
+            self.every >= 1 and self.transfer_batch >= 1,
+            "distill.every and transfer_batch must be >= 1",
+        )
         _check(self.steps is None or self.steps >= 1, "distill.steps must be >= 1")
-        _check(self.lr > 0 and self.lr_step >= 1 and 0 < self.lr_gamma <= 1, "distill lr/lr_step/lr_gamma out of range")
-        _check(self.entropy_weight >= 0 and self.temperature > 0, "distill.entropy_weight >= 0, temperature > 0")
-        _check(self.entropy_loss == EntropyLoss.l2 or self.target_mode == TargetMode.cached,
-               f"distill.entropy_loss: l1 with target_mode {getattr(self.target_mode, 'value', self.target_mode)} "
-               f"fits the posterior median of single-sample targets, not their mean; use l2 (or target_mode cached)")
+        _check(
+            self.lr > 0 and self.lr_step >= 1 and 0 < self.lr_gamma <= 1,
+            "distill lr/lr_step/lr_gamma out of range",
+        )
+        _check(
+            self.entropy_weight >= 0 and self.temperature > 0,
+            "distill.entropy_weight >= 0, temperature > 0",
+        )
+        _check(
+            self.entropy_loss == EntropyLoss.l2 or self.target_mode == TargetMode.cached,
+            f"distill.entropy_loss: l1 with target_mode {getattr(self.target_mode, 'value', self.target_mode)} "
+            f"fits the posterior median of single-sample targets, not their mean; use l2 (or target_mode cached)",
+        )
 
 
 @dataclass(frozen=True)
@@ -287,7 +290,10 @@ class SearchConfig:
     teacher depends on the study ``seed`` only, so studies that differ in ``search.seed`` share it."""
 
     def __post_init__(self) -> None:
-        _check(self.sampler in {"tpe", "nsga2", "random", "grid"}, "search.sampler must be tpe|nsga2|random|grid")
+        _check(
+            self.sampler in {"tpe", "nsga2", "random", "grid"},
+            "search.sampler must be tpe|nsga2|random|grid",
+        )
         _check(len(self.objectives) >= 1, "search.objectives must name at least one objective")
         for k, v in self.objectives.items():
             _check(v in {"minimize", "maximize"}, f"search.objectives.{k} must be minimize or maximize")
@@ -295,8 +301,10 @@ class SearchConfig:
         _check(self.timeout is None or self.timeout > 0, "search.timeout must be > 0")
         _check(self.latency_batch >= 1, "search.latency_batch must be >= 1")
         _check(self.batch >= 1, "search.batch must be >= 1")
-        _check(self.seed is None or (isinstance(self.seed, int) and self.seed >= 0),
-               "search.seed must be a non-negative integer")
+        _check(
+            self.seed is None or (isinstance(self.seed, int) and self.seed >= 0),
+            "search.seed must be a non-negative integer",
+        )
 
 
 @dataclass(frozen=True)
@@ -317,17 +325,23 @@ class StudyConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
 
     def __post_init__(self) -> None:
-        _check(bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
-               "name must be a non-empty name without '/' (and not '.' or '..')")
-        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
-               "device must be auto, cpu, cuda or cuda:N")
+        _check(
+            bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
+            "name must be a non-empty name without '/' (and not '.' or '..')",
+        )
+        _check(
+            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            "device must be auto, cpu, cuda or cuda:N",
+        )
         from gped_search.search.space import check_metric, parse_space
 
         specs = parse_space(self.search.space)
         for s in specs.values():
             vals = s.choices if s.choices is not None else (s.low, s.high, s.step)
-            _check(not any(isinstance(v, float) and not math.isfinite(v) for v in vals),
-                   f"search.space.{s.name}: numbers must be finite")
+            _check(
+                not any(isinstance(v, float) and not math.isfinite(v) for v in vals),
+                f"search.space.{s.name}: numbers must be finite",
+            )
         if self.search.sampler == "grid":
             from gped_search.search.space import grid_space
 
@@ -338,15 +352,23 @@ class StudyConfig:
             check_metric(k, self.distill.targets, f"search.objectives.{k}")
         for k, v in self.search.constraints.items():
             check_metric(k, self.distill.targets, f"search.constraints.{k}")
-            _check(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-                   f"search.constraints.{k} must be a finite number (the upper bound)")
+            _check(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+                f"search.constraints.{k} must be a finite number (the upper bound)",
+            )
 
     @property
     def out_dir(self) -> Path:
         return Path(self.report_dir) / self.name
 
 
-CHAIN_LENGTH_KEYS = ("cuda_graph", "iterations", "check_every", "checkpoint_every", "checkpoint_seconds")
+CHAIN_LENGTH_KEYS = (
+    "cuda_graph",
+    "iterations",
+    "check_every",
+    "checkpoint_every",
+    "checkpoint_seconds",
+)
 """Teacher settings that change how long or how a chain runs, not the posterior it samples: left out of
 the keys that identify a chain (so a chain can be extended and resumed under other check cadences)."""
 
@@ -380,7 +402,10 @@ def _check_grid_size(specs: dict, default_depth: int) -> None:
             counts[name] = len(s.choices)
         elif s.is_int or s.step:
             n = math.floor((s.high - s.low) / (s.step or 1) + 1e-9) + 1
-            _check(n <= GRID_MAX, f"search.space.{name}: {n} grid values (at most {GRID_MAX}); use a larger step")
+            _check(
+                n <= GRID_MAX,
+                f"search.space.{name}: {n} grid values (at most {GRID_MAX}); use a larger step",
+            )
             counts[name] = max(1, n)
     total, depth = 1, default_depth
     if "mlp_depth" in specs and "mlp_depth" in counts:
@@ -391,7 +416,10 @@ def _check_grid_size(specs: dict, default_depth: int) -> None:
             continue
         for _ in range(depth if name == "mlp_width" and not specs[name].shared else 1):
             total *= n
-            _check(total <= GRID_MAX, f"search.space: more than {GRID_MAX} grid points; fewer values or a larger step")
+            _check(
+                total <= GRID_MAX,
+                f"search.space: more than {GRID_MAX} grid points; fewer values or a larger step",
+            )
 
 
 class _Loader(yaml.SafeLoader):
@@ -400,12 +428,16 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
     |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
+    |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 
 def _type_name(tp: Any) -> str:
@@ -489,7 +521,9 @@ def _from_dict(cls: type, data: dict, where: str = "") -> Any:
     unknown = [k for k in data if k not in names]
     if unknown:
         place = f"in {where} " if where else ""
-        raise ConfigError(f"unknown key {unknown[0]!r} {place}(valid keys: {', '.join(names)})")
+        close = difflib.get_close_matches(str(unknown[0]), names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"unknown key {unknown[0]!r} {place}({hint}valid keys: {', '.join(names)})")
     kwargs = {}
     for k, v in data.items():
         kwargs[k] = _coerce(hints[k], v, f"{where}.{k}" if where else k)
@@ -555,17 +589,31 @@ def load_study(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
         raise ConfigError(f"{p}: malformed YAML{at}: {problem}") from e
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not a text file") from e
-    except (ValueError, RecursionError) as e:  # an integer of > 4300 digits, nesting too deep for the parser
+    except (
+        ValueError,
+        RecursionError,
+    ) as e:  # an integer of > 4300 digits, nesting too deep for the parser
         raise ConfigError(f"{p}: unreadable YAML ({type(e).__name__}: {str(e).split(':')[0][:80]})") from e
     if data is None or data == {}:
         raise ConfigError(f"{p}: the study file is empty (see studies/quickstart.yaml for one to start from)")
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a study file must be a mapping at the top level")
-    data = _merge(data, parse_overrides(overrides))
     try:
-        return study_from_dict(data)
+        base = study_from_dict(data)
     except ConfigError as e:
         raise ConfigError(f"{p}: {e}") from None
+    if not overrides:
+        return base
+    try:
+        return study_from_dict(_merge(data, parse_overrides(overrides)))
+    except ConfigError as e:
+        # the file alone is valid: name the override that breaks it
+        for o in overrides:
+            try:
+                study_from_dict(_merge(data, parse_overrides([o])))
+            except ConfigError as e1:
+                raise ConfigError(f"--set {o}: {e1}") from None
+        raise ConfigError(f"--set {' '.join(overrides)}: {e}") from None
 
 
 def to_dict(cfg: Any) -> Any:

@@ -8,7 +8,6 @@ Fashion-MNIST for MNIST) and heavily occluded test images (``occlusion:<size>``)
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
@@ -17,10 +16,10 @@ import torch
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from gped_search.api import Prepared, teacher_arch_for
-from gped_search.data import make_bundle
-from gped_search.distill.loop import TeacherResult
-from gped_search.metrics.downstream import (
+from gped_search.data import ood_set
+from gped_search.engine import Prepared, teacher_arch_for
+from gped_search.metrics.quality import predictive_metrics, student_outputs
+from gped_search.metrics.uncertainty import (
     accuracy_rejection,
     ood_metrics,
     ranking_metrics,
@@ -28,9 +27,10 @@ from gped_search.metrics.downstream import (
     roc_curves,
     uncertainty_scores,
 )
-from gped_search.metrics.quality import predictive_metrics, student_outputs
 from gped_search.models import Arch, Net, build
 from gped_search.posterior.expectations import PosteriorAccumulator
+from gped_search.posterior.result import TeacherResult
+from gped_search.seeds import derive_seed
 
 __all__ = ["teacher_means_on", "train_baseline", "ood_inputs", "downstream_table"]
 
@@ -43,21 +43,29 @@ def teacher_means_on(teacher: TeacherResult, x: torch.Tensor, p: Prepared, chunk
     size = next(iter(teacher.bank.values())).shape[0]
     for k in range(size):
         params = {n: v[k].to(x.device) for n, v in teacher.bank.items()}
-        logits = torch.cat([functional_call(model, params, (x[i:i + chunk],))[0]
-                            for i in range(0, x.shape[0], chunk)])
+        logits = torch.cat(
+            [functional_call(model, params, (x[i : i + chunk],))[0] for i in range(0, x.shape[0], chunk)]
+        )
         acc.update(logits[None])
     return acc.means()
 
 
-def train_baseline(p: Prepared, *, steps: int = 5000, lr: float = 1e-3, batch: int = 100, seed: int = 0,
-                   weight_decay: float = 0.0) -> Net:
+def train_baseline(
+    p: Prepared,
+    *,
+    steps: int = 5000,
+    lr: float = 1e-3,
+    batch: int = 100,
+    seed: int = 0,
+    weight_decay: float = 0.0,
+) -> Net:
     """A deterministic network with the teacher's architecture, trained on labels with Adam (SGD baseline)."""
     torch.manual_seed(seed)
     arch: Arch = teacher_arch_for(p)
     model = build(arch).to(p.device).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     x, y = p.bundle.train.x, p.bundle.train.y
-    gen = torch.Generator(device=p.device).manual_seed(seed * 7919 + 5)
+    gen = torch.Generator(device=p.device).manual_seed(derive_seed(seed, "baseline-batches"))
     for _ in range(steps):
         idx = torch.randint(0, x.shape[0], (batch,), device=p.device, generator=gen)
         loss = F.cross_entropy(model(x[idx])[0], y[idx])
@@ -69,21 +77,19 @@ def train_baseline(p: Prepared, *, steps: int = 5000, lr: float = 1e-3, batch: i
 
 def ood_inputs(p: Prepared, ood: str) -> tuple[str, torch.Tensor]:
     """``dataset name`` (e.g. fashion_mnist) or ``occlusion:<size>`` -> (label, inputs on the device)."""
-    if ood.startswith("occlusion:"):
-        size = int(ood.split(":", 1)[1])
-        cfg = dataclasses.replace(p.cfg.data, mask_size=size, ood=None)
-        return f"occlusion {size}px", make_bundle(cfg, p.cfg.seed + 101, p.device).test.x
     if p.bundle.ood is not None and p.bundle.ood_name == ood:
         return ood, p.bundle.ood.x
-    from gped_search.config import Dataset
-
-    cfg = dataclasses.replace(p.cfg.data, dataset=Dataset(ood), mask_size=0, ood=None)
-    return ood, make_bundle(cfg, p.cfg.seed, p.device).test.x
+    return ood_set(p.cfg.data, ood, p.cfg.seed, p.device)
 
 
-def downstream_table(p: Prepared, teacher: TeacherResult, students: Mapping[str, torch.nn.Module],
-                     baseline: torch.nn.Module | None, oods: list[str], k_frac: float = 0.1
-                     ) -> tuple[pd.DataFrame, dict]:
+def downstream_table(
+    p: Prepared,
+    teacher: TeacherResult,
+    students: Mapping[str, torch.nn.Module],
+    baseline: torch.nn.Module | None,
+    oods: list[str],
+    k_frac: float = 0.1,
+) -> tuple[pd.DataFrame, dict]:
     """One row per (model, OOD set): accuracy/NLL, AUROC/AUPR per score, ranking vs teacher, rejection AUC.
 
     Returns the table and the curves for plots: ``curves["roc"][ood][model] = (fpr, tpr)`` with the
@@ -95,7 +101,10 @@ def downstream_table(p: Prepared, teacher: TeacherResult, students: Mapping[str,
     for name, m in students.items():
         models[name] = {"model": m, "test": student_outputs(m, b.test.x)}
     if baseline is not None:
-        models["deterministic baseline"] = {"model": baseline, "test": student_outputs(baseline, b.test.x)}
+        models["deterministic baseline"] = {
+            "model": baseline,
+            "test": student_outputs(baseline, b.test.x),
+        }
     t_scores = uncertainty_scores(teacher.test)
     bank_test = None  # the teacher's in-distribution side from the bank, for OOD sets only the bank can reach
     rows, curves = [], {"roc": {}, "rejection": {}}
@@ -109,8 +118,9 @@ def downstream_table(p: Prepared, teacher: TeacherResult, students: Mapping[str,
             r = ranking_metrics(t_scores["predictive_entropy"], sc["predictive_entropy"], k_frac)
             base.update({f"rank_{k}": v for k, v in r.items()})
             if "mutual_information" in sc:
-                base["rank_spearman_mi"] = ranking_metrics(t_scores["mutual_information"],
-                                                           sc["mutual_information"], k_frac)["spearman"]
+                base["rank_spearman_mi"] = ranking_metrics(
+                    t_scores["mutual_information"], sc["mutual_information"], k_frac
+                )["spearman"]
         for ood in oods:
             label, x_out = ood_inputs(p, ood)
             sc_in, estimator = sc, "one forward pass" if "model" in d else "thinned iterates"
@@ -129,8 +139,10 @@ def downstream_table(p: Prepared, teacher: TeacherResult, students: Mapping[str,
             so = uncertainty_scores(out)
             m = ood_metrics(sc_in, so)
             rows.append({**base, "ood": label, "estimator": estimator, **m})
-            curves["roc"].setdefault(label, {})[name] = (*roc_curves(sc_in, so, "predictive_entropy"),
-                                                          m.get("auroc_predictive_entropy"))
+            curves["roc"].setdefault(label, {})[name] = (
+                *roc_curves(sc_in, so, "predictive_entropy"),
+                m.get("auroc_predictive_entropy"),
+            )
         if not oods:
             rows.append(base)
     df = pd.DataFrame(rows)

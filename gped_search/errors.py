@@ -6,8 +6,17 @@ without importing torch. Each is also importable from the module that raises it.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "CheckpointError", "ChainCheckpointError", "ArtifactError",
-           "DivergenceError", "StudyError", "ExportError", "USER_ERRORS"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "CheckpointError",
+    "ChainCheckpointError",
+    "ArtifactError",
+    "DivergenceError",
+    "StudyError",
+    "ExportError",
+    "USER_ERRORS",
+]
 
 
 class ConfigError(ValueError):
@@ -42,6 +51,15 @@ class ExportError(ValueError):
     """An export could not be written or did not reload to the same outputs."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, CheckpointError, ChainCheckpointError,
-                                                 ArtifactError, DivergenceError, StudyError, ExportError, OSError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    DataError,
+    CheckpointError,
+    ChainCheckpointError,
+    ArtifactError,
+    DivergenceError,
+    StudyError,
+    ExportError,
+    OSError,
+)
 """What the command line prints as one line and exits 2 for (OSError: files and folders)."""

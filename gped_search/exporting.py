@@ -2,7 +2,7 @@
 
 :func:`export_student` writes, into one folder:
 
-* ``student.pt``   -- the self-describing weights-only checkpoint of :mod:`gped_search.export`
+* ``student.pt``   -- the self-describing weights-only checkpoint of :mod:`gped_search.checkpoints`
   (needs ``gped_search`` to rebuild the network);
 * ``student.pt2``  -- a ``torch.export`` program (batch dimension dynamic where export allows it);
   it loads with plain PyTorch: ``torch.export.load(path).module()(x)``;
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import hashlib
 import importlib.util
 import json
 import math
@@ -35,10 +34,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gped_search.checkpoints import CheckpointError, _plain, load_checkpoint, save_checkpoint, sha256_of
 from gped_search.data.recipe import input_recipe, reproduce_script
 from gped_search.errors import ExportError  # noqa: F401  (raised here; re-exported)
-from gped_search.export import CheckpointError, _plain, load_checkpoint, save_checkpoint
-from gped_search.models.nets import Arch, arch_of
+from gped_search.modelcard import HEAD_MEANINGS, MUTUAL_INFORMATION, card_markdown, heads_of, load_snippets
+from gped_search.models.nets import arch_of
 
 __all__ = ["ExportError", "FORMATS", "FILE_NAMES", "HEAD_MEANINGS", "export_student", "verify_pt2"]
 
@@ -50,36 +50,10 @@ CARD_FORMAT = "gped-search-model-card"
 CARD_VERSION = 1
 ONNX_HINT = "ONNX export needs the optional 'onnx' package: pip install onnx onnxscript"
 
-HEAD_MEANINGS = {
-    "predictive": (
-        "class logits; softmax(logits) = p(y|x) = E_theta[p(y|x,theta)], the class probabilities "
-        "averaged over the posterior (the Bayesian predictive distribution)"
-    ),
-    "expected_entropy": (
-        "E_theta[H(p(y|x,theta))] in nats (softplus output, >= 0): the expected entropy of the "
-        "per-sample predictions = aleatoric uncertainty"
-    ),
-}
-CUSTOM_MEANING = "user-defined posterior expectation (softplus output, >= 0)"
-MUTUAL_INFORMATION = (
-    "mutual information = H(softmax(predictive)) - expected_entropy (nats, clamp at 0) = "
-    "epistemic uncertainty"
-)
-
-
-
 
 def _one_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     return f"{type(e).__name__}: {(lines[0] if lines else '')[:200]}"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _as_tuple(out) -> tuple[torch.Tensor, ...]:
@@ -104,8 +78,13 @@ def _max_abs_diffs(got: Sequence[torch.Tensor], expected: Sequence[torch.Tensor]
     return diffs
 
 
-def verify_pt2(path: str | os.PathLike, x: torch.Tensor, expected: Sequence[torch.Tensor], *,
-               atol: float | None = None) -> float:
+def verify_pt2(
+    path: str | os.PathLike,
+    x: torch.Tensor,
+    expected: Sequence[torch.Tensor],
+    *,
+    atol: float | None = None,
+) -> float:
     """Load a ``torch.export`` program from ``path``, run it on ``x`` and return the max abs
     difference to ``expected`` over all outputs. Raises :class:`ExportError` when the file does not
     load or run, the outputs do not line up, or (with ``atol``) the difference exceeds ``atol``."""
@@ -151,12 +130,22 @@ def _onnx_missing() -> list[str]:
 
 
 def _write_onnx(model: nn.Module, x: torch.Tensor, path: Path, head_names: Sequence[str]) -> tuple[bool, str]:
-    kwargs = dict(input_names=["x"], output_names=list(head_names), dynamo=True, external_data=False,
-                  verbose=False)  # no exporter chatter on the console
+    kwargs = dict(
+        input_names=["x"],
+        output_names=list(head_names),
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )  # no exporter chatter on the console
     try:
         try:
-            torch.onnx.export(model, (x,), str(path), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-                              **kwargs)
+            torch.onnx.export(
+                model,
+                (x,),
+                str(path),
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                **kwargs,
+            )
             return True, "batch dimension dynamic (min 1)"
         except ImportError:
             raise
@@ -186,97 +175,6 @@ def _verify_onnx(path: Path, x: torch.Tensor, expected: Sequence[torch.Tensor]) 
 
 
 # ------------------------------------------------------------------------------------ model card
-
-
-def _snippets(arch: Arch) -> dict[str, str]:
-    shape = ", ".join(str(v) for v in arch.in_shape)
-    outs = ", ".join(arch.head_names) if len(arch.heads) > 1 else f"{arch.head_names[0]},"
-    return {
-        "checkpoint": (
-            "import torch; from gped_search.export import load_checkpoint\n"
-            'model, meta = load_checkpoint("student.pt")  # eval mode, weights_only load\n'
-            f"{outs} = model(torch.rand(8, {shape}))"
-        ),
-        "pt2": (
-            "import torch\n"
-            'model = torch.export.load("student.pt2").module()  # plain PyTorch, no gped_search\n'
-            f"{outs} = model(torch.rand(8, {shape}))"
-        ),
-        "onnx": (
-            "import numpy as np, onnxruntime as ort\n"
-            'sess = ort.InferenceSession("student.onnx")\n'
-            f'{outs} = sess.run(None, {{"x": np.random.rand(8, {shape}).astype(np.float32)}})'
-        ),
-    }
-
-
-def _heads(arch: Arch) -> list[dict]:
-    out = []
-    for i, (name, dim) in enumerate(arch.heads):
-        out.append({
-            "index": i,
-            "name": name,
-            "dim": arch.n_classes if name == "predictive" else int(dim),
-            "output": ((f"logits at temperature {arch.temperature:g} (apply softmax)" if arch.temperature != 1.0
-                        else "logits (apply softmax)") if name == "predictive"
-                       else "linear (any sign)" if name in arch.linear_heads else "softplus (positive)"),
-            "meaning": HEAD_MEANINGS.get(name, CUSTOM_MEANING),
-        })
-    return out
-
-
-def _markdown(card: dict) -> str:
-    a, inp = card["architecture"], card["input"]
-    title = card["study"]["name"] or "student"
-    if card["study"]["trial_number"] is not None:
-        title += f" / trial {card['study']['trial_number']}"
-    lines = [f"# Model card: {title}", "",
-             f"Student network distilled from a Bayesian (SGLD) teacher. Exported {card['created_utc']} "
-             f"with torch {card['torch_version']}.", "",
-             "## Architecture", "", f"- {a['description']} ({a['n_params']} parameters)",
-             f"- family `{a['arch']['family']}`, hidden {a['arch']['hidden']}"
-             + (f", conv channels {a['arch']['channels']} kernel {a['arch']['kernel']} padding "
-                f"{a['arch']['padding']}" if a["arch"]["family"] == "cnn" else ""), "",
-             "## Outputs (one tensor per head, in this order)", "",
-             "| # | head | dim | output | meaning |", "|---|---|---|---|---|"]
-    lines += [f"| {h['index']} | `{h['name']}` | {h['dim']} | {h['output']} | {h['meaning']} |"
-              for h in card["heads"]]
-    lines += [""] + [f"- Derived: {d}" for d in card["derived"]] + [""]
-    lines += ["## Input", "", f"- shape {inp['shape']} (batch first), dtype {inp['dtype']}",
-              f"- preprocessing: {inp['preprocessing']}", f"- batch dimension: {inp['batch']}"]
-    lines += [f"- {k.replace('_', ' ')}: {inp[k]}" for k in ("test_split", "occlusion", "reproduce") if k in inp]
-    lines += [""]
-    metrics = card["metrics"] or {}
-    split = metrics.get("selection_split")
-    test = {k: v for k, v in metrics.items() if k.startswith("test_")}
-    sel = {k: v for k, v in metrics.items() if not k.startswith("test_")}
-    heading = {"validation": "Metrics on the validation split (what the search selected on)",
-               "test": "Metrics on the test set (no validation split: this student was also selected on them)"
-               }.get(split, "Metrics")
-    sections = [(heading, sel)]
-    if test and split == "validation":
-        sections.append(("Test-set metrics (reported apart, never used for selection)", test))
-    sections.append(("Cost", card["cost"] or {}))
-    for heading, vals in sections:
-        lines += [f"## {heading}", ""]
-        vals = {k: v for k, v in vals.items() if not (isinstance(v, float) and v != v)}  # no nan rows
-        lines += [f"- {k}: {v}" for k, v in vals.items()] if vals else ["- (none given)"]
-        lines.append("")
-    lines += ["## Files", "", "| file | bytes | sha256 | max abs diff on reload |", "|---|---|---|---|"]
-    ver = card["verification"]["max_abs_diff"]
-    for fmt, f in card["files"].items():
-        d = ver.get(fmt)
-        lines.append(f"| `{f['name']}` | {f['bytes']} | `{f['sha256']}` | "
-                     f"{'not verified' if d is None else f'{d:.3g}'} |")
-    lines += ["", f"Verified on a batch of {card['verification']['batch']} "
-              f"({card['verification']['input']}) with atol {card['verification']['atol']:g}.", "",
-              "## Loading", ""]
-    for f in card["files"].values():
-        lines += [f"`{f['name']}`:", "", "```python", f["load"], "```", ""]
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------- export
 
 
 def _resolve(model_or_path, meta: dict) -> tuple[nn.Module, dict]:
@@ -315,9 +213,15 @@ def _cost(model: nn.Module, x: torch.Tensor, meta: dict):
         return None
 
 
-def export_student(model_or_checkpoint_path: nn.Module | str | os.PathLike, out_dir: str | os.PathLike,
-                   formats: Sequence[str] = ("checkpoint", "pt2"), *, meta: dict,
-                   example: torch.Tensor | None = None, atol: float = 1e-5) -> dict:
+def export_student(
+    model_or_checkpoint_path: nn.Module | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    formats: Sequence[str] = ("checkpoint", "pt2"),
+    *,
+    meta: dict,
+    example: torch.Tensor | None = None,
+    atol: float = 1e-5,
+) -> dict:
     """Write the requested ``formats`` plus ``model_card.json``/``.md`` into ``out_dir``; verify each.
 
     ``meta`` (plain data) may hold ``config``, ``metrics``, ``pruning``, ``cost`` (else computed),
@@ -376,8 +280,14 @@ def export_student(model_or_checkpoint_path: nn.Module | str | os.PathLike, out_
             path = stage / FILE_NAMES[fmt]
             if fmt == "checkpoint":
                 try:
-                    save_checkpoint(path, model, config=meta.get("config"), metrics=meta.get("metrics"),
-                                    pruning=meta.get("pruning"), extra=ck_extra)
+                    save_checkpoint(
+                        path,
+                        model,
+                        config=meta.get("config"),
+                        metrics=meta.get("metrics"),
+                        pruning=meta.get("pruning"),
+                        extra=ck_extra,
+                    )
                     loaded, _ = load_checkpoint(path)
                 except (TypeError, CheckpointError) as e:
                     raise ExportError(f"checkpoint: {_one_line(e)}") from e
@@ -408,11 +318,19 @@ def export_student(model_or_checkpoint_path: nn.Module | str | os.PathLike, out_
         files = {}
         for fmt in formats:
             p = stage / FILE_NAMES[fmt]
-            files[fmt] = {"name": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p),
-                          "load": _snippets(arch)[fmt], "note": export_notes.get(fmt, "")}
+            files[fmt] = {
+                "name": p.name,
+                "bytes": p.stat().st_size,
+                "sha256": sha256_of(p),
+                "load": load_snippets(arch)[fmt],
+                "note": export_notes.get(fmt, ""),
+            }
         recipe = input_recipe(meta.get("config"))
-        script = reproduce_script(meta.get("config"), arch.head_names.index("predictive")) \
-            if "predictive" in arch.head_names and ("pt2" in formats or "onnx" in formats) else None
+        script = (
+            reproduce_script(meta.get("config"), arch.head_names.index("predictive"))
+            if "predictive" in arch.head_names and ("pt2" in formats or "onnx" in formats)
+            else None
+        )
         if script is not None:
             (stage / REPRO_SCRIPT).write_text(script, encoding="utf-8")
             recipe["reproduce"] = f"python {REPRO_SCRIPT} --data-root PATH  (recomputes metrics.test_student_acc)"
@@ -423,16 +341,22 @@ def export_student(model_or_checkpoint_path: nn.Module | str | os.PathLike, out_
             "created_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
             "torch_version": torch.__version__,
             "study": {"name": study, "trial_number": trial},
-            "architecture": {"description": arch.describe(), "arch": arch.to_dict(),
-                             "n_params": sum(p.numel() for p in model.parameters())},
-            "heads": _heads(arch),
+            "architecture": {
+                "description": arch.describe(),
+                "arch": arch.to_dict(),
+                "n_params": sum(p.numel() for p in model.parameters()),
+            },
+            "heads": heads_of(arch),
             "derived": derived,
             "input": {
                 "shape": ["N", *arch.in_shape],
                 "dtype": str(dtype).removeprefix("torch."),
                 **recipe,
-                "batch": ("dynamic (any N >= 1)" if dynamic or dynamic is None
-                          else f"static: the .pt2 program expects N = {x.shape[0]}"),
+                "batch": (
+                    "dynamic (any N >= 1)"
+                    if dynamic or dynamic is None
+                    else f"static: the .pt2 program expects N = {x.shape[0]}"
+                ),
             },
             "metrics": meta.get("metrics"),
             "cost": cost,
@@ -440,8 +364,13 @@ def export_student(model_or_checkpoint_path: nn.Module | str | os.PathLike, out_
             "pruning": meta.get("pruning"),
             "extra": extra or None,
             "files": files,
-            "verification": {"atol": atol, "batch": int(x.shape[0]), "input": x_desc,
-                             "max_abs_diff": diffs, "passed": True},
+            "verification": {
+                "atol": atol,
+                "batch": int(x.shape[0]),
+                "input": x_desc,
+                "max_abs_diff": diffs,
+                "passed": True,
+            },
             "dynamic_batch": dynamic,
         }
         try:
@@ -450,11 +379,15 @@ def export_student(model_or_checkpoint_path: nn.Module | str | os.PathLike, out_
         except TypeError as e:
             raise ExportError(f"model card: {_one_line(e)}") from e
         (stage / "model_card.json").write_text(text + "\n", encoding="utf-8")
-        (stage / "model_card.md").write_text(_markdown(card), encoding="utf-8")
+        (stage / "model_card.md").write_text(card_markdown(card), encoding="utf-8")
 
         written = {}
         extras = [REPRO_SCRIPT] if script is not None else []
-        for name in [FILE_NAMES[f] for f in formats] + ["model_card.json", "model_card.md", *extras]:
+        for name in [FILE_NAMES[f] for f in formats] + [
+            "model_card.json",
+            "model_card.md",
+            *extras,
+        ]:
             os.replace(stage / name, out_dir / name)
             written[name] = out_dir / name
     finally:
@@ -462,9 +395,12 @@ def export_student(model_or_checkpoint_path: nn.Module | str | os.PathLike, out_
 
     return {
         "out_dir": out_dir,
-        "files": {**{f: written[FILE_NAMES[f]] for f in formats},
-                  "card_json": written["model_card.json"], "card_md": written["model_card.md"],
-                  **({"reproduce": written[REPRO_SCRIPT]} if script is not None else {})},
+        "files": {
+            **{f: written[FILE_NAMES[f]] for f in formats},
+            "card_json": written["model_card.json"],
+            "card_md": written["model_card.md"],
+            **({"reproduce": written[REPRO_SCRIPT]} if script is not None else {}),
+        },
         "sha256": {f: files[f]["sha256"] for f in formats},
         "verification": diffs,
         "dynamic_batch": dynamic,

@@ -35,9 +35,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pg import study_dict
 
+from gped_search.checkpoints import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from gped_search.cli import main
 from gped_search.config import ConfigError, load_study
-from gped_search.export import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from gped_search.models import mlp_arch
 from gped_search.models.nets import build
 from gped_search.posterior import artifact

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from gped_search import api
+from gped_search import engine as api
 from gped_search.config import load_study, study_from_dict, to_dict
 from gped_search.posterior.checkpoint import (
     chain_status,
@@ -49,7 +49,7 @@ RUNNER = textwrap.dedent("""
     import os, signal, sys
     import torch
     torch.set_num_threads(1)
-    from gped_search import api
+    from gped_search import engine as api
     from gped_search.config import load_study
     from gped_search.distill import chain
     from gped_search.posterior import checkpoint as ck
@@ -73,7 +73,7 @@ RUNNER = textwrap.dedent("""
                     os.kill(os.getpid(), signal.SIGKILL)
             orig(path, data)
         ck._fsync_write = _write
-    api.distill(load_study(study), progress=False, out_dir=out)
+    api.distill_online(load_study(study), progress=False, out_dir=out)
 """)
 
 
@@ -99,7 +99,7 @@ def _same_outputs(a: Path, b: Path) -> None:
 def test_sigkill_twice_then_resume_equals_uninterrupted_run(tmp_path):
     study = _write(tmp_path, _cfg(tmp_path))
     torch.set_num_threads(1)
-    api.distill(load_study(study), progress=False, out_dir=tmp_path / "ref")
+    api.distill_online(load_study(study), progress=False, out_dir=tmp_path / "ref")
     out = tmp_path / "killed"
     rng = random.Random(os.getpid())
     kill_at = rng.randrange(500, 1500)  # a random point between checkpoints
@@ -123,15 +123,15 @@ def test_extend_a_finished_chain_equals_the_longer_run(tmp_path):
     long = _write(tmp_path, d, "long.yaml")
     short = _write(tmp_path, {**d, "teacher": {**d["teacher"], "iterations": 1200}}, "short.yaml")
     torch.set_num_threads(1)
-    api.distill(load_study(long), progress=False, out_dir=tmp_path / "ref")
-    api.distill(load_study(short), progress=False, out_dir=tmp_path / "ext")
+    api.distill_online(load_study(long), progress=False, out_dir=tmp_path / "ref")
+    api.distill_online(load_study(short), progress=False, out_dir=tmp_path / "ext")
     assert json.loads((tmp_path / "ext" / "distill.json").read_text())["teacher"]["iterations"] == 1200
-    api.distill(load_study(long), progress=False, out_dir=tmp_path / "ext")  # 1200 -> 2400: the new 1200 only
+    api.distill_online(load_study(long), progress=False, out_dir=tmp_path / "ext")  # 1200 -> 2400: the new 1200 only
     _same_outputs(tmp_path / "ref", tmp_path / "ext")
     rec = json.loads((tmp_path / "ext" / "distill.json").read_text())["teacher"]
     assert rec["sessions"] == 2 and [h["iteration"] for h in rec["history"]] == [1200, 2400]
     with pytest.raises(ValueError, match="more than teacher.iterations"):  # chains are not shortened
-        api.distill(load_study(short), progress=False, out_dir=tmp_path / "ext")
+        api.distill_online(load_study(short), progress=False, out_dir=tmp_path / "ext")
 
 
 def test_bank_stays_evenly_spaced_over_the_whole_chain(tmp_path):
@@ -213,7 +213,7 @@ def test_a_study_worker_killed_mid_chain_is_resumed_by_the_next_run(tmp_path):
     d["search"]["space"] = {"mlp_depth": 1, "mlp_width": [8, 16], "lambda_g": 0.0}
     d["search"]["n_trials"] = 1
     study = _write(tmp_path, d)
-    runner = RUNNER.replace("api.distill(load_study(study), progress=False, out_dir=out)",
+    runner = RUNNER.replace("api.distill_online(load_study(study), progress=False, out_dir=out)",
                             "from gped_search.search import run_study\nrun_study(load_study(study), progress=False)")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-c", runner, "iteration", "1000", str(study), "-"], env=env,

@@ -16,7 +16,7 @@ import torch
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from gped_search import api
+from gped_search import engine as api
 from gped_search.config import (
     ConfigError,
     DataConfig,
@@ -461,9 +461,9 @@ def test_sgld_and_distillation_cuda():
 # --------------------------------------------------------------------------- config and data errors
 
 def test_config_unknown_key_names_valid_keys():
-    with pytest.raises(ConfigError, match=r"unknown key 'step_sise' in teacher \(valid keys: .*step_size"):
+    with pytest.raises(ConfigError, match=r"unknown key 'step_sise' in teacher \(did you mean 'step_size'\? valid keys: .*step_size"):
         study_from_dict({"teacher": {"step_sise": 1e-4}})
-    with pytest.raises(ConfigError, match=r"unknown key 'techer' \(valid keys: .*teacher"):
+    with pytest.raises(ConfigError, match=r"unknown key 'techer' \(did you mean 'teacher'\? valid keys: .*teacher"):
         study_from_dict({"techer": {}})
 
 
@@ -489,9 +489,10 @@ def test_config_overrides(tmp_path):
     path = tmp_path / "study.yaml"
     path.write_text("name: s\nteacher:\n  iterations: 500\n  burn_in: 100\n")
     assert load_study(path, ["teacher.iterations=123", "data.mask_size=4"]).teacher.iterations == 123
-    with pytest.raises(ConfigError, match=r"study.yaml: teacher.iterations must be an integer, got 'abc'"):
+    # a bad override is blamed on the override, not on the (valid) study file
+    with pytest.raises(ConfigError, match=r"^--set teacher.iterations=abc: teacher.iterations must be an integer, got 'abc'"):
         load_study(path, ["teacher.iterations=abc"])
-    with pytest.raises(ConfigError, match="unknown key 'iters' in teacher"):
+    with pytest.raises(ConfigError, match=r"^--set teacher.iters=5: unknown key 'iters' in teacher \(did you mean 'iterations'\?"):
         load_study(path, ["teacher.iters=5"])
     with pytest.raises(ConfigError, match="study file not found"):
         load_study(tmp_path / "missing.yaml")

@@ -9,7 +9,7 @@ import pickle
 import pytest
 import torch
 
-from gped_search.export import CheckpointError, load_checkpoint, save_checkpoint
+from gped_search.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from gped_search.metrics.cost import cost_figures, measure_latency
 from gped_search.models import arch_of, build, student_arch
 from gped_search.prune import group_lasso_penalty, mask_model, prune_model, unit_groups

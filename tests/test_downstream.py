@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from gped_search.metrics.downstream import (
+from gped_search.metrics.quality import student_outputs
+from gped_search.metrics.uncertainty import (
     accuracy_rejection,
     downstream_record,
     ood_metrics,
@@ -17,7 +18,6 @@ from gped_search.metrics.downstream import (
     roc_curves,
     uncertainty_scores,
 )
-from gped_search.metrics.quality import student_outputs
 from gped_search.models import build, student_arch
 from gped_search.posterior.expectations import entropy
 

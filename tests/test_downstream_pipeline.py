@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gped_search import api
+from gped_search import engine as api
 from gped_search.config import load_study
 from gped_search.downstream import downstream_table, teacher_means_on, train_baseline
 
@@ -47,7 +47,7 @@ def test_teacher_auroc_uses_one_estimator_on_both_sides(setup):
     """Issue 14: an OOD set only the bank reaches is scored against the bank's in-distribution means too
     (it mixed thinned-iterate means in-distribution with bank means out of distribution)."""
     from gped_search.downstream import ood_inputs
-    from gped_search.metrics.downstream import ood_metrics, uncertainty_scores
+    from gped_search.metrics.uncertainty import ood_metrics, uncertainty_scores
 
     p, teacher, _ = setup
     df, _ = downstream_table(p, teacher, {}, None, ["occlusion:6"])

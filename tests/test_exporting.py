@@ -12,7 +12,7 @@ import textwrap
 import pytest
 import torch
 
-from gped_search.export import load_checkpoint
+from gped_search.checkpoints import load_checkpoint
 from gped_search.exporting import ExportError, export_student, verify_pt2
 from gped_search.models import arch_of, build, student_arch
 from gped_search.prune import prune_model

@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 from pg import gped, kill, postgres_cluster, wait_for, worker_env, write_study
 
+pytestmark = pytest.mark.system  # CI runs these as its second step (./dev test runs both)
+
 HOST = socket.gethostname()
 RUN = ("--no-progress", "--no-report")
 
@@ -39,8 +41,8 @@ def good_teacher(tmp_path_factory):
     """A valid teacher artifact of the tiny study (every study here shares its teacher settings)."""
     import torch
 
-    from gped_search.api import prepare
     from gped_search.config import load_study
+    from gped_search.engine import prepare
     from gped_search.search import ensure_teacher
 
     d = tmp_path_factory.mktemp("teacher")
@@ -273,8 +275,8 @@ def test_teacher_artifact_appears_with_its_checksum(tmp_path, good_teacher, at):
     teacher.pt that a reader would take as half-written; the next ensure_teacher samples or loads it."""
     import torch
 
-    from gped_search.api import prepare
     from gped_search.config import load_study
+    from gped_search.engine import prepare
     from gped_search.posterior.artifact import sha256_of
     from gped_search.search import ensure_teacher
 

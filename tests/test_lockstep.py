@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gped_search import api
+from gped_search import engine as api
 from gped_search.config import StudentFamily, TargetMode, load_study
 from gped_search.distill.loop import train_student, train_students
 from gped_search.distill.student import LockstepTrainer

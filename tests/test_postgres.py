@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from pg import PASSWORD, gped, postgres_cluster, worker_env, write_study
 
+pytestmark = pytest.mark.system  # CI runs these as its second step (./dev test runs both)
+
 WORKERS = 3
 N_TRIALS = 6
 

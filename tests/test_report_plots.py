@@ -128,8 +128,8 @@ def test_pareto_pair_log_y_and_empty_frames():
     ("name", "values", "label", "scale"),
     [
         ("kl", [0.1], "KL(teacher‖student) [nats]", 1.0),
-        ("kl_st", [0.1], "KL(teacher‖student) [nats]", 1.0),
-        ("entropy_mae", [0.1], "expected-entropy MAE [nats]", 1.0),
+        ("kl_st", [0.1], "KL(student‖teacher) [nats]", 1.0),  # the reverse KL (metrics.quality)
+        ("expected_entropy_mae", [0.1], "expected-entropy MAE [nats]", 1.0),  # a metric the trials record
         ("bytes_fp32", [512.0], "storage, fp32 [B]", 1.0),
         ("bytes_fp32", [2e3, 9e5], "storage, fp32 [KB]", 1e-3),
         ("bytes_int8", [3e6], "storage, int8 [MB]", 1e-6),

@@ -141,7 +141,7 @@ def test_run_records_four_complete_trials(study_run):
 def test_report_is_written_and_self_contained(study_run):
     root, stdout, _ = study_run
     out = root / NAME
-    assert f"report: {out / 'index.html'}" in stdout
+    assert json.loads(stdout)["report"] == str(out / "index.html")
     page = (out / "index.html").read_text()
     assert page and "data:image/png;base64," in page
     srcs = re.findall(r"""\b(?:src|href)=["']([^"']+)""", page)
@@ -155,7 +155,7 @@ def test_report_is_written_and_self_contained(study_run):
     assert set(trials.loc[trials["on_front"], "number"]) == nondominated(trials, ["kl", "bytes_fp32", "latency_ms"])
     summary = (out / "summary.md").read_text()
     assert summary.startswith("> Selected on the validation split") and f"# {NAME}" in summary
-    assert "Pareto front" in summary and "test_kl" in summary and "teacher_mc_floor_kl" in summary
+    assert "Pareto front" in summary and "KL test [nats]" in summary and "Monte-Carlo floor KL" in summary
 
 
 def test_status_and_pareto_print_the_front(study_run, capsys, tmp_path):
@@ -347,7 +347,7 @@ def test_batch_mode_keeps_asked_trials_alive_on_a_heartbeat_storage(tmp_path):
     """Ask-and-tell has no heartbeat of its own: the batch's heartbeat thread keeps its trials fresh."""
     from optuna.storages import RDBStorage, fail_stale_trials
 
-    from gped_search.search.study import _Heartbeat
+    from gped_search.search.storage import Heartbeat, trial_ids
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -355,7 +355,7 @@ def test_batch_mode_keeps_asked_trials_alive_on_a_heartbeat_storage(tmp_path):
         storage = RDBStorage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_interval=1, grace_period=2)
         study = optuna.create_study(storage=storage)
         a, b = study.ask(), study.ask()
-        with _Heartbeat(study, [a._trial_id, b._trial_id]):
+        with Heartbeat(study, trial_ids([a, b])):
             time.sleep(3.5)
             fail_stale_trials(study)
             assert {t.state for t in study.get_trials()} == {TrialState.RUNNING}

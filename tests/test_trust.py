@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gped_search import api
+from gped_search import engine as api
 from gped_search.config import ConfigError, EntropyLoss, TargetMode, load_study
 from gped_search.metrics.quality import ece, evaluate
 from gped_search.models import build

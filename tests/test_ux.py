@@ -240,3 +240,17 @@ def test_report_renders_in_headless_chromium_without_overflow(study, tmp_path):
 
     img = imread(shot)
     assert img.shape[1] == 1400 and img[..., :3].std() > 0.05  # not blank
+
+
+def test_each_trial_records_its_learning_curve(study):
+    """The distillation loss at 20 checks per run, as intermediate values optuna-dashboard draws."""
+    import optuna
+
+    root, _ = study
+    s = optuna.load_study(study_name=NAME, storage=f"sqlite:///{root / NAME / 'study.db'}")
+    for t in s.trials:
+        curve = t.intermediate_values
+        steps = sorted(curve)
+        assert steps[0] == 3 and steps[-1] == 60 and len(steps) == 20, steps  # 60 steps, a point every 3
+        assert all(np.isfinite(v) and v > 0 for v in curve.values())
+        assert curve[steps[-1]] < curve[steps[0]]  # the loss went down

@@ -20,10 +20,12 @@ from gped_search.errors import DataError  # noqa: F401  (raised here; re-exporte
 __all__ = ["DataError", "Split", "DataBundle", "resolve_root", "load_split", "cache_dir"]
 
 _TV_NAMES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
-_RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-              "t10k-labels-idx1-ubyte")
-
-
+_RAW_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 
 @dataclass

@@ -9,8 +9,13 @@ gped_search. The constants are the library's own; a test checks the script again
 
 from __future__ import annotations
 
+from gped_search.seeds import STREAMS
+
 from .datasets import DIGITS_SPLIT_SEED
-from .transforms import TEST_MASK_STREAM, VAL_SEED
+from .transforms import VAL_SEED
+
+TEST_MASK_STREAM = STREAMS["test-mask"][1]
+assert STREAMS["test-mask"][0] == 7919  # the script below spells the formula out
 
 __all__ = ["input_recipe", "reproduce_script"]
 
@@ -24,26 +29,42 @@ def input_recipe(config: dict | None) -> dict:
     seed = int((config or {}).get("seed", 0))
     mask = int(data.get("mask_size", 0) or 0)
     if name == "digits":
-        pre = ("scikit-learn's load_digits().images (8x8, integer values 0..16) divided by 16.0, float32, shape "
-               "(N, 1, 8, 8); no mean/std normalisation")
-        split = (f"a fixed permutation torch.randperm(1797, generator=torch.Generator().manual_seed("
-                 f"{DIGITS_SPLIT_SEED})): the first 80 % (1437 images) are the training set, the last 20 % "
-                 "(360 images) the test set")
+        pre = (
+            "scikit-learn's load_digits().images (8x8, integer values 0..16) divided by 16.0, float32, shape "
+            "(N, 1, 8, 8); no mean/std normalisation"
+        )
+        split = (
+            f"a fixed permutation torch.randperm(1797, generator=torch.Generator().manual_seed("
+            f"{DIGITS_SPLIT_SEED})): the first 80 % (1437 images) are the training set, the last 20 % "
+            "(360 images) the test set"
+        )
     elif name in _RAW:
-        pre = (f"uint8 pixels of torchvision's raw {_RAW[name]} files divided by 255.0, float32, shape "
-               "(N, 1, 28, 28); no mean/std normalisation")
+        pre = (
+            f"uint8 pixels of torchvision's raw {_RAW[name]} files divided by 255.0, float32, shape "
+            "(N, 1, 28, 28); no mean/std normalisation"
+        )
         split = "the official 10,000-image test set (t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)"
     else:
-        return {"preprocessing": "pixel values scaled to [0, 1]; no mean/std normalisation", "test_split": "unknown",
-                "occlusion": "none"}
+        return {
+            "preprocessing": "pixel values scaled to [0, 1]; no mean/std normalisation",
+            "test_split": "unknown",
+            "occlusion": "none",
+        }
     val = data.get("validation")
     if name != "digits" and val != 0:
-        split += (f"; the validation split is drawn from the training set with torch.randperm(n_train, "
-                  f"generator=torch.Generator().manual_seed({VAL_SEED})) and never trained on")
-    occ = "none" if mask <= 0 else (
-        f"one {mask}x{mask} square of zeros per image at a uniform random position: rows then columns drawn "
-        f"with torch.randint from torch.Generator().manual_seed({seed} * 7919 + {TEST_MASK_STREAM}) for the test "
-        "set, so every image keeps its patch")
+        split += (
+            f"; the validation split is drawn from the training set with torch.randperm(n_train, "
+            f"generator=torch.Generator().manual_seed({VAL_SEED})) and never trained on"
+        )
+    occ = (
+        "none"
+        if mask <= 0
+        else (
+            f"one {mask}x{mask} square of zeros per image at a uniform random position: rows then columns drawn "
+            f"with torch.randint from torch.Generator().manual_seed({seed} * 7919 + {TEST_MASK_STREAM}) for the test "
+            "set, so every image keeps its patch"
+        )
+    )
     return {"preprocessing": pre, "test_split": split, "occlusion": occ}
 
 
@@ -146,6 +167,13 @@ def reproduce_script(config: dict | None, head: int) -> str | None:
     if name != "digits" and name not in _RAW:
         return None
     r = input_recipe(config)
-    return _SCRIPT.format(dataset=name, seed=int((config or {}).get("seed", 0)), mask=int(data.get("mask_size", 0) or 0),
-                          head=int(head), digits_seed=DIGITS_SPLIT_SEED, mask_stream=TEST_MASK_STREAM,
-                          raw_folder=_RAW.get(name, ""), **r)
+    return _SCRIPT.format(
+        dataset=name,
+        seed=int((config or {}).get("seed", 0)),
+        mask=int(data.get("mask_size", 0) or 0),
+        head=int(head),
+        digits_seed=DIGITS_SPLIT_SEED,
+        mask_stream=TEST_MASK_STREAM,
+        raw_folder=_RAW.get(name, ""),
+        **r,
+    )

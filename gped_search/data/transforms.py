@@ -6,11 +6,19 @@ import torch
 
 from gped_search.config import DataConfig
 from gped_search.data.datasets import DataBundle, Split, load_split
+from gped_search.seeds import derive_seed
 
-__all__ = ["occlusion_positions", "occlude", "perturb", "make_bundle", "validation_size", "VAL_SEED"]
+__all__ = [
+    "occlusion_positions",
+    "occlude",
+    "perturb",
+    "make_bundle",
+    "validation_size",
+    "VAL_SEED",
+    "test_split",
+    "ood_set",
+]
 
-TEST_MASK_STREAM = 2
-"""The test set's occlusion positions come from ``torch.Generator().manual_seed(seed * 7919 + TEST_MASK_STREAM)``."""
 VAL_SEED = 4321
 """The validation split's permutation seed: fixed, so every study and seed sees the same split."""
 
@@ -23,8 +31,10 @@ def validation_size(cfg: DataConfig, n_train: int) -> int:
         v = 0.2 if name == "digits" else 10_000
     k = int(round(v * n_train)) if 0 < v < 1 else int(v)
     if k >= n_train:
-        raise ValueError(f"data.validation={cfg.validation}: {k} validation images leave none of the "
-                         f"{n_train} training images for the teacher")
+        raise ValueError(
+            f"data.validation={cfg.validation}: {k} validation images leave none of the "
+            f"{n_train} training images for the teacher"
+        )
     return k
 
 
@@ -64,8 +74,8 @@ def make_bundle(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") 
     train = load_split(name, True, cfg.root)
     test = load_split(name, False, cfg.root)
     # One generator per split, derived from the study seed, so masks do not depend on load order.
-    g_train = torch.Generator().manual_seed(seed * 7919 + 1)
-    g_test = torch.Generator().manual_seed(seed * 7919 + TEST_MASK_STREAM)
+    g_train = torch.Generator().manual_seed(derive_seed(seed, "train-mask"))
+    g_test = torch.Generator().manual_seed(derive_seed(seed, "test-mask"))
     train_x = occlude(train.x, cfg.mask_size, g_train)
     test_x = occlude(test.x, cfg.mask_size, g_test)
     train_y = train.y
@@ -82,9 +92,13 @@ def make_bundle(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") 
     if cfg.ood is not None:
         o = load_split(cfg.ood.value, False, cfg.root)
         if o.x.shape[1:] != test.x.shape[1:]:
-            raise ValueError(f"OOD set {cfg.ood.value} has shape {tuple(o.x.shape[1:])}, "
-                             f"{name} has {tuple(test.x.shape[1:])}")
-        ood = Split(occlude(o.x, cfg.mask_size, torch.Generator().manual_seed(seed * 7919 + 3)), o.y)
+            raise ValueError(
+                f"OOD set {cfg.ood.value} has shape {tuple(o.x.shape[1:])}, {name} has {tuple(test.x.shape[1:])}"
+            )
+        ood = Split(
+            occlude(o.x, cfg.mask_size, torch.Generator().manual_seed(derive_seed(seed, "ood-mask"))),
+            o.y,
+        )
     n_classes = int(train.y.max().item()) + 1
     return DataBundle(
         name=name,
@@ -96,3 +110,31 @@ def make_bundle(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") 
         ood_name=cfg.ood.value if cfg.ood is not None else None,
         val=val.to(device) if val is not None else None,
     )
+
+
+def test_split(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") -> Split:
+    """The study's test set exactly as :func:`make_bundle` makes it, without loading the training set."""
+    name = getattr(cfg.dataset, "value", cfg.dataset)
+    test = load_split(name, False, cfg.root)
+    x = occlude(test.x, cfg.mask_size, torch.Generator().manual_seed(derive_seed(seed, "test-mask")))
+    return Split(x, test.y).to(device)
+
+
+def ood_set(cfg: DataConfig, spec: str, seed: int, device: torch.device | str = "cpu") -> tuple[str, torch.Tensor]:
+    """An OOD test set by name: ``occlusion:<size>`` (the study's test images, occluded with masks
+    from the ``ood-occlusion`` seed, in ``evaluate`` and ``downstream`` alike) or a
+    dataset (the study's ``data.ood`` occluded as :func:`make_bundle` does; any other one as it is).
+    Returns (label, inputs)."""
+    import dataclasses
+
+    if spec.startswith("occlusion:"):
+        try:
+            size = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"{spec!r}: use occlusion:<size in pixels>") from None
+        occl = dataclasses.replace(cfg, mask_size=size, ood=None)
+        return f"occlusion {size}px", test_split(occl, derive_seed(seed, "ood-occlusion"), device).x
+    o = load_split(spec, False, cfg.root)
+    ours = cfg.ood is not None and getattr(cfg.ood, "value", cfg.ood) == spec
+    mask = cfg.mask_size if ours else 0
+    return spec, occlude(o.x, mask, torch.Generator().manual_seed(derive_seed(seed, "ood-mask"))).to(device)

@@ -34,6 +34,7 @@ from gped_search.metrics.quality import predictive_metrics
 from gped_search.models import Arch
 from gped_search.posterior.expectations import Expectation, PosteriorAccumulator
 from gped_search.posterior.sgld import SGLD, DivergenceError
+from gped_search.seeds import derive_seed
 
 __all__ = ["TeacherChain", "FLOOR_BLOCK", "mc_floor_kl", "transfer_batch"]
 
@@ -53,8 +54,9 @@ def mc_floor_kl(p_a: torch.Tensor, p_b: torch.Tensor) -> float:
     return float((p_a * (la - lb)).sum(1).mean())
 
 
-def transfer_batch(transfer: torch.Tensor, batch: int, data: DataConfig, gen: torch.Generator
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def transfer_batch(
+    transfer: torch.Tensor, batch: int, data: DataConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A transfer minibatch drawn with replacement and perturbed: (indices, inputs)."""
     idx = torch.randint(0, transfer.shape[0], (batch,), device=transfer.device, generator=gen)
     return idx, perturb(transfer[idx], data.perturb_sigma, data.clamp, gen)
@@ -75,17 +77,37 @@ def _acc_load(acc: PosteriorAccumulator | None, d: dict | None) -> None:
 class TeacherChain:
     """SGLD chain(s) with online distillation; see the module docstring."""
 
-    def __init__(self, tcfg: TeacherConfig, dcfg: DistillConfig, data_cfg: DataConfig, bundle: DataBundle,
-                 arch: Arch, exps: Sequence[Expectation], *, seed: int = 0,
-                 students: Sequence[StudentTrainer] = (), cache_transfer: bool = False):
+    def __init__(
+        self,
+        tcfg: TeacherConfig,
+        dcfg: DistillConfig,
+        data_cfg: DataConfig,
+        bundle: DataBundle,
+        arch: Arch,
+        exps: Sequence[Expectation],
+        *,
+        seed: int = 0,
+        students: Sequence[StudentTrainer] = (),
+        cache_transfer: bool = False,
+    ):
         self.tcfg, self.dcfg, self.data_cfg, self.bundle = tcfg, dcfg, data_cfg, bundle
         self.arch, self.exps, self.seed = arch, tuple(exps), seed
         self.students = tuple(students)
         device = bundle.test.x.device
         self.device = device
-        self.sampler = SGLD(arch, bundle.train.x, bundle.train.y, step_size=tcfg.step_size,
-                            prior_precision=tcfg.prior_precision, batch_size=tcfg.batch_size, chains=tcfg.chains,
-                            schedule=tcfg.schedule, decay_t0=tcfg.decay_t0, decay_gamma=tcfg.decay_gamma, seed=seed)
+        self.sampler = SGLD(
+            arch,
+            bundle.train.x,
+            bundle.train.y,
+            step_size=tcfg.step_size,
+            prior_precision=tcfg.prior_precision,
+            batch_size=tcfg.batch_size,
+            chains=tcfg.chains,
+            schedule=tcfg.schedule,
+            decay_t0=tcfg.decay_t0,
+            decay_gamma=tcfg.decay_gamma,
+            seed=seed,
+        )
         if tcfg.cuda_graph:
             self.sampler.capture_cuda_graph()
         k = bundle.n_classes
@@ -106,7 +128,7 @@ class TeacherChain:
             self.source = OnlineTargets(self.sampler.logits, self.exps, dcfg.temperature)
             if dcfg.target_mode == TargetMode.running_mean:
                 self.source = RunningMeanTargets(self.source, bundle.transfer.shape[0], k, device)
-        self.data_gen = torch.Generator(device=device).manual_seed(seed * 7919 + 11)
+        self.data_gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "chain-batches"))
         self.capacity = max(1, math.ceil(tcfg.bank_size / tcfg.chains))  # snapshots (each holds every chain)
         self.stride = 1  # keep every stride-th thinned sample in the bank
         self.bank: list[tuple[int, list[torch.Tensor]]] = []  # (thinned sample index, snapshot)
@@ -147,13 +169,24 @@ class TeacherChain:
         acc = self.acc["test"]
         if acc.count == 0:
             return {}
-        return {"iteration": self.t, "seconds": round(self.seconds, 3), "test_samples": acc.count,
-                **predictive_metrics(acc.means()["predictive"], self.bundle.test.y, "teacher")}
+        return {
+            "iteration": self.t,
+            "seconds": round(self.seconds, 3),
+            "test_samples": acc.count,
+            **predictive_metrics(acc.means()["predictive"], self.bundle.test.y, "teacher"),
+        }
 
-    def run(self, until: int, *, progress: bool = True, desc: str = "teacher",
-            on_checkpoint: Callable[[TeacherChain], None] | None = None, checkpoint_every: int | None = None,
-            checkpoint_seconds: float = 300.0, on_check: Callable[[TeacherChain, float], None] | None = None
-            ) -> None:
+    def run(
+        self,
+        until: int,
+        *,
+        progress: bool = True,
+        desc: str = "teacher",
+        on_checkpoint: Callable[[TeacherChain], None] | None = None,
+        checkpoint_every: int | None = None,
+        checkpoint_seconds: float = 300.0,
+        on_check: Callable[[TeacherChain, float], None] | None = None,
+    ) -> None:
         """Advance the chain to iteration ``until`` (no-op if it is already there).
 
         ``on_checkpoint(self)`` is called at iterations divisible by ``checkpoint_every`` (if given,
@@ -167,7 +200,14 @@ class TeacherChain:
         start = time.perf_counter()
         last_ckpt = start
         base_seconds = self.seconds
-        bar = tqdm(total=until, initial=start_t, desc=desc, disable=not progress, unit="it", mininterval=1.0)
+        bar = tqdm(
+            total=until,
+            initial=start_t,
+            desc=desc,
+            disable=not progress,
+            unit="it",
+            mininterval=1.0,
+        )
         for t in range(start_t + 1, until + 1):
             self.sampler.step()
             after = t - tc.burn_in
@@ -186,8 +226,9 @@ class TeacherChain:
                     bar.set_postfix(loss=f"{float(self.students[0].last_loss):.4f}", refresh=False)
                 if on_check is not None:
                     on_check(self, (t - start_t) / max(now - start, 1e-9))
-            due = (checkpoint_every and t % checkpoint_every == 0) or \
-                  (not checkpoint_every and at_check and time.perf_counter() - last_ckpt >= checkpoint_seconds)
+            due = (checkpoint_every and t % checkpoint_every == 0) or (
+                not checkpoint_every and at_check and time.perf_counter() - last_ckpt >= checkpoint_seconds
+            )
             if on_checkpoint is not None and (due or t == until):
                 if not at_check:
                     self._check(t)
@@ -203,7 +244,7 @@ class TeacherChain:
     # ------------------------------------------------------------------ results
     def result(self):
         """The teacher result at the current iteration (the chain itself is left untouched)."""
-        from gped_search.distill.loop import TeacherResult
+        from gped_search.posterior.result import TeacherResult
 
         accs = dict(self.acc)
         if self.acc["test"].count == 0:  # fewer post-burn-in iterations than `thin`: the current sample
@@ -222,14 +263,28 @@ class TeacherChain:
             floor = mc_floor_kl(self.halves[0].means()["predictive"], self.halves[1].means()["predictive"])
         metrics["teacher_mc_floor_kl"] = floor
         t = self.t
-        stats = {"iterations": t, "seconds": self.seconds, "ms_per_iteration": 1000 * self.seconds / max(t, 1),
-                 "test_samples": accs["test"].count, "bank_samples": next(iter(bank_t.values())).shape[0],
-                 "bank_spacing": self.stride * self.tcfg.thin, "chains": self.tcfg.chains,
-                 "student_steps": self.students[0].steps if self.students else 0, "sessions": self.sessions,
-                 "history": list(self.history)}
-        return TeacherResult(self.arch, test, accs["ood"].means() if "ood" in accs else None,
-                             accs["transfer"].means() if "transfer" in accs else None, bank_t, metrics, stats,
-                             val=accs["val"].means() if "val" in accs else None)
+        stats = {
+            "iterations": t,
+            "seconds": self.seconds,
+            "ms_per_iteration": 1000 * self.seconds / max(t, 1),
+            "test_samples": accs["test"].count,
+            "bank_samples": next(iter(bank_t.values())).shape[0],
+            "bank_spacing": self.stride * self.tcfg.thin,
+            "chains": self.tcfg.chains,
+            "student_steps": self.students[0].steps if self.students else 0,
+            "sessions": self.sessions,
+            "history": list(self.history),
+        }
+        return TeacherResult(
+            self.arch,
+            test,
+            accs["ood"].means() if "ood" in accs else None,
+            accs["transfer"].means() if "transfer" in accs else None,
+            bank_t,
+            metrics,
+            stats,
+            val=accs["val"].means() if "val" in accs else None,
+        )
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -252,15 +307,28 @@ class TeacherChain:
             "students": [],
         }
         for tr in self.students:
-            d["students"].append({"model": {k: v.detach().cpu().clone() for k, v in tr.model.state_dict().items()},
-                                  "opt": tr.opt.state_dict(), "sched": tr.sched.state_dict(), "steps": tr.steps,
-                                  "nonfinite": tr.nonfinite.cpu(), "last_loss": tr.last_loss.detach().cpu()})
+            d["students"].append(
+                {
+                    "model": {k: v.detach().cpu().clone() for k, v in tr.model.state_dict().items()},
+                    "opt": tr.opt.state_dict(),
+                    "sched": tr.sched.state_dict(),
+                    "steps": tr.steps,
+                    "nonfinite": tr.nonfinite.cpu(),
+                    "last_loss": tr.last_loss.detach().cpu(),
+                }
+            )
         if self.lock is not None and len(self.students) > 1:
-            d["lock"] = {"opt": self.lock.opt.state_dict(), "sched": self.lock.sched.state_dict(),
-                         "nonfinite": self.lock.nonfinite.cpu(), "active": list(self.lock.active)}
+            d["lock"] = {
+                "opt": self.lock.opt.state_dict(),
+                "sched": self.lock.sched.state_dict(),
+                "nonfinite": self.lock.nonfinite.cpu(),
+                "active": list(self.lock.active),
+            }
         if isinstance(self.source, RunningMeanTargets):
-            d["running_mean"] = {"sums": {k: v.cpu() for k, v in self.source.sums.items()},
-                                 "counts": self.source.counts.cpu()}
+            d["running_mean"] = {
+                "sums": {k: v.cpu() for k, v in self.source.sums.items()},
+                "counts": self.source.counts.cpu(),
+            }
         return d
 
     @torch.no_grad()

@@ -10,10 +10,9 @@ SGLD, which is what search trials do.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,31 +32,39 @@ from gped_search.posterior.checkpoint import (
     write_progress,
 )
 from gped_search.posterior.expectations import Expectation
+from gped_search.posterior.result import TeacherResult
 from gped_search.posterior.sgld import DivergenceError
+from gped_search.seeds import derive_seed
 
-__all__ = ["TeacherResult", "run_teacher", "train_student", "train_students", "transfer_batch",
-           "student_diverged"]
+log = logging.getLogger(__name__)
 
-
-@dataclass
-class TeacherResult:
-    """What a teacher run leaves: posterior means on test/OOD/transfer inputs and a sample bank."""
-
-    arch: Arch
-    test: dict[str, torch.Tensor]
-    ood: dict[str, torch.Tensor] | None
-    transfer: dict[str, torch.Tensor] | None
-    bank: dict[str, torch.Tensor]  # parameter name -> (S, *shape)
-    metrics: dict[str, float]
-    stats: dict[str, float] = field(default_factory=dict)
-    val: dict[str, torch.Tensor] | None = None  # posterior means on the validation split (same iterates)
+__all__ = [
+    "TeacherResult",
+    "run_teacher",
+    "train_student",
+    "train_students",
+    "transfer_batch",
+    "student_diverged",
+]
 
 
-def run_teacher(tcfg: TeacherConfig, dcfg: DistillConfig, data_cfg: DataConfig, bundle: DataBundle,
-                arch: Arch, exps: Sequence[Expectation], *, seed: int = 0,
-                students: Sequence[StudentTrainer] = (), cache_transfer: bool = False,
-                progress: bool = True, desc: str = "teacher", checkpoint_dir: str | Path | None = None,
-                checkpoint_key: str = "", restart: bool = False) -> TeacherResult:
+def run_teacher(
+    tcfg: TeacherConfig,
+    dcfg: DistillConfig,
+    data_cfg: DataConfig,
+    bundle: DataBundle,
+    arch: Arch,
+    exps: Sequence[Expectation],
+    *,
+    seed: int = 0,
+    students: Sequence[StudentTrainer] = (),
+    cache_transfer: bool = False,
+    progress: bool = True,
+    desc: str = "teacher",
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_key: str = "",
+    restart: bool = False,
+) -> TeacherResult:
     """Run SGLD (and online distillation of ``students``) to ``tcfg.iterations``; see the module docstring.
 
     With ``checkpoint_dir`` the chain is checkpointed there (every ``tcfg.checkpoint_every``
@@ -66,8 +73,17 @@ def run_teacher(tcfg: TeacherConfig, dcfg: DistillConfig, data_cfg: DataConfig, 
     total) is continued, one that already went further than ``tcfg.iterations`` is an error.
     ``restart`` discards the checkpoints first. The final state is always kept (for extension).
     """
-    chain = TeacherChain(tcfg, dcfg, data_cfg, bundle, arch, exps, seed=seed, students=students,
-                         cache_transfer=cache_transfer)
+    chain = TeacherChain(
+        tcfg,
+        dcfg,
+        data_cfg,
+        bundle,
+        arch,
+        exps,
+        seed=seed,
+        students=students,
+        cache_transfer=cache_transfer,
+    )
     if checkpoint_dir is None:
         chain.run(tcfg.iterations, progress=progress, desc=desc)
         return chain.result()
@@ -80,10 +96,17 @@ def run_teacher(tcfg: TeacherConfig, dcfg: DistillConfig, data_cfg: DataConfig, 
         if it > tcfg.iterations:
             raise ChainCheckpointError(
                 f"{folder}: the chain already ran {it} iterations, more than teacher.iterations={tcfg.iterations}; "
-                f"set teacher.iterations >= {it} or pass --restart")
+                f"set teacher.iterations >= {it} or pass --restart"
+            )
         chain.load_state_dict(state)
         if progress and it < tcfg.iterations:
-            print(f"{desc}: resuming the chain at iteration {it} of {tcfg.iterations} ({folder})", file=sys.stderr)
+            log.info(
+                "%s: resuming the chain at iteration %d of %d (%s)",
+                desc,
+                it,
+                tcfg.iterations,
+                folder,
+            )
     total = tcfg.iterations
     last_note = [0.0]
 
@@ -92,15 +115,30 @@ def run_teacher(tcfg: TeacherConfig, dcfg: DistillConfig, data_cfg: DataConfig, 
         if state == "running" and now - last_note[0] < 5.0:
             return
         last_note[0] = now
-        write_progress(folder, iteration=ch.t, total=total, rate=rate, state=state, seconds=ch.seconds,
-                       eta_seconds=(total - ch.t) / rate if rate > 0 else None, key=checkpoint_key)
+        write_progress(
+            folder,
+            iteration=ch.t,
+            total=total,
+            rate=rate,
+            state=state,
+            seconds=ch.seconds,
+            eta_seconds=(total - ch.t) / rate if rate > 0 else None,
+            key=checkpoint_key,
+        )
 
     def save(ch: TeacherChain) -> None:
         save_checkpoint_generation(folder, ch.t, ch.state_dict(), checkpoint_key)
 
     every = tcfg.checkpoint_every
-    chain.run(total, progress=progress, desc=desc, on_checkpoint=save if every != 0 else None,
-              checkpoint_every=every or None, checkpoint_seconds=tcfg.checkpoint_seconds, on_check=note)
+    chain.run(
+        total,
+        progress=progress,
+        desc=desc,
+        on_checkpoint=save if every != 0 else None,
+        checkpoint_every=every or None,
+        checkpoint_seconds=tcfg.checkpoint_seconds,
+        on_check=note,
+    )
     if every == 0:  # no periodic checkpoints: still keep the final state, so the chain can be extended
         save(chain)
     note(chain, chain.t / max(chain.seconds, 1e-9), state="done")
@@ -112,12 +150,20 @@ def student_diverged(step: int) -> DivergenceError:
     return DivergenceError(f"student diverged (NaN/inf loss) by step {step}; lower distill.lr")
 
 
-def _artifact_targets(teacher: TeacherResult, dcfg: DistillConfig, exps: Sequence[Expectation],
-                      gen: torch.Generator, device: torch.device, n_transfer: int):
+def _artifact_targets(
+    teacher: TeacherResult,
+    dcfg: DistillConfig,
+    exps: Sequence[Expectation],
+    gen: torch.Generator,
+    device: torch.device,
+    n_transfer: int,
+):
     if dcfg.target_mode == TargetMode.cached:
         if teacher.transfer is None:
-            raise ValueError("distill.target_mode cached needs the teacher's transfer-set means, and this teacher "
-                             "has none (sampled for online distillation)")
+            raise ValueError(
+                "distill.target_mode cached needs the teacher's transfer-set means, and this teacher "
+                "has none (sampled for online distillation)"
+            )
         return CachedTargets(teacher.transfer)
     bank = BankTargets(build(teacher.arch).to(device).eval(), teacher.bank, exps, gen)
     if dcfg.target_mode == TargetMode.running_mean:  # per-example running means over replayed bank samples
@@ -125,24 +171,44 @@ def _artifact_targets(teacher: TeacherResult, dcfg: DistillConfig, exps: Sequenc
     return bank
 
 
-def train_students(trainers: Sequence[StudentTrainer], teacher: TeacherResult, transfer: torch.Tensor, steps: int,
-                   dcfg: DistillConfig, data_cfg: DataConfig, *, seed: int = 0, check_every: int = 500,
-                   progress: bool = False, desc: str = "students", leave: bool = True) -> dict:
+def train_students(
+    trainers: Sequence[StudentTrainer],
+    teacher: TeacherResult,
+    transfer: torch.Tensor,
+    steps: int,
+    dcfg: DistillConfig,
+    data_cfg: DataConfig,
+    *,
+    seed: int = 0,
+    check_every: int | None = None,
+    progress: bool = False,
+    desc: str = "students",
+    leave: bool = True,
+) -> dict:
     """Train students in lockstep from a finished teacher (the search's batch mode).
 
     Every step draws one transfer minibatch and computes the targets once (a cached-mean gather, or
     one forward of a bank sample for ``online`` replay) for all students, which then take one joint
     step (:class:`LockstepTrainer`). A student that diverges is dropped and reported in
     ``"diverged"`` (index -> step) while the others go on. The students must share ``exps``.
+    Every ``check_every`` steps (default: 20 checks per run) the students' losses are read once:
+    divergence is checked and each trainer's ``curve`` (its learning curve) gets a point.
     """
+    check_every = check_every or max(1, steps // 20)
     device = transfer.device
-    gen = torch.Generator(device=device).manual_seed(seed * 7919 + 13)
+    gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "student-batches"))
     source = _artifact_targets(teacher, dcfg, trainers[0].exps, gen, device, transfer.shape[0])
     lock = LockstepTrainer(trainers)
     diverged: dict[int, int] = {}
     start = time.perf_counter()
-    for step in tqdm(range(1, steps + 1), desc=desc, disable=not progress, unit="step", mininterval=1.0,
-                     leave=leave):
+    for step in tqdm(
+        range(1, steps + 1),
+        desc=desc,
+        disable=not progress,
+        unit="step",
+        mininterval=1.0,
+        leave=leave,
+    ):
         idx, x = transfer_batch(transfer, dcfg.transfer_batch, data_cfg, gen)
         lock.step(x, source(idx, x))
         if step % check_every == 0 or step == steps:
@@ -150,16 +216,41 @@ def train_students(trainers: Sequence[StudentTrainer], teacher: TeacherResult, t
             if not lock.active:
                 break
     seconds = time.perf_counter() - start
-    return {"steps": steps, "seconds": seconds, "steps_per_second": steps / max(seconds, 1e-9),
-            "students": len(trainers), "diverged": diverged}
+    return {
+        "steps": steps,
+        "seconds": seconds,
+        "steps_per_second": steps / max(seconds, 1e-9),
+        "students": len(trainers),
+        "diverged": diverged,
+    }
 
 
-def train_student(trainer: StudentTrainer, teacher: TeacherResult, transfer: torch.Tensor, steps: int,
-                  dcfg: DistillConfig, data_cfg: DataConfig, *, seed: int = 0, check_every: int = 500,
-                  progress: bool = False, desc: str = "student") -> dict[str, float]:
+def train_student(
+    trainer: StudentTrainer,
+    teacher: TeacherResult,
+    transfer: torch.Tensor,
+    steps: int,
+    dcfg: DistillConfig,
+    data_cfg: DataConfig,
+    *,
+    seed: int = 0,
+    check_every: int | None = None,
+    progress: bool = False,
+    desc: str = "student",
+) -> dict[str, float]:
     """Train from a finished teacher: ``cached`` means, else replay of the sample bank (``online``)."""
-    out = train_students([trainer], teacher, transfer, steps, dcfg, data_cfg, seed=seed, check_every=check_every,
-                         progress=progress, desc=desc)
+    out = train_students(
+        [trainer],
+        teacher,
+        transfer,
+        steps,
+        dcfg,
+        data_cfg,
+        seed=seed,
+        check_every=check_every,
+        progress=progress,
+        desc=desc,
+    )
     if out.pop("diverged"):
         raise student_diverged(trainer.steps)
     del out["students"]

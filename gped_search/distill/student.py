@@ -17,14 +17,16 @@ from gped_search.posterior.expectations import Expectation
 __all__ = ["soft_cross_entropy", "target_losses", "StudentTrainer", "LockstepTrainer"]
 
 
-def soft_cross_entropy(student_logits: torch.Tensor, target_probs: torch.Tensor, temperature: float = 1.0
-                       ) -> torch.Tensor:
+def soft_cross_entropy(
+    student_logits: torch.Tensor, target_probs: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """-sum p_T log p_S, averaged over the batch: KL(p_T || p_S) plus the (constant) entropy of p_T."""
     return -(target_probs * F.log_softmax(student_logits / temperature, -1)).sum(-1).mean()
 
 
-def target_losses(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], cfg: DistillConfig
-                  ) -> dict[str, torch.Tensor]:
+def target_losses(
+    outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], cfg: DistillConfig
+) -> dict[str, torch.Tensor]:
     losses = {}
     for name, target in targets.items():
         out = outputs[name]
@@ -40,9 +42,16 @@ def target_losses(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Ten
 class StudentTrainer:
     """Holds a student, its optimiser and schedule; ``step`` does one update from given targets."""
 
-    def __init__(self, model: torch.nn.Module, exps: Sequence[Expectation], cfg: DistillConfig, *,
-                 lr: float | None = None, penalty: Callable[[], torch.Tensor] | None = None,
-                 penalty_weight: float = 0.0):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        exps: Sequence[Expectation],
+        cfg: DistillConfig,
+        *,
+        lr: float | None = None,
+        penalty: Callable[[], torch.Tensor] | None = None,
+        penalty_weight: float = 0.0,
+    ):
         self.model, self.exps, self.cfg = model, tuple(exps), cfg
         self.opt = torch.optim.Adam(model.parameters(), lr=lr or cfg.lr)
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt, cfg.lr_step, cfg.lr_gamma)
@@ -51,6 +60,7 @@ class StudentTrainer:
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
         self.last_loss = torch.zeros((), device=device)
         self.steps = 0
+        self.curve: list[tuple[int, float]] = []  # (step, loss) at each check: the trial's learning curve
 
     def loss(self, x: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
         """The student's distillation loss on ``x`` (weighted targets + group-LASSO penalty)."""
@@ -129,8 +139,11 @@ class LockstepTrainer:
         Also sets every active student's ``last_loss`` (kept on the device between checks)."""
         if self._last is not None:
             active, losses = self._last
+            values = losses.tolist()  # the check syncs anyway: keep the learning curve
             for j, i in enumerate(active):
                 self.trainers[i].last_loss = losses[j]
+                self.trainers[i].curve.append((self.trainers[i].steps, values[j]))
+            self._last = None
         flags = self.nonfinite.tolist()
         gone = [i for i in self.active if flags[i]]
         for i in gone:

@@ -13,11 +13,18 @@ from torch.func import functional_call
 
 from gped_search.posterior.expectations import Expectation
 
-__all__ = ["expectation_targets", "OnlineTargets", "RunningMeanTargets", "CachedTargets", "BankTargets"]
+__all__ = [
+    "expectation_targets",
+    "OnlineTargets",
+    "RunningMeanTargets",
+    "CachedTargets",
+    "BankTargets",
+]
 
 
-def expectation_targets(logits: torch.Tensor, exps: Sequence[Expectation], temperature: float = 1.0
-                        ) -> dict[str, torch.Tensor]:
+def expectation_targets(
+    logits: torch.Tensor, exps: Sequence[Expectation], temperature: float = 1.0
+) -> dict[str, torch.Tensor]:
     """Mean over the leading sample axis of g(logits) for every expectation; logits (S, B, K).
 
     A distillation temperature is part of the predictive expectation itself (see
@@ -73,8 +80,14 @@ class CachedTargets:
 class BankTargets:
     """Online replay: g(x', theta_k) for a stored sample theta_k drawn uniformly from the bank."""
 
-    def __init__(self, model: torch.nn.Module, bank: dict[str, torch.Tensor], exps, generator: torch.Generator,
-                 temperature: float = 1.0):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        bank: dict[str, torch.Tensor],
+        exps,
+        generator: torch.Generator,
+        temperature: float = 1.0,
+    ):
         self.model, self.bank, self.exps = model, bank, tuple(exps)
         self.size = next(iter(bank.values())).shape[0]
         self.gen, self.temperature = generator, temperature

@@ -88,9 +88,17 @@ def _block_size(net: nn.Module, x: Tensor, timer, target_ms: float) -> int:
     return max(1, min(1000, int(target_ms / one)))
 
 
-def measure_latency(model: nn.Module, in_shape: Sequence[int], batch: int = 1,
-                    device: str | torch.device = "cpu", threads: int | None = None,
-                    repeats: int = 50, warmup: int = 10, clock: str = "auto", block_ms: float = 2.0) -> dict:
+def measure_latency(
+    model: nn.Module,
+    in_shape: Sequence[int],
+    batch: int = 1,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    repeats: int = 50,
+    warmup: int = 10,
+    clock: str = "auto",
+    block_ms: float = 2.0,
+) -> dict:
     """Time of one forward pass of a ``(batch, *in_shape)`` input, in eval/inference mode.
 
     CPU: ``repeats`` timed blocks of several calls each (about ``block_ms`` per block), with
@@ -159,8 +167,16 @@ def measure_latency(model: nn.Module, in_shape: Sequence[int], batch: int = 1,
     }
 
 
-def calibrate_latency(models: dict, in_shape: Sequence[int], batch: int = 1, device: str | torch.device = "cpu",
-                      threads: int | None = 1, rounds: int = 10, repeats: int = 10, seed: int = 0) -> dict:
+def calibrate_latency(
+    models: dict,
+    in_shape: Sequence[int],
+    batch: int = 1,
+    device: str | torch.device = "cpu",
+    threads: int | None = 1,
+    rounds: int = 10,
+    repeats: int = 10,
+    seed: int = 0,
+) -> dict:
     """Re-measure several models together: ``rounds`` rounds, each timing every model (in a shuffled
     order) for ``repeats`` blocks, so slow phases of a shared machine hit all of them alike.
 
@@ -174,12 +190,24 @@ def calibrate_latency(models: dict, in_shape: Sequence[int], batch: int = 1, dev
     for _ in range(rounds):
         rng.shuffle(names)
         for n in names:
-            r = measure_latency(models[n], in_shape, batch=batch, device=device, threads=threads, repeats=repeats,
-                                warmup=2)
+            r = measure_latency(
+                models[n],
+                in_shape,
+                batch=batch,
+                device=device,
+                threads=threads,
+                repeats=repeats,
+                warmup=2,
+            )
             samples[n].append(r)
     out = {}
     for n, rs in samples.items():
         meds = sorted(r["median_ms"] for r in rs)
-        out[n] = {"median_ms": _quantile(meds, 0.5), "p10_ms": _quantile(meds, 0.1), "p90_ms": _quantile(meds, 0.9),
-                  "rounds": rounds, "clock": rs[0]["clock"]}
+        out[n] = {
+            "median_ms": _quantile(meds, 0.5),
+            "p10_ms": _quantile(meds, 0.1),
+            "p90_ms": _quantile(meds, 0.9),
+            "rounds": rounds,
+            "clock": rs[0]["clock"],
+        }
     return out

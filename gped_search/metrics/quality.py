@@ -36,7 +36,11 @@ def ece(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
 
 
 def predictive_metrics(probs: torch.Tensor, y: torch.Tensor, prefix: str) -> dict[str, float]:
-    return {f"{prefix}_nll": nll(probs, y), f"{prefix}_acc": accuracy(probs, y), f"{prefix}_ece": ece(probs, y)}
+    return {
+        f"{prefix}_nll": nll(probs, y),
+        f"{prefix}_acc": accuracy(probs, y),
+        f"{prefix}_ece": ece(probs, y),
+    }
 
 
 @torch.no_grad()
@@ -46,7 +50,7 @@ def student_outputs(model: torch.nn.Module, x: torch.Tensor, chunk: int = 4096) 
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {}
     for i in range(0, x.shape[0], chunk):
-        for k, v in model.named_outputs(x[i:i + chunk]).items():
+        for k, v in model.named_outputs(x[i : i + chunk]).items():
             parts.setdefault(k, []).append(v)
     model.train(was_training)
     out = {k: torch.cat(v) for k, v in parts.items()}
@@ -55,8 +59,13 @@ def student_outputs(model: torch.nn.Module, x: torch.Tensor, chunk: int = 4096) 
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, teacher: dict[str, torch.Tensor],
-             outputs: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    teacher: dict[str, torch.Tensor],
+    outputs: dict[str, torch.Tensor] | None = None,
+) -> dict[str, float]:
     """Teacher and student quality on (x, y) given the teacher's posterior means ``teacher``.
 
     Keys: teacher_/student_ nll, acc, ece; kl = KL(teacher || student), kl_st = KL(student || teacher),

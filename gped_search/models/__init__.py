@@ -12,5 +12,14 @@ from gped_search.models.nets import (
     teacher_arch,
 )
 
-__all__ = ["Arch", "Net", "arch_of", "build", "cnn_arch", "mlp_arch", "scaled_width", "student_arch",
-           "teacher_arch"]
+__all__ = [
+    "Arch",
+    "Net",
+    "arch_of",
+    "build",
+    "cnn_arch",
+    "mlp_arch",
+    "scaled_width",
+    "student_arch",
+    "teacher_arch",
+]

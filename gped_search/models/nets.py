@@ -82,7 +82,7 @@ class Arch:
     def describe(self) -> str:
         if self.family == "mlp":
             return "MLP " + "-".join(str(v) for v in (math.prod(self.in_shape), *self.hidden))
-        return (f"CNN conv{list(self.channels)} k{self.kernel} fc{list(self.hidden)}")
+        return f"CNN conv{list(self.channels)} k{self.kernel} fc{list(self.hidden)}"
 
 
 class Net(nn.Module):
@@ -98,7 +98,11 @@ class Net(nn.Module):
                 raise ValueError("a CNN needs at least one conv layer")
             cin = c
             for cout in arch.channels:
-                layers += [nn.Conv2d(cin, cout, arch.kernel, padding=arch.padding), nn.ReLU(), nn.MaxPool2d(2)]
+                layers += [
+                    nn.Conv2d(cin, cout, arch.kernel, padding=arch.padding),
+                    nn.ReLU(),
+                    nn.MaxPool2d(2),
+                ]
                 cin = cout
                 h = (h + 2 * arch.padding - arch.kernel + 1) // 2
                 w = (w + 2 * arch.padding - arch.kernel + 1) // 2
@@ -124,8 +128,10 @@ class Net(nn.Module):
             nn.Linear(width, arch.n_classes if name == "predictive" else dim) for name, dim in arch.heads
         )
         self._positive = tuple(name != "predictive" and name not in arch.linear_heads for name, _ in arch.heads)
-        self._scale = tuple(1.0 / arch.temperature if name == "predictive" and arch.temperature != 1.0 else None
-                            for name, _ in arch.heads)
+        self._scale = tuple(
+            1.0 / arch.temperature if name == "predictive" and arch.temperature != 1.0 else None
+            for name, _ in arch.heads
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         z = self.body(x)
@@ -155,14 +161,28 @@ def arch_of(model: Net) -> Arch:
 
 
 def mlp_arch(in_shape, n_classes, widths, heads=(("predictive", 0),), dropout=0.0) -> Arch:
-    return Arch("mlp", tuple(in_shape), n_classes, tuple(int(w) for w in widths), heads=tuple(heads),
-                dropout=dropout)
+    return Arch(
+        "mlp",
+        tuple(in_shape),
+        n_classes,
+        tuple(int(w) for w in widths),
+        heads=tuple(heads),
+        dropout=dropout,
+    )
 
 
-def cnn_arch(in_shape, n_classes, channels, fc, kernel=4, padding=0, heads=(("predictive", 0),),
-             dropout=0.0) -> Arch:
-    return Arch("cnn", tuple(in_shape), n_classes, tuple(int(v) for v in fc), tuple(int(v) for v in channels),
-                kernel, padding, tuple(heads), dropout)
+def cnn_arch(in_shape, n_classes, channels, fc, kernel=4, padding=0, heads=(("predictive", 0),), dropout=0.0) -> Arch:
+    return Arch(
+        "cnn",
+        tuple(in_shape),
+        n_classes,
+        tuple(int(v) for v in fc),
+        tuple(int(v) for v in channels),
+        kernel,
+        padding,
+        tuple(heads),
+        dropout,
+    )
 
 
 # The paper's CNNs: conv channels and fully connected hidden widths at multiplication factor 1.
@@ -178,9 +198,21 @@ def teacher_arch(kind: str, in_shape, n_classes, widths=(400, 400), kernel=None,
     return cnn_arch(in_shape, n_classes, channels, fc, kernel or k, padding)
 
 
-def student_arch(family: str, in_shape, n_classes, heads, widths=(400, 400), m1=1.0, m2=1.0,
-                 teacher_cnn: str = "cnn", kernel=None, padding=0, dropout=0.0, linear_heads=(),
-                 temperature: float = 1.0) -> Arch:
+def student_arch(
+    family: str,
+    in_shape,
+    n_classes,
+    heads,
+    widths=(400, 400),
+    m1=1.0,
+    m2=1.0,
+    teacher_cnn: str = "cnn",
+    kernel=None,
+    padding=0,
+    dropout=0.0,
+    linear_heads=(),
+    temperature: float = 1.0,
+) -> Arch:
     """A student: MLP with the given widths, or the paper's CNN scaled by ``m1`` (conv) and ``m2`` (fc).
 
     ``linear_heads`` names extra heads left linear (no softplus); ``temperature`` divides the
@@ -191,7 +223,14 @@ def student_arch(family: str, in_shape, n_classes, heads, widths=(400, 400), m1=
         arch = mlp_arch(in_shape, n_classes, widths, heads, dropout)
     else:
         channels, fc, k = PAPER_CNN[teacher_cnn]
-        arch = cnn_arch(in_shape, n_classes, [scaled_width(c, m1) for c in channels],
-                        [scaled_width(f, m2) for f in fc], kernel or k, padding, heads, dropout)
+        arch = cnn_arch(
+            in_shape,
+            n_classes,
+            [scaled_width(c, m1) for c in channels],
+            [scaled_width(f, m2) for f in fc],
+            kernel or k,
+            padding,
+            heads,
+            dropout,
+        )
     return replace(arch, linear_heads=tuple(linear_heads), temperature=float(temperature))
-

@@ -8,32 +8,21 @@ checksum beside it (``<file>.sha256``) that is verified on load.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
 
 import torch
 
-from gped_search.distill.loop import TeacherResult
+from gped_search.checkpoints import sha256_of, weights_only_load
 from gped_search.errors import ArtifactError  # noqa: F401  (raised here; re-exported)
-from gped_search.export import weights_only_load
 from gped_search.models import Arch
+from gped_search.posterior.result import TeacherResult
 
 __all__ = ["ArtifactError", "save_teacher", "load_teacher", "sha256_of"]
 
 FORMAT = "gped-search-teacher"
 VERSION = 2  # 2: validation means; transfer means over the thinned iterates; chain key without length
-
-
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _cpu(d: dict | None) -> dict | None:
@@ -78,8 +67,9 @@ def save_teacher(path: str | os.PathLike, result: TeacherResult, config: dict) -
     return digest
 
 
-def load_teacher(path: str | os.PathLike, device: torch.device | str = "cpu", expected_sha256: str | None = None
-                 ) -> TeacherResult:
+def load_teacher(
+    path: str | os.PathLike, device: torch.device | str = "cpu", expected_sha256: str | None = None
+) -> TeacherResult:
     """Load and verify a teacher artifact; any problem is an :class:`ArtifactError` naming the path."""
     path = Path(path)
     if not path.is_file():
@@ -90,19 +80,29 @@ def load_teacher(path: str | os.PathLike, device: torch.device | str = "cpu", ex
         raise ArtifactError(f"{path}: no checksum ({side.name} missing): the artifact may be half-written")
     actual = sha256_of(path)
     if actual != expected:
-        raise ArtifactError(f"{path}: checksum mismatch (expected {expected[:12]}…, file has {actual[:12]}…); "
-                            f"delete it to re-sample the teacher")
+        raise ArtifactError(
+            f"{path}: checksum mismatch (expected {expected[:12]}…, file has {actual[:12]}…); "
+            f"delete it to re-sample the teacher"
+        )
     try:
         d = weights_only_load(path, device)
     except Exception as e:  # corrupt, truncated or unsafe content
-        raise ArtifactError(f"{path}: unreadable teacher artifact ({type(e).__name__})") from None
+        raise ArtifactError(f"{path}: unreadable teacher artifact ({type(e).__name__})") from e
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not a gped-search teacher artifact")
     if d.get("version") != VERSION:
         raise ArtifactError(f"{path}: teacher artifact version {d.get('version')} (this gped-search reads {VERSION})")
     try:
-        return TeacherResult(Arch.from_dict(d["arch"]), d["test"], d["ood"], d["transfer"], d["bank"], d["metrics"],
-                             d["stats"], val=d.get("val"))
+        return TeacherResult(
+            Arch.from_dict(d["arch"]),
+            d["test"],
+            d["ood"],
+            d["transfer"],
+            d["bank"],
+            d["metrics"],
+            d["stats"],
+            val=d.get("val"),
+        )
     except Exception as e:  # a missing entry or a malformed architecture
         why = " ".join(str(e).split())[:80]
-        raise ArtifactError(f"{path}: incomplete teacher artifact ({type(e).__name__}: {why})") from None
+        raise ArtifactError(f"{path}: incomplete teacher artifact ({type(e).__name__}: {why})") from e

@@ -31,15 +31,23 @@ if TYPE_CHECKING:
     import torch
 
 
-__all__ = ["ChainCheckpointError", "save_checkpoint_generation", "latest_checkpoint", "list_generations",
-           "write_progress", "read_progress", "clear_checkpoints", "chain_status", "pid_alive", "PROGRESS_FILE"]
+__all__ = [
+    "ChainCheckpointError",
+    "save_checkpoint_generation",
+    "latest_checkpoint",
+    "list_generations",
+    "write_progress",
+    "read_progress",
+    "clear_checkpoints",
+    "chain_status",
+    "pid_alive",
+    "PROGRESS_FILE",
+]
 
 FORMAT = "gped-search-chain"
 VERSION = 1
 PROGRESS_FILE = "progress.json"
 _NAME = re.compile(r"^chain-(\d+)\.pt$")
-
-
 
 
 CHAIN_DIR = "teacher.chain"
@@ -61,7 +69,7 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 def _fsync_write(path: Path, data: bytes) -> None:
-    from gped_search.export import atomic_write_bytes
+    from gped_search.checkpoints import atomic_write_bytes
 
     atomic_write_bytes(path, data)
 
@@ -75,15 +83,23 @@ def list_generations(folder: str | os.PathLike) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def save_checkpoint_generation(folder: str | os.PathLike, iteration: int, state: dict, key: str,
-                               keep: int = 1) -> Path:
+def save_checkpoint_generation(folder: str | os.PathLike, iteration: int, state: dict, key: str, keep: int = 1) -> Path:
     """Write ``state`` as the generation for ``iteration``; keep the newest ``keep`` generations."""
     import torch
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    torch.save({"format": FORMAT, "version": VERSION, "key": key, "iteration": int(iteration), "state": state}, buf)
+    torch.save(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "key": key,
+            "iteration": int(iteration),
+            "state": state,
+        },
+        buf,
+    )
     data = buf.getvalue()
     path = folder / f"chain-{int(iteration)}.pt"
     # The checksum goes first: a data file is only ever visible next to its own checksum.
@@ -96,10 +112,11 @@ def save_checkpoint_generation(folder: str | os.PathLike, iteration: int, state:
     return path
 
 
-def latest_checkpoint(folder: str | os.PathLike, key: str | None = None, device: str | torch.device = "cpu"
-                      ) -> tuple[int, dict] | None:
+def latest_checkpoint(
+    folder: str | os.PathLike, key: str | None = None, device: str | torch.device = "cpu"
+) -> tuple[int, dict] | None:
     """The newest complete generation as (iteration, state), or None; checks checksum and key."""
-    from gped_search.export import weights_only_load
+    from gped_search.checkpoints import weights_only_load
 
     for _, path in reversed(list_generations(folder)):
         side = path.with_name(path.name + ".sha256")
@@ -115,11 +132,14 @@ def latest_checkpoint(folder: str | os.PathLike, key: str | None = None, device:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ChainCheckpointError(f"{path}: not a gped-search chain checkpoint")
         if d.get("version") != VERSION:
-            raise ChainCheckpointError(f"{path}: chain checkpoint version {d.get('version')} (this gped-search reads "
-                                  f"{VERSION}); delete {Path(folder)} or pass --restart")
+            raise ChainCheckpointError(
+                f"{path}: chain checkpoint version {d.get('version')} (this gped-search reads "
+                f"{VERSION}); delete {Path(folder)} or pass --restart"
+            )
         if key is not None and d.get("key") != key:
-            raise ChainCheckpointError(f"{path}: chain made with other settings (key {d.get('key')} != {key}); "
-                                  f"pass --restart to discard it")
+            raise ChainCheckpointError(
+                f"{path}: chain made with other settings (key {d.get('key')} != {key}); pass --restart to discard it"
+            )
         return int(d["iteration"]), d["state"]
     return None
 
@@ -184,6 +204,15 @@ def chain_status(folder: str | os.PathLike, stale_seconds: float = 600.0) -> dic
     if state == "paused":
         done_it = ckpt or 0
     rate = note.get("rate")
-    left = (total - done_it) / rate if rate and total is not None and state != "done" else 0.0 if state == "done" else None
-    return {"state": state, "iteration": done_it, "total": total, "checkpoint_iteration": ckpt,
-            "rate_it_per_s": rate, "seconds_left": left, "seconds_so_far": note.get("seconds")}
+    left = (
+        (total - done_it) / rate if rate and total is not None and state != "done" else 0.0 if state == "done" else None
+    )
+    return {
+        "state": state,
+        "iteration": done_it,
+        "total": total,
+        "checkpoint_iteration": ckpt,
+        "rate_it_per_s": rate,
+        "seconds_left": left,
+        "seconds_so_far": note.get("seconds"),
+    }

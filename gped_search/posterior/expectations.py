@@ -57,8 +57,13 @@ _REGISTRY: dict[str, Expectation] = {
 }
 
 
-def register_expectation(name: str, fn: Callable[[torch.Tensor], torch.Tensor], dim: int = 1,
-                         positive: bool = True, overwrite: bool = False) -> Expectation:
+def register_expectation(
+    name: str,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    dim: int = 1,
+    positive: bool = True,
+    overwrite: bool = False,
+) -> Expectation:
     """Register g by name. ``fn`` maps teacher logits (..., K) to (..., dim); keep it differentiable-free
     and vectorised (it runs on whole batches on the device)."""
     if name in _REGISTRY and not overwrite:
@@ -78,8 +83,10 @@ def get_expectation(name: str) -> Expectation:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown expectation {name!r} (registered: {', '.join(_REGISTRY)}; add one with "
-                       f"register_expectation and list its module in distill.plugins)") from None
+        raise KeyError(
+            f"unknown expectation {name!r} (registered: {', '.join(_REGISTRY)}; add one with "
+            f"register_expectation and list its module in distill.plugins)"
+        ) from None
 
 
 def resolve(names: Iterable[str], plugins: Iterable[str] = ()) -> tuple[Expectation, ...]:
@@ -98,8 +105,12 @@ def tempered(exps: tuple[Expectation, ...], temperature: float) -> tuple[Expecta
     """
     if temperature == 1.0:
         return tuple(exps)
-    return tuple(Expectation("predictive", lambda z, t=temperature: F.softmax(z / t, -1), None, positive=False)
-                 if e.name == "predictive" else e for e in exps)
+    return tuple(
+        Expectation("predictive", lambda z, t=temperature: F.softmax(z / t, -1), None, positive=False)
+        if e.name == "predictive"
+        else e
+        for e in exps
+    )
 
 
 def mutual_information(predictive: torch.Tensor, expected_entropy: torch.Tensor) -> torch.Tensor:

@@ -17,10 +17,9 @@ from torch.nn import functional as F
 
 from gped_search.errors import DivergenceError  # noqa: F401  (raised here; re-exported)
 from gped_search.models import Arch, build
+from gped_search.seeds import derive_seed
 
 __all__ = ["SGLD", "DivergenceError", "step_size_at", "sgld_update_"]
-
-
 
 
 def step_size_at(t: int, eta: float, schedule: str = "constant", t0: float = 1000.0, gamma: float = 0.55) -> float:
@@ -30,8 +29,14 @@ def step_size_at(t: int, eta: float, schedule: str = "constant", t0: float = 100
     return eta
 
 
-def sgld_update_(params: list[torch.Tensor], grads: list[torch.Tensor], noise: list[torch.Tensor], eta: float,
-                 lam: float, n: int) -> None:
+def sgld_update_(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    noise: list[torch.Tensor],
+    eta: float,
+    lam: float,
+    n: int,
+) -> None:
     """In place: theta <- theta - (eta/2)(n * grads + lam * theta) + sqrt(eta) * noise.
 
     ``grads`` are gradients of the *mean* minibatch NLL; ``noise`` standard normal draws.
@@ -44,9 +49,21 @@ def sgld_update_(params: list[torch.Tensor], grads: list[torch.Tensor], noise: l
 class SGLD:
     """SGLD chains for a network ``arch`` on a labelled training set held on the device."""
 
-    def __init__(self, arch: Arch, x: torch.Tensor, y: torch.Tensor, *, step_size: float, prior_precision: float,
-                 batch_size: int = 100, chains: int = 1, schedule: str = "constant", decay_t0: float = 1000.0,
-                 decay_gamma: float = 0.55, seed: int = 0):
+    def __init__(
+        self,
+        arch: Arch,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        step_size: float,
+        prior_precision: float,
+        batch_size: int = 100,
+        chains: int = 1,
+        schedule: str = "constant",
+        decay_t0: float = 1000.0,
+        decay_gamma: float = 0.55,
+        seed: int = 0,
+    ):
         self.arch = arch
         self.x, self.y = x, y
         self.n = x.shape[0]
@@ -62,7 +79,7 @@ class SGLD:
         inits = []
         for c in range(chains):
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed * 1000 + c)
+                torch.manual_seed(derive_seed(seed, "chain-init", c))
                 inits.append({k: v.detach().to(self.device) for k, v in build(arch).named_parameters()})
         self.names = list(inits[0])
         self.params = [torch.stack([init[k] for init in inits]) for k in self.names]
@@ -72,8 +89,10 @@ class SGLD:
             return F.cross_entropy(logits, yb)
 
         self._grad = vmap(grad(nll), in_dims=(0, 0, 0))
-        self._logits = vmap(lambda p, xb: functional_call(self.model, dict(zip(self.names, p)), (xb,))[0],
-                            in_dims=(0, None))
+        self._logits = vmap(
+            lambda p, xb: functional_call(self.model, dict(zip(self.names, p)), (xb,))[0],
+            in_dims=(0, None),
+        )
 
     @property
     def step_size(self) -> float:
@@ -103,7 +122,10 @@ class SGLD:
         except Exception as e:  # an unsupported op or torch version: keep the eager loop
             import warnings
 
-            warnings.warn(f"CUDA graph capture failed ({type(e).__name__}: {e}); using the eager step", stacklevel=2)
+            warnings.warn(
+                f"CUDA graph capture failed ({type(e).__name__}: {e}); using the eager step",
+                stacklevel=2,
+            )
             return False
         self._graph = graph
         return True
@@ -125,7 +147,8 @@ class SGLD:
                 leaves = [p[0].detach().requires_grad_() for p in self.params]
                 loss = F.cross_entropy(
                     functional_call(self.model, dict(zip(self.names, leaves)), (self.x[idx[0]],))[0],
-                    self.y[idx[0]])
+                    self.y[idx[0]],
+                )
                 grads = [g.unsqueeze(0) for g in torch.autograd.grad(loss, leaves)]
             else:
                 grads = self._grad(self.params, self.x[idx], self.y[idx])
@@ -138,9 +161,10 @@ class SGLD:
         params = self.params if params is None else params
         if params[0].shape[0] == 1:  # one chain: a direct call, without vmap's overhead
             one = dict(zip(self.names, (p[0] for p in params)))
-            return torch.cat([functional_call(self.model, one, (x[i:i + chunk],))[0]
-                              for i in range(0, x.shape[0], chunk)])[None]
-        return torch.cat([self._logits(params, x[i:i + chunk]) for i in range(0, x.shape[0], chunk)], dim=1)
+            return torch.cat(
+                [functional_call(self.model, one, (x[i : i + chunk],))[0] for i in range(0, x.shape[0], chunk)]
+            )[None]
+        return torch.cat([self._logits(params, x[i : i + chunk]) for i in range(0, x.shape[0], chunk)], dim=1)
 
     def is_finite(self) -> bool:
         """One host sync: are all chains' parameters finite?"""

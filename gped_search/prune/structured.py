@@ -63,8 +63,13 @@ class PruneResult:
     def to_dict(self) -> dict:
         """Plain summary (for a checkpoint's ``pruning`` entry)."""
         return {
-            "rule": self.rule, "score": self.score, "tau": self.tau, "ratio": self.ratio,
-            "layers": list(self.layers), "kept": list(self.kept), "removed": list(self.removed),
+            "rule": self.rule,
+            "score": self.score,
+            "tau": self.tau,
+            "ratio": self.ratio,
+            "layers": list(self.layers),
+            "kept": list(self.kept),
+            "removed": list(self.removed),
             "removed_idxs": [list(r) for r in self.removed_idxs],
             "history": [[n, bool(o), [int(i) for i in idx]] for n, o, idx in self.history],
         }
@@ -99,8 +104,14 @@ def select_units(scores: Tensor, rule: str, tau: float = 1e-3, ratio: float = 0.
     return sorted(int(i) for i in drop)
 
 
-def prune_model(model: nn.Module, example_input: Tensor, rule: str = "threshold", tau: float = 1e-3,
-                ratio: float = 0.5, score: str | None = None) -> PruneResult:
+def prune_model(
+    model: nn.Module,
+    example_input: Tensor,
+    rule: str = "threshold",
+    tau: float = 1e-3,
+    ratio: float = 0.5,
+    score: str | None = None,
+) -> PruneResult:
     """Remove units of every hidden layer in place; ``model.arch`` is updated to the new widths."""
     score = score or _DEFAULT_SCORE.get(rule, "incoming_max")
     dg = dependency_graph(model, example_input)

@@ -12,8 +12,15 @@ from .tables import (
     reference_point,
 )
 
-_PLOTS = ("UNITS", "AxisSpec", "axis_spec", "plot_accuracy_rejection", "plot_hypervolume", "plot_pareto_pair",
-          "plot_roc")
+_PLOTS = (
+    "UNITS",
+    "AxisSpec",
+    "axis_spec",
+    "plot_accuracy_rejection",
+    "plot_hypervolume",
+    "plot_pareto_pair",
+    "plot_roc",
+)
 
 
 def __getattr__(name: str):

@@ -6,8 +6,8 @@ that trained against the same teacher key and length); a *method* is how a study
 (:func:`method_label`); a *seed* is the study's search seed.
 
 Hypervolume is measured in (validation KL, log10 bytes): bytes span three decades, and on a linear
-scale the largest students alone would set the volume. One reference point per setting, from all of
-its studies' trials, makes the volumes of its methods comparable.
+scale the largest students alone would set the volume. One reference point per setting
+(:func:`hv_reference`) makes the volumes of its methods comparable.
 """
 
 from __future__ import annotations
@@ -24,20 +24,47 @@ from matplotlib.figure import Figure
 
 from .tables import hypervolume_history, pareto_front, reference_point
 
-__all__ = ["StudyRun", "method_label", "setting_label", "busy_seconds", "hv_curves", "hv_summary",
-           "front_members", "grid_scaling", "plot_setting", "plot_grid_scaling", "write_comparison",
-           "HV_OBJECTIVES"]
+__all__ = [
+    "StudyRun",
+    "method_label",
+    "setting_label",
+    "busy_seconds",
+    "hv_curves",
+    "hv_summary",
+    "front_members",
+    "grid_scaling",
+    "plot_setting",
+    "plot_grid_scaling",
+    "plot_summary",
+    "write_comparison",
+    "HV_OBJECTIVES",
+]
 
 HV_OBJECTIVES = {"kl": "minimize", "log10_bytes": "minimize"}
 """The hypervolume's axes: validation KL and log10 of the student's fp32 bytes."""
 
 METHOD_ORDER = ("grid", "prune", "tpe", "nsga2", "random")
-METHOD_NAMES = {"grid": "paper's grid", "prune": "group-LASSO pruning", "tpe": "search (TPE)",
-                "nsga2": "search (NSGA-II)", "random": "random search"}
-METHOD_COLORS = {"grid": "tab:blue", "prune": "tab:orange", "tpe": "tab:red", "nsga2": "tab:purple",
-                 "random": "tab:gray"}
-TEST_COLUMNS = ("test_kl", "test_student_acc", "test_expected_entropy_mae", "test_expected_entropy_bias",
-                "test_ood_auroc")
+METHOD_NAMES = {
+    "grid": "paper's grid",
+    "prune": "group-LASSO pruning",
+    "tpe": "search (TPE)",
+    "nsga2": "search (NSGA-II)",
+    "random": "random search",
+}
+METHOD_COLORS = {
+    "grid": "tab:blue",
+    "prune": "tab:orange",
+    "tpe": "tab:red",
+    "nsga2": "tab:purple",
+    "random": "tab:gray",
+}
+TEST_COLUMNS = (
+    "test_kl",
+    "test_student_acc",
+    "test_expected_entropy_mae",
+    "test_expected_entropy_bias",
+    "test_ood_auroc",
+)
 
 
 @dataclass
@@ -87,8 +114,10 @@ def method_label(config: Mapping) -> str:
 def setting_label(config: Mapping) -> str:
     """What the students were distilled from, e.g. ``MLP students, MNIST, mask 7px``."""
     data, student = config.get("data", {}), config.get("student", {})
-    return (f"{str(student.get('family', 'mlp')).upper()} students, {str(data.get('dataset', '')).upper()}, "
-            f"mask {data.get('mask_size', 0)}px")
+    return (
+        f"{str(student.get('family', 'mlp')).upper()} students, {str(data.get('dataset', '')).upper()}, "
+        f"mask {data.get('mask_size', 0)}px"
+    )
 
 
 def busy_seconds(trials: pd.DataFrame) -> np.ndarray:
@@ -123,9 +152,22 @@ def _hv_frame(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def hv_reference(runs: Sequence[StudyRun]) -> np.ndarray:
-    """One reference point for the runs of a setting (worst KL and log10 bytes + 10 % of their range)."""
+    """One reference point for the runs of a setting, in (KL, log10 bytes).
+
+    Bytes: the largest student of any run, plus 10 % of the log range. KL: 1.1 x the worst KL of the
+    paper's grid when the setting has one (the smallest grid student), so that near-empty students
+    (a very strong pruning penalty leaves a few units and KL ~ 2) neither count nor stretch the
+    scale; without a grid, the worst KL of all runs + 10 % of the range.
+    """
     pool = pd.concat([_hv_frame(r.trials) for r in runs], ignore_index=True)
-    return reference_point(pool, HV_OBJECTIVES)
+    ref = reference_point(pool, HV_OBJECTIVES)
+    grid = [r.trials for r in runs if r.method == "grid"]
+    if grid:
+        g = pd.concat(grid, ignore_index=True)
+        kl = g.loc[g["state"] == "COMPLETE", "kl"].astype(float)
+        if np.isfinite(kl).any():
+            ref[0] = 1.1 * float(kl.max())
+    return ref
 
 
 def hv_curves(runs: Sequence[StudyRun], ref: np.ndarray | None = None) -> pd.DataFrame:
@@ -135,11 +177,23 @@ def hv_curves(runs: Sequence[StudyRun], ref: np.ndarray | None = None) -> pd.Dat
     for r in runs:
         t = _hv_frame(r.trials).sort_values("number")
         h = hypervolume_history(t, HV_OBJECTIVES, ref)
-        out.append(pd.DataFrame({"study": r.name, "method": r.method, "seed": r.seed,
-                                 "trials": np.arange(1, len(t) + 1), "seconds": busy_seconds(t),
-                                 "hypervolume": h["hypervolume"].to_numpy()}))
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(
-        columns=["study", "method", "seed", "trials", "seconds", "hypervolume"])
+        out.append(
+            pd.DataFrame(
+                {
+                    "study": r.name,
+                    "method": r.method,
+                    "seed": r.seed,
+                    "trials": np.arange(1, len(t) + 1),
+                    "seconds": busy_seconds(t),
+                    "hypervolume": h["hypervolume"].to_numpy(),
+                }
+            )
+        )
+    return (
+        pd.concat(out, ignore_index=True)
+        if out
+        else pd.DataFrame(columns=["study", "method", "seed", "trials", "seconds", "hypervolume"])
+    )
 
 
 def hv_summary(curves: pd.DataFrame, budgets: Sequence[int]) -> pd.DataFrame:
@@ -148,14 +202,23 @@ def hv_summary(curves: pd.DataFrame, budgets: Sequence[int]) -> pd.DataFrame:
     A run shorter than a budget does not count at that budget; budgets no run reached are left out.
     """
     rows = []
-    for (method, budget) in [(m, b) for m in _methods(curves["method"]) for b in sorted(set(budgets))]:
+    for method, budget in [(m, b) for m in _methods(curves["method"]) for b in sorted(set(budgets))]:
         at = curves[(curves["method"] == method) & (curves["trials"] == budget)]
         if at.empty:
             continue
         hv = at["hypervolume"].to_numpy(float)
-        rows.append({"method": method, "trials": budget, "seeds": len(at), "hv_mean": hv.mean(),
-                     "hv_sd": hv.std(ddof=1) if len(hv) > 1 else float("nan"), "hv_min": hv.min(),
-                     "hv_max": hv.max(), "seconds_mean": at["seconds"].mean()})
+        rows.append(
+            {
+                "method": method,
+                "trials": budget,
+                "seeds": len(at),
+                "hv_mean": hv.mean(),
+                "hv_sd": hv.std(ddof=1) if len(hv) > 1 else float("nan"),
+                "hv_min": hv.min(),
+                "hv_max": hv.max(),
+                "seconds_mean": at["seconds"].mean(),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -199,19 +262,32 @@ def grid_scaling(runs: Sequence[StudyRun]) -> pd.DataFrame:
             continue
         t = r.trials[r.trials["state"] == "COMPLETE"].copy()
         depth = t["param_mlp_depth"] if "param_mlp_depth" in t else pd.Series(np.nan, index=t.index)
-        size = t["param_mlp_width"] if "param_mlp_width" in t else (
-            t["param_m1"].astype(str) + "x" + t["param_m2"].astype(str) if "param_m1" in t else t["number"])
-        t = t.assign(setting=r.setting, depth=depth, size=size, seed=r.seed,
-                     mask=r.config.get("data", {}).get("mask_size", 0),
-                     floor=r.teacher.get("teacher_mc_floor_kl", float("nan")))
+        size = (
+            t["param_mlp_width"]
+            if "param_mlp_width" in t
+            else (t["param_m1"].astype(str) + "x" + t["param_m2"].astype(str) if "param_m1" in t else t["number"])
+        )
+        t = t.assign(
+            setting=r.setting,
+            depth=depth,
+            size=size,
+            seed=r.seed,
+            mask=r.config.get("data", {}).get("mask_size", 0),
+            floor=r.teacher.get("teacher_mc_floor_kl", float("nan")),
+        )
         rows.append(t)
     if not rows:
         return pd.DataFrame()
     t = pd.concat(rows, ignore_index=True)
     metrics = [m for m in ("kl", "expected_entropy_mae", "expected_entropy_bias", "student_acc") if m in t]
     g = t.groupby(["setting", "mask", "depth", "size"], dropna=False)
-    out = g.agg(params=("params", "mean"), seeds=("seed", "nunique"), floor_kl=("floor", "mean"),
-                **{f"{m}_mean": (m, "mean") for m in metrics}, **{f"{m}_sd": (m, "std") for m in metrics})
+    out = g.agg(
+        params=("params", "mean"),
+        seeds=("seed", "nunique"),
+        floor_kl=("floor", "mean"),
+        **{f"{m}_mean": (m, "mean") for m in metrics},
+        **{f"{m}_sd": (m, "std") for m in metrics},
+    )
     return out.reset_index().sort_values(["mask", "depth", "params"]).reset_index(drop=True)
 
 
@@ -226,8 +302,17 @@ def size_needed(scaling: pd.DataFrame, metric: str, tolerance: float = 0.10) -> 
         best = g[col].min()
         ok = g[g[col] <= best * (1 + tolerance)].sort_values("params")
         first = ok.iloc[0]
-        rows.append({"setting": setting, "mask": mask, "depth": depth, "metric": metric,
-                     "best": best, "smallest_size": first["size"], "smallest_params": int(first["params"])})
+        rows.append(
+            {
+                "setting": setting,
+                "mask": mask,
+                "depth": depth,
+                "metric": metric,
+                "best": best,
+                "smallest_size": first["size"],
+                "smallest_params": int(first["params"]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -237,9 +322,18 @@ def _staircase(ax, x, y, **kw) -> None:
     ax.plot(np.asarray(x)[order], np.asarray(y)[order], drawstyle="steps-post", **kw)
 
 
-def plot_setting(runs: Sequence[StudyRun], curves: pd.DataFrame, *, budget: int | None = None,
-                 title: str = "") -> Figure:
-    """Three panels: every seed's validation front (KL vs bytes), hypervolume vs trials, vs seconds."""
+def plot_setting(
+    runs: Sequence[StudyRun],
+    curves: pd.DataFrame,
+    *,
+    budget: int | None = None,
+    title: str = "",
+    ref: np.ndarray | None = None,
+) -> Figure:
+    """Three panels: every seed's validation front (KL vs bytes), hypervolume vs trials, vs seconds.
+
+    ``ref`` (the hypervolume's reference point) bounds the front panel: students worse than it in KL
+    (near-empty pruned networks) are left off the axes, as they are left out of the volume."""
     fig = Figure(figsize=(15.0, 4.6), layout="constrained")
     FigureCanvasAgg(fig)
     ax_f, ax_t, ax_s = fig.subplots(1, 3)
@@ -249,8 +343,15 @@ def plot_setting(runs: Sequence[StudyRun], curves: pd.DataFrame, *, budget: int 
             done = r.trials[r.trials["state"] == "COMPLETE"]
             ax_f.scatter(done["bytes_fp32"], done["kl"], s=9, color=color, alpha=0.25, lw=0)
             front = pareto_front(done, {"kl": "minimize", "bytes_fp32": "minimize"})
-            _staircase(ax_f, front["bytes_fp32"].to_numpy(float), front["kl"].to_numpy(float), color=color,
-                       lw=1.4, alpha=0.9, label=f"{label} ({len(done)} trials/seed)" if i == 0 else None)
+            _staircase(
+                ax_f,
+                front["bytes_fp32"].to_numpy(float),
+                front["kl"].to_numpy(float),
+                color=color,
+                lw=1.4,
+                alpha=0.9,
+                label=f"{label} ({len(done)} trials/seed)" if i == 0 else None,
+            )
         c = curves[curves["method"] == m]
         if c.empty:
             continue
@@ -258,18 +359,42 @@ def plot_setting(runs: Sequence[StudyRun], curves: pd.DataFrame, *, budget: int 
             if x == "trials":
                 g = c.groupby("trials")["hypervolume"]
                 mean, lo, hi = g.mean(), g.min(), g.max()
-                ax.plot(mean.index, mean.to_numpy(), color=color, lw=1.8, drawstyle="steps-post",
-                        label=f"{label} (mean of {c['seed'].nunique()} seeds, band min-max)")
+                ax.plot(
+                    mean.index,
+                    mean.to_numpy(),
+                    color=color,
+                    lw=1.8,
+                    drawstyle="steps-post",
+                    label=f"{label} (mean of {c['seed'].nunique()} seeds, band min-max)",
+                )
                 ax.fill_between(mean.index, lo.to_numpy(), hi.to_numpy(), color=color, alpha=0.15, step="post")
             else:
                 for j, (_, g) in enumerate(c.groupby("seed")):
-                    ax.plot(g["seconds"], g["hypervolume"], color=color, lw=1.2, drawstyle="steps-post",
-                            alpha=0.8, label=label if j == 0 else None)
+                    ax.plot(
+                        g["seconds"],
+                        g["hypervolume"],
+                        color=color,
+                        lw=1.2,
+                        drawstyle="steps-post",
+                        alpha=0.8,
+                        label=label if j == 0 else None,
+                    )
     if budget:
         ax_t.axvline(budget, color="gray", ls=":", lw=1)
-        ax_t.text(budget, ax_t.get_ylim()[0], f" {budget} = grid size", color="gray", fontsize=8, va="bottom")
+        ax_t.text(
+            budget,
+            ax_t.get_ylim()[0],
+            f" {budget} = grid size",
+            color="gray",
+            fontsize=8,
+            va="bottom",
+        )
     ax_f.set_xscale("log")
     ax_f.set_yscale("log")
+    if ref is not None:
+        lo = min(float(r.trials.loc[r.trials["state"] == "COMPLETE", "kl"].min()) for r in runs)
+        ax_f.set_ylim(0.8 * lo, 1.25 * float(ref[0]))
+        ax_f.axhline(float(ref[0]), color="gray", ls=":", lw=1)
     ax_f.set_xlabel("student size [bytes, fp32]")
     ax_f.set_ylabel("KL(teacher || student) on validation")
     ax_f.set_title("fronts, one staircase per seed (lower left is better)", fontsize=10)
@@ -286,14 +411,83 @@ def plot_setting(runs: Sequence[StudyRun], curves: pd.DataFrame, *, budget: int 
     return fig
 
 
+def plot_summary(summaries: Mapping[str, pd.DataFrame]) -> Figure:
+    """One bar group per setting: each method's hypervolume relative to the paper's grid (mean over
+    seeds, whiskers min-max), at the grid's trial budget and at the largest budget run."""
+    fig = Figure(figsize=(max(7.0, 2.6 * len(summaries) + 2), 4.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    bars = []  # (setting index, label, method, budget, rel mean, rel min, rel max)
+    for k, summ in enumerate(summaries.values()):
+        grid = summ[summ["method"] == "grid"]
+        if grid.empty:
+            continue
+        base = float(grid["hv_mean"].iloc[0])
+        g_budget = int(grid["trials"].iloc[0])
+        for _, r in summ.iterrows():
+            bars.append(
+                (
+                    k,
+                    r["method"],
+                    int(r["trials"]),
+                    r["hv_mean"] / base,
+                    r["hv_min"] / base,
+                    r["hv_max"] / base,
+                    int(r["trials"]) == g_budget,
+                )
+            )
+    if not bars:
+        ax.text(0.5, 0.5, "no setting with a grid study", ha="center", transform=ax.transAxes)
+        return fig
+    per = {}
+    for b in bars:
+        per.setdefault(b[0], []).append(b)
+    width = 0.8 / max(len(v) for v in per.values())
+    seen = set()
+    for k, group in per.items():
+        for j, (_, m, n, mean, lo, hi, at_grid) in enumerate(group):
+            x = k - 0.4 + width * (j + 0.5)
+            label = f"{METHOD_NAMES.get(m, m)}, {'grid budget' if at_grid else f'{n} trials'}"
+            ax.bar(
+                x,
+                mean,
+                width * 0.9,
+                color=METHOD_COLORS.get(m, "gray"),
+                alpha=1.0 if at_grid else 0.55,
+                hatch=None if at_grid else "//",
+                edgecolor="black",
+                lw=0.5,
+                label=label if (m, at_grid) not in seen else None,
+            )
+            seen.add((m, at_grid))
+            ax.errorbar(x, mean, yerr=[[mean - lo], [hi - mean]], color="black", capsize=3, lw=1)
+    ax.axhline(1.0, color="black", lw=0.8, ls=":")
+    names = list(summaries)
+    ax.set_xticks(range(len(names)), [n.replace(", ", "\n", 1) for n in names], fontsize=8)
+    ax.set_ylabel("hypervolume / the paper's grid's")
+    lows = [b[4] for b in bars]
+    ax.set_ylim(max(0.0, min(lows) - 0.05), max(b[5] for b in bars) + 0.05)
+    ax.set_title(
+        "Is the search worth it? Hypervolume in (val KL, log10 bytes) relative to the paper's grid "
+        "(mean over seeds, whiskers min-max)",
+        fontsize=10,
+    )
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
 def plot_grid_scaling(scaling: pd.DataFrame) -> Figure:
     """KL and expected-entropy error of the grid students against their size, per mask, with the
     teacher's Monte-Carlo floor on the KL axis."""
     fig = Figure(figsize=(13.0, 4.4), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3)
-    metrics = (("kl", "KL(teacher || student), validation"), ("expected_entropy_mae", "expected-entropy MAE [nats]"),
-               ("expected_entropy_bias", "expected-entropy bias, student - teacher [nats]"))
+    metrics = (
+        ("kl", "KL(teacher || student), validation"),
+        ("expected_entropy_mae", "expected-entropy MAE [nats]"),
+        ("expected_entropy_bias", "expected-entropy bias, student - teacher [nats]"),
+    )
     colors = ["tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown"]
     for k, ((setting, mask), g0) in enumerate(scaling.groupby(["setting", "mask"], sort=True)):
         color = colors[k % len(colors)]
@@ -304,12 +498,27 @@ def plot_grid_scaling(scaling: pd.DataFrame) -> Figure:
             for ax, (m, _) in zip(axes, metrics):
                 if f"{m}_mean" not in g:
                     continue
-                ax.errorbar(g["params"], g[f"{m}_mean"], yerr=g[f"{m}_sd"].fillna(0), color=color, ls=ls,
-                            marker="o", ms=3, lw=1.3, capsize=2, label=name)
+                ax.errorbar(
+                    g["params"],
+                    g[f"{m}_mean"],
+                    yerr=g[f"{m}_sd"].fillna(0),
+                    color=color,
+                    ls=ls,
+                    marker="o",
+                    ms=3,
+                    lw=1.3,
+                    capsize=2,
+                    label=name,
+                )
         floor = g0["floor_kl"].dropna()
         if len(floor):
-            axes[0].axhline(float(floor.iloc[0]), color=color, ls=":", lw=1,
-                            label=f"teacher MC floor, mask {mask}px")
+            axes[0].axhline(
+                float(floor.iloc[0]),
+                color=color,
+                ls=":",
+                lw=1,
+                label=f"teacher MC floor, mask {mask}px",
+            )
     for ax, (_, label) in zip(axes, metrics):
         ax.set_xscale("log")
         ax.set_xlabel("student parameters")
@@ -318,12 +527,35 @@ def plot_grid_scaling(scaling: pd.DataFrame) -> Figure:
     axes[0].set_yscale("log")
     axes[2].axhline(0, color="black", lw=0.8)
     axes[0].legend(fontsize=7)
-    fig.suptitle("The paper's grid: what student size the predictive distribution and the expected entropy need "
-                 "(mean and sd over seeds)", fontsize=11)
+    fig.suptitle(
+        "The paper's grid: what student size the predictive distribution and the expected entropy need "
+        "(mean and sd over seeds)",
+        fontsize=11,
+    )
     return fig
 
 
 # ------------------------------------------------------------------ writing
+def _front_digest(fronts: pd.DataFrame) -> pd.DataFrame:
+    """The lowest seed's fronts, readable: method, student, KL val/test, kB, test accuracy, entropy MAE."""
+    if fronts.empty:
+        return fronts
+    f = fronts[fronts["seed"] == fronts["seed"].min()]
+    out = pd.DataFrame(
+        {
+            "method": f["method"].map(lambda m: METHOD_NAMES.get(m, m)),
+            "student": f.get("arch", ""),
+            "λ_g": f.get("lambda_g", np.nan),
+            "KL val": f["kl"],
+            "KL test": f.get("test_kl", np.nan),
+            "size [kB]": (f["bytes_fp32"] / 1e3).round(1),
+            "test acc [%]": (100 * f.get("test_student_acc", np.nan)).round(2),
+            "test entropy MAE": f.get("test_expected_entropy_mae", np.nan),
+        }
+    )
+    return out.reset_index(drop=True)
+
+
 def _fmt(v) -> str:
     if isinstance(v, (float, np.floating)):
         if math.isnan(v):
@@ -339,8 +571,7 @@ def md_table(df: pd.DataFrame) -> str:
     return head + "".join("| " + " | ".join(_fmt(v) for v in row) + " |\n" for row in df.itertuples(index=False))
 
 
-def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Sequence[int] | None = None
-                     ) -> dict:
+def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Sequence[int] | None = None) -> dict:
     """Per setting: the figure, hypervolume table and test metrics of each front; plus the grid scaling.
 
     ``budgets``: trial counts at which to compare hypervolume (default: the grid's trial count per
@@ -360,7 +591,7 @@ def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Seq
         bs = list(budgets) if budgets else sorted({b for b in (grid_n, max(len(r.trials) for r in rs)) if b})
         curves = hv_curves(rs)
         summary = hv_summary(curves, bs)
-        fig = plot_setting(rs, curves, budget=grid_n, title=setting)
+        fig = plot_setting(rs, curves, budget=grid_n, title=setting, ref=hv_reference(rs))
         fig.savefig(out / f"{slug}.png", dpi=110)
         curves.to_csv(out / f"hv_{slug}.csv", index=False)
         fronts = front_members(rs)
@@ -368,12 +599,28 @@ def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Seq
         written[setting] = str(out / f"{slug}.png")
         summaries[setting] = summary
         ref = hv_reference(rs)
-        lines += [f"## {setting}", "", f"![{setting}]({slug}.png)", "",
-                  f"Hypervolume in (validation KL, log10 bytes), reference point KL {ref[0]:.4g}, "
-                  f"{10 ** ref[1]:,.0f} bytes; mean (sd, min-max) over seeds; seconds: wall time of the trials "
-                  "on one CPU thread, the shared teacher not counted.", "",
-                  md_table(summary.assign(method=summary["method"].map(lambda m: METHOD_NAMES.get(m, m)))), "",
-                  f"Validation fronts with their test metrics: [fronts_{slug}.csv](fronts_{slug}.csv).", ""]
+        lines += [
+            f"## {setting}",
+            "",
+            f"![{setting}]({slug}.png)",
+            "",
+            f"Hypervolume in (validation KL, log10 bytes), reference point KL {ref[0]:.4g}"
+            + (" (1.1 x the grid's worst)" if any(r.method == "grid" for r in rs) else "")
+            + f", {10 ** ref[1]:,.0f} bytes; mean (sd, min-max) over seeds; seconds: wall time of the "
+            "trials on one CPU thread, the shared teacher not counted.",
+            "",
+            md_table(summary.assign(method=summary["method"].map(lambda m: METHOD_NAMES.get(m, m)))),
+            "",
+            f"Each method's validation front (seed {int(fronts['seed'].min()) if len(fronts) else 0}; every "
+            f"seed in [fronts_{slug}.csv](fronts_{slug}.csv)) with its test metrics:",
+            "",
+            md_table(_front_digest(fronts)),
+            "",
+        ]
+    if summaries:
+        plot_summary(summaries).savefig(out / "summary.png", dpi=110)
+        written["summary"] = str(out / "summary.png")
+        lines[1:1] = ["", "![summary](summary.png)", ""]
     scaling = grid_scaling(runs)
     if not scaling.empty:
         fig = plot_grid_scaling(scaling)
@@ -381,9 +628,16 @@ def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Seq
         scaling.to_csv(out / "grid_scaling.csv", index=False)
         need = pd.concat([size_needed(scaling, m) for m in ("kl", "expected_entropy_mae")], ignore_index=True)
         need.to_csv(out / "size_needed.csv", index=False)
-        lines += ["## The grid by student size", "", "![grid scaling](grid_scaling.png)", "",
-                  "Smallest grid student within 10 % of the best grid value (mean over seeds):", "",
-                  md_table(need), ""]
+        lines += [
+            "## The grid by student size",
+            "",
+            "![grid scaling](grid_scaling.png)",
+            "",
+            "Smallest grid student within 10 % of the best grid value (mean over seeds):",
+            "",
+            md_table(need),
+            "",
+        ]
         written["grid_scaling"] = str(out / "grid_scaling.png")
     (out / "comparison.md").write_text("\n".join(lines))
     written["comparison_md"] = str(out / "comparison.md")

@@ -43,8 +43,9 @@ __all__ = [
 # accuracy-like columns get a scaled unit chosen from the data in :func:`axis_spec`.
 UNITS: dict[str, str] = {
     "kl": "KL(teacher‖student) [nats]",
-    "kl_st": "KL(teacher‖student) [nats]",
-    "entropy_mae": "expected-entropy MAE [nats]",
+    "kl_st": "KL(student‖teacher) [nats]",
+    "expected_entropy_mae": "expected-entropy MAE [nats]",
+    "expected_entropy_bias": "expected-entropy bias [nats]",
     "latency_ms": "latency [ms]",
     "ood_auroc": "OOD AUROC [fraction]",
     "macs": "MACs",
@@ -52,8 +53,9 @@ UNITS: dict[str, str] = {
 }
 _SHORT = {
     "kl": "KL",
-    "kl_st": "KL",
-    "entropy_mae": "entropy MAE",
+    "kl_st": "reverse KL",
+    "expected_entropy_mae": "entropy MAE",
+    "expected_entropy_bias": "entropy bias",
     "latency_ms": "latency",
     "macs": "MACs",
     "params": "parameters",
@@ -160,13 +162,7 @@ def _draw_points(
         and pd.api.types.is_numeric_dtype(pts[color_by])
     )
     if not numeric:
-        col = (
-            fam
-            if color_by in (None, "family")
-            else pts[color_by].astype(str)
-            if color_by in pts.columns
-            else fam
-        )
+        col = fam if color_by in (None, "family") else pts[color_by].astype(str) if color_by in pts.columns else fam
         for i, cat in enumerate(sorted(col.unique())):
             m = (col == cat).to_numpy()
             label = f"{cat} (n={m.sum()})" if cat else f"trials (n={m.sum()})"
@@ -317,12 +313,8 @@ def plot_pareto_pair(
     pts = _complete_rows(df)
     pts = pts[np.isfinite(pts[x].astype(float)) & np.isfinite(pts[y].astype(float))]
     extra = {k: pareto_front(v, pair) for k, v in (extra_fronts or {}).items()}
-    all_x = np.concatenate(
-        [pts[x].to_numpy(float)] + [v[x].to_numpy(float) for v in extra.values()]
-    )
-    all_y = np.concatenate(
-        [pts[y].to_numpy(float)] + [v[y].to_numpy(float) for v in extra.values()]
-    )
+    all_x = np.concatenate([pts[x].to_numpy(float)] + [v[x].to_numpy(float) for v in extra.values()])
+    all_y = np.concatenate([pts[y].to_numpy(float)] + [v[y].to_numpy(float) for v in extra.values()])
     spx, spy = axis_spec(x, all_x), axis_spec(y, all_y)
     fig, ax = _new_axes((8.0, 5.6))
 
@@ -365,8 +357,16 @@ def plot_pareto_pair(
     front = pts[pts["on_front"].astype(bool) & feas] if full else pair_front
     if full and not pair_front.empty:
         pf = pair_front.sort_values(x, kind="stable")
-        ax.plot(pf[x].to_numpy(float) * spx.scale, pf[y].to_numpy(float) * spy.scale, drawstyle=step,
-                color="0.55", lw=1.0, ls="--", zorder=3, label=f"best in these two objectives only (n={len(pf)})")
+        ax.plot(
+            pf[x].to_numpy(float) * spx.scale,
+            pf[y].to_numpy(float) * spy.scale,
+            drawstyle=step,
+            color="0.55",
+            lw=1.0,
+            ls="--",
+            zorder=3,
+            label=f"best in these two objectives only (n={len(pf)})",
+        )
     if not front.empty:
         front = front.sort_values(x, kind="stable")
         fx, fy = front[x].to_numpy(float) * spx.scale, front[y].to_numpy(float) * spy.scale
@@ -387,9 +387,17 @@ def plot_pareto_pair(
         row = pts[pts["number"] == number] if "number" in pts.columns else pts.iloc[:0]
         if row.empty:
             continue
-        ax.scatter(row[x].to_numpy(float) * spx.scale, row[y].to_numpy(float) * spy.scale, marker="*", s=320,
-                   color=("gold", "tab:cyan", "tab:pink")[k % 3], edgecolors="black", linewidths=0.8, zorder=6,
-                   label=f"#{number}: {label}")
+        ax.scatter(
+            row[x].to_numpy(float) * spx.scale,
+            row[y].to_numpy(float) * spy.scale,
+            marker="*",
+            s=320,
+            color=("gold", "tab:cyan", "tab:pink")[k % 3],
+            edgecolors="black",
+            linewidths=0.8,
+            zorder=6,
+            label=f"#{number}: {label}",
+        )
 
     for axis, set_scale, vals, sp in (
         (ax.xaxis, ax.set_xscale, all_x, spx),
@@ -407,23 +415,15 @@ def plot_pareto_pair(
     arrow = {(1, 1): "↙", (1, -1): "↖", (-1, 1): "↘", (-1, -1): "↗"}[(int(sgx), int(sgy))]
     word = {1.0: "lower", -1.0: "higher"}
     head = title or f"{spy.short} vs {spx.short}"
-    ax.set_title(
-        f"{head}\nbetter {arrow}: {word[sgx]} {spx.short}, {word[sgy]} {spy.short}", fontsize=11
-    )
+    ax.set_title(f"{head}\nbetter {arrow}: {word[sgx]} {spx.short}, {word[sgy]} {spy.short}", fontsize=11)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, framealpha=0.9, loc="best")
     if annotate and not front.empty:
-        num = (
-            front["number"]
-            if "number" in front.columns
-            else pd.Series(front.index, index=front.index)
-        )
+        num = front["number"] if "number" in front.columns else pd.Series(front.index, index=front.index)
         keep = np.arange(len(front))
         if len(front) > max_labels:  # label both ends and an even subset in between
             keep = np.unique(np.linspace(0, len(front) - 1, max_labels).round().astype(int))
-        _annotate_front(
-            ax, fig, fx[keep], fy[keep], [f"#{int(n)}" for n in num.to_numpy()[keep]], (-sgx, -sgy)
-        )
+        _annotate_front(ax, fig, fx[keep], fy[keep], [f"#{int(n)}" for n in num.to_numpy()[keep]], (-sgx, -sgy))
     return fig
 
 
@@ -490,9 +490,7 @@ def plot_roc(curves: Mapping[str, Sequence[Any]], *, title: str = "OOD detection
     return fig
 
 
-def plot_accuracy_rejection(
-    curves: Mapping[str, Sequence[Any]], *, title: str = "Accuracy–rejection"
-) -> Figure:
+def plot_accuracy_rejection(curves: Mapping[str, Sequence[Any]], *, title: str = "Accuracy–rejection") -> Figure:
     """Accuracy on the retained inputs vs the fraction rejected (most uncertain first).
 
     ``curves`` maps a name to ``(fractions, accuracies)``; fractions in [0, 1] and
@@ -533,7 +531,13 @@ def plot_parallel(
     cols = [c for c in axes_cols if c in pts.columns and np.isfinite(pts[c].astype(float)).any()]
     fig, ax = _new_axes((max(6.0, 1.9 * len(cols) + 1.5), 4.6))
     if pts.empty or len(cols) < 2:
-        ax.text(0.5, 0.5, "fewer than two complete trials or objectives", ha="center", transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "fewer than two complete trials or objectives",
+            ha="center",
+            transform=ax.transAxes,
+        )
         return fig
     scaled, ticks = [], []
     for c in cols:
@@ -561,8 +565,7 @@ def plot_parallel(
     for number, label in (highlight or {}).items():
         hit = np.flatnonzero(nums == number)
         if hit.size:
-            ax.plot(xs, m[hit[0]], color="gold", lw=3.2, zorder=3,
-                    label=f"#{number}: {label}")
+            ax.plot(xs, m[hit[0]], color="gold", lw=3.2, zorder=3, label=f"#{number}: {label}")
     for i, (c, (best, worst, _logged)) in enumerate(zip(cols, ticks)):
         ax.axvline(i, color="0.2", lw=0.8, zorder=0)
         spec = axis_spec(c, pts[c].to_numpy(float))

@@ -74,8 +74,12 @@ SPREAD = {"latency_ms": ("latency_p10_ms", "latency_p90_ms")}
 """Objectives measured with noise: objective -> (low, high) columns of its spread."""
 
 
-def pareto_mask(values: np.ndarray | pd.DataFrame, directions: Sequence[Any],
-                low: np.ndarray | None = None, high: np.ndarray | None = None) -> np.ndarray:
+def pareto_mask(
+    values: np.ndarray | pd.DataFrame,
+    directions: Sequence[Any],
+    low: np.ndarray | None = None,
+    high: np.ndarray | None = None,
+) -> np.ndarray:
     """Boolean mask of the non-dominated rows of an ``(n, k)`` array.
 
     Row ``j`` dominates row ``i`` when it is no worse in every objective and strictly
@@ -137,9 +141,7 @@ def eligible_mask(
 def _sort_best_first(df: pd.DataFrame, objectives: Objectives) -> pd.DataFrame:
     names = list(objectives)
     signs = direction_signs(list(objectives.values()))
-    key = pd.DataFrame(
-        {f"_k{i}": df[c].astype(float) * s for i, (c, s) in enumerate(zip(names, signs))}
-    )
+    key = pd.DataFrame({f"_k{i}": df[c].astype(float) * s for i, (c, s) in enumerate(zip(names, signs))})
     order = np.lexsort([key[c].to_numpy() for c in reversed(key.columns)])
     return df.iloc[order]
 
@@ -213,9 +215,7 @@ def _hv_slices(p: np.ndarray, r: np.ndarray) -> float:
     return total
 
 
-def hypervolume(
-    points: np.ndarray, ref: np.ndarray | Sequence[float], directions: Sequence[Any]
-) -> float:
+def hypervolume(points: np.ndarray, ref: np.ndarray | Sequence[float], directions: Sequence[Any]) -> float:
     """Exact hypervolume dominated by ``points`` and bounded by ``ref``.
 
     ``points`` is ``(n, k)`` in the objectives' natural units; ``directions`` gives
@@ -290,9 +290,7 @@ def hypervolume_history(
     objective name; ``None`` uses :func:`reference_point` of ``df``.
     """
     if df.empty:
-        return pd.DataFrame(
-            {"trial": pd.Series(dtype="int64"), "hypervolume": pd.Series(dtype=float)}
-        )
+        return pd.DataFrame({"trial": pd.Series(dtype="int64"), "hypervolume": pd.Series(dtype=float)})
     if ref is None and not eligible_mask(df, feasible_col, state_col).any():
         ref = np.zeros(len(objectives))  # nothing completed: the volume is 0 anyway
     if ref is None:

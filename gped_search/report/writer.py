@@ -19,90 +19,91 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .formatting import (  # noqa: E402, F401
+    SORT_JS,
+    STYLE,
+    _fmt,
+    caption,
+    column_label,
+    format_value,
+    markdown_table,
+    md_pretty,
+    pretty_table,
+)
 from .plots import plot_hypervolume, plot_parallel, plot_pareto_pair  # noqa: E402
 from .tables import hypervolume, hypervolume_history, knee_point, pareto_front, reference_point  # noqa: E402
 
-__all__ = ["write_report", "front_columns", "markdown_table", "column_label", "format_value", "KNEE_RULE"]
+__all__ = [
+    "write_report",
+    "front_columns",
+    "markdown_table",
+    "column_label",
+    "format_value",
+    "KNEE_RULE",
+]
 
-KNEE_RULE = ("the knee: scale each objective to 0..1 over the front (0 = the front's best value), then take the "
-             "front member closest to the ideal corner (0, ..., 0) in Euclidean distance")
+KNEE_RULE = (
+    "the knee: scale each objective to 0..1 over the front (0 = the front's best value), then take the "
+    "front member closest to the ideal corner (0, ..., 0) in Euclidean distance"
+)
 """How the recommended student is chosen, in words (report, CLI)."""
 
 # column -> (header with unit, format): int, kB, ms, pct (fraction shown as %), g (4 significant), str
-_COLUMNS = {
-    "number": ("trial", "int"), "family": ("family", "str"), "arch": ("student", "str"),
-    "lambda_g": ("λ_g", "g"), "units_removed": ("units pruned", "int"), "params": ("parameters", "int"),
-    "bytes_fp32": ("size fp32 [kB]", "kB"), "bytes_fp16": ("size fp16 [kB]", "kB"), "macs": ("MACs", "int"),
-    "latency_ms": ("latency [ms]", "ms"), "latency_p10_ms": ("latency p10 [ms]", "ms"),
-    "latency_p90_ms": ("latency p90 [ms]", "ms"),
-    "kl": ("KL val [nats]", "g"), "kl_st": ("KL(student‖teacher) val [nats]", "g"),
-    "expected_entropy_mae": ("exp. entropy MAE val [nats]", "g"),
-    "expected_entropy_bias": ("exp. entropy bias val [nats]", "g"), "student_acc": ("accuracy val [%]", "pct"),
-    "student_nll": ("NLL val [nats]", "g"), "student_ece": ("ECE val [%]", "pct"),
-    "ood_auroc": ("OOD AUROC val", "g"), "rank_spearman": ("uncertainty rank ρ val", "g"),
-    "test_kl": ("KL test [nats]", "g"), "test_student_acc": ("accuracy test [%]", "pct"),
-    "test_student_nll": ("NLL test [nats]", "g"), "test_expected_entropy_mae": ("exp. entropy MAE test [nats]", "g"),
-    "test_ood_auroc": ("OOD AUROC test", "g"), "state": ("state", "str"), "on_front": ("on front", "str"),
-    "fail_reason": ("why it failed", "str"),
-    "teacher_acc": ("accuracy test [%]", "pct"), "teacher_nll": ("NLL test [nats]", "g"),
-    "teacher_ece": ("ECE test [%]", "pct"), "teacher_val_acc": ("accuracy val [%]", "pct"),
-    "teacher_val_nll": ("NLL val [nats]", "g"), "teacher_mc_floor_kl": ("Monte-Carlo floor KL [nats]", "g"),
-    "iterations": ("SGLD iterations", "int"), "seconds": ("sampling time [s]", "g"),
-    "ms_per_iteration": ("ms per iteration", "g"), "test_samples": ("posterior samples averaged", "int"),
-    "bank_samples": ("samples in the bank", "int"), "chains": ("chains", "int"),
-}
-
-
-def column_label(name: str) -> str:
-    """A column's header with its unit (``bytes_fp32`` -> ``size fp32 [kB]``); unknown names as they are."""
-    return _COLUMNS.get(name, (name, ""))[0]
-
-
-def format_value(name: str, v) -> str:
-    """One number in the report's style for its column: kB, ms, %, thousands separators, 4 significant."""
-    kind = _COLUMNS.get(name, (name, ""))[1]
-    if v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v)):
-        return "–"
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else ""
-    try:
-        if kind == "int":
-            return f"{int(v):,}"
-        if kind == "kB":
-            return f"{float(v) / 1e3:,.1f}"
-        if kind == "ms":
-            return f"{float(v):.3g}"
-        if kind == "pct":
-            return f"{100 * float(v):.2f}"
-        if kind == "g":
-            return f"{float(v):.4g}"
-    except (TypeError, ValueError):
-        pass
-    return _fmt(v)
-
-_SHOW = ("family", "arch", "lambda_g", "units_removed", "params", "bytes_fp32", "macs", "latency_ms",
-         "latency_p10_ms", "latency_p90_ms", "kl", "expected_entropy_mae", "expected_entropy_bias", "student_acc",
-         "student_nll", "student_ece", "ood_auroc", "rank_spearman",
-         "test_kl", "test_student_acc", "test_student_nll", "test_expected_entropy_mae", "test_ood_auroc")
+_SHOW = (
+    "family",
+    "arch",
+    "lambda_g",
+    "units_removed",
+    "params",
+    "bytes_fp32",
+    "macs",
+    "latency_ms",
+    "latency_p10_ms",
+    "latency_p90_ms",
+    "kl",
+    "expected_entropy_mae",
+    "expected_entropy_bias",
+    "student_acc",
+    "student_nll",
+    "student_ece",
+    "ood_auroc",
+    "rank_spearman",
+    "test_kl",
+    "test_student_acc",
+    "test_student_nll",
+    "test_expected_entropy_mae",
+    "test_ood_auroc",
+)
 
 
 def selection_note(df: pd.DataFrame) -> str:
     """One line saying which data the front was selected on (the report's first line)."""
     split = set(df["selection_split"].dropna()) if "selection_split" in df.columns else set()
     if "test" in split:
-        return ("Selected on TEST data: this study has no validation split (data.validation: 0), so the front, "
-                "knee and best: were chosen on the same test set they are reported on; expect optimistic figures.")
+        return (
+            "Selected on TEST data: this study has no validation split (data.validation: 0), so the front, "
+            "knee and best: were chosen on the same test set they are reported on; expect optimistic figures."
+        )
     if split == {"validation"}:
-        return ("Selected on the validation split (carved from the training set, never trained on); test_* "
-                "columns are the test set's, reported apart and never used for selection.")
+        return (
+            "Selected on the validation split (carved from the training set, never trained on); test_* "
+            "columns are the test set's, reported apart and never used for selection."
+        )
     return "Selection data not recorded (trials from an older gped-search)."
 
 
-_READABLE = ("arch", "lambda_g", "params", "test_kl", "test_student_acc", "expected_entropy_mae",
-             "expected_entropy_bias", "test_ood_auroc")
+_READABLE = (
+    "arch",
+    "lambda_g",
+    "params",
+    "test_kl",
+    "test_student_acc",
+    "expected_entropy_mae",
+    "expected_entropy_bias",
+    "test_ood_auroc",
+)
 
 
 def readable_columns(df: pd.DataFrame, objectives: Mapping[str, str]) -> list[str]:
@@ -116,24 +117,6 @@ def front_columns(df: pd.DataFrame, objectives: Mapping[str, str]) -> list[str]:
     return cols + [c for c in _SHOW if c in df.columns and c not in cols]
 
 
-def _fmt(v) -> str:
-    if isinstance(v, (float, np.floating)):
-        if not np.isfinite(v):
-            return str(v)
-        a = abs(v)
-        return f"{v:.4g}" if a == 0 or 1e-3 <= a < 1e5 else f"{v:.3e}"
-    return str(v)
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub Markdown table (no tabulate dependency)."""
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in df.iterrows():
-        lines.append("| " + " | ".join(_fmt(row[c]).replace("|", "/") for c in cols) + " |")
-    return "\n".join(lines)
-
-
 def _png(fig, path: Path) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -141,71 +124,6 @@ def _png(fig, path: Path) -> str:
     data = buf.getvalue()
     path.write_bytes(data)
     return base64.b64encode(data).decode()
-
-
-def _caption(name: str, objectives: Mapping[str, str], title: str) -> str:
-    k = len(objectives)
-    if name == "hypervolume.png":
-        return ("Hypervolume after each trial (higher is better): how the front improved as trials were spent; "
-                "flat stretches are trials that found nothing new.")
-    if name == "parallel.png":
-        return ("Every complete trial across every objective, each axis scaled over the trials (lower is better); "
-                "red: on the front, gold: the recommended student.")
-    if name.endswith("_lambda.png"):
-        return "The same trials coloured by the group-LASSO strength λ_g (grey: no pruning)."
-    if name.startswith("pareto_"):
-        x, y = name[len("pareto_"):-len(".png")].split("_vs_")
-        ring = f"on the {k}-objective front" if k > 2 else "on the front"
-        return (f"{column_label(y)} against {column_label(x)} for every complete trial; ringed: {ring} "
-                "(labels are trial numbers); star: the recommended student.")
-    return name
-
-
-def _pretty_table(frame: pd.DataFrame, cols: list[str], *, mark: Mapping[int, str] | None = None,
-                  sortable: bool = True) -> str:
-    """An HTML table with unit headers, per-column number formats, raw values for sorting, marked rows."""
-    cols = [c for c in cols if c in frame.columns]
-    head = "".join(f'<th title="{html.escape(c)}">{html.escape(column_label(c))}</th>' for c in cols)
-    rows = []
-    for _, r in frame.iterrows():
-        num = r.get("number")
-        cls = (mark or {}).get(int(num)) if isinstance(num, (int, np.integer, float)) and num == num else None
-        cells = []
-        for c in cols:
-            v = r[c]
-            raw = v if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) else str(v)
-            nowrap = ' class="nw"' if c in ("arch", "number") else ""
-            cells.append(f'<td{nowrap} data-v="{html.escape(str(raw))}">{html.escape(format_value(c, v))}</td>')
-        rows.append(f'<tr{f" class={cls}" if cls else ""}>{"".join(cells)}</tr>')
-    cls = "t sortable" if sortable else "t"
-    return f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
-
-
-def _md_pretty(frame: pd.DataFrame, cols: list[str]) -> str:
-    cols = [c for c in cols if c in frame.columns]
-    lines = ["| " + " | ".join(column_label(c) for c in cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in frame.iterrows():
-        lines.append("| " + " | ".join(format_value(c, r[c]).replace("|", "/") for c in cols) + " |")
-    return "\n".join(lines)
-
-
-_SORT_JS = """
-document.querySelectorAll('table.sortable th').forEach(function(th, i){
-  th.style.cursor='pointer'; th.addEventListener('click', function(){
-    var tb=th.closest('table').tBodies[0], rows=Array.from(tb.rows), asc=th.dataset.asc!=='1';
-    rows.sort(function(a,b){var x=a.cells[i].dataset.v, y=b.cells[i].dataset.v, nx=parseFloat(x), ny=parseFloat(y);
-      var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:String(x).localeCompare(String(y)); return asc?c:-c;});
-    th.dataset.asc=asc?'1':'0'; rows.forEach(function(r){tb.appendChild(r);});});});
-"""
-
-_STYLE = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;line-height:1.4}"
-          ".scroll{overflow-x:auto;max-width:100%}table.t{border-collapse:collapse;font-size:13px}"
-          "table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
-          "table.t th{background:#f3f3f3;position:sticky;top:0}td.nw{white-space:nowrap;text-align:left}"
-          "tr.knee{background:#fff3c4}tr.exported{background:#dff1ff}"
-          ".rec{border:2px solid #e0b000;background:#fffbea;padding:0.8em 1em;border-radius:6px}"
-          "img{max-width:100%;height:auto}figure{margin:1.2em 0}figcaption{color:#444;font-size:14px}"
-          "pre{background:#f6f6f6;padding:1em;font-size:12px;overflow-x:auto}code{background:#f3f3f3;padding:0 3px}")
 
 
 def recommendation(front: pd.DataFrame, objectives: Mapping[str, str]) -> dict | None:
@@ -223,16 +141,29 @@ def recommendation(front: pd.DataFrame, objectives: Mapping[str, str]) -> dict |
 
 def _rec_sentence(rec: dict, objectives: Mapping[str, str]) -> str:
     figs = ", ".join(f"{column_label(k)} {format_value(k, rec.get(k))}" for k in objectives)
-    acc = f"; test accuracy {format_value('test_student_acc', rec['test_student_acc'])} %" \
-        if "test_student_acc" in rec else ""
+    acc = (
+        f"; test accuracy {format_value('test_student_acc', rec['test_student_acc'])} %"
+        if "test_student_acc" in rec
+        else ""
+    )
     return f"Recommended student: trial {rec['trial']} ({rec.get('arch', '?')}): {figs}{acc}."
 
 
-def write_report(df: pd.DataFrame, objectives: Mapping[str, str], out_dir: str | Path, *, title: str,
-                 settings: dict | None = None, teacher: dict | None = None,
-                 compare: Mapping[str, pd.DataFrame] | None = None, extra: dict | None = None,
-                 notes: list[str] | None = None, importances: Mapping[str, Mapping[str, float]] | None = None,
-                 exported: Mapping[int, str] | None = None, export_command: str | None = None) -> dict:
+def write_report(
+    df: pd.DataFrame,
+    objectives: Mapping[str, str],
+    out_dir: str | Path,
+    *,
+    title: str,
+    settings: dict | None = None,
+    teacher: dict | None = None,
+    compare: Mapping[str, pd.DataFrame] | None = None,
+    extra: dict | None = None,
+    notes: list[str] | None = None,
+    importances: Mapping[str, Mapping[str, float]] | None = None,
+    exported: Mapping[int, str] | None = None,
+    export_command: str | None = None,
+) -> dict:
     """Write the study's report; returns the written paths, the front and the summary.
 
     The report opens with the data the front was selected on and the recommended student (the knee,
@@ -270,20 +201,41 @@ def write_report(df: pd.DataFrame, objectives: Mapping[str, str], out_dir: str |
     if len(complete):
         color = "family" if "family" in df.columns else None
         for x, y in itertools.combinations(objectives, 2):
-            fig = plot_pareto_pair(df, x, y, objectives, color_by=color, extra_fronts=compare,
-                                   title=f"{title}: {column_label(y)} vs {column_label(x)}", highlight=highlight)
+            fig = plot_pareto_pair(
+                df,
+                x,
+                y,
+                objectives,
+                color_by=color,
+                extra_fronts=compare,
+                title=f"{title}: {column_label(y)} vs {column_label(x)}",
+                highlight=highlight,
+            )
             name = f"pareto_{x}_vs_{y}.png"
             images.append((name, _png(fig, out / name)))
             written[name] = str(out / name)
         if "lambda_g" in df.columns and df["lambda_g"].nunique() > 1:
             x, y = list(objectives)[:2] if len(objectives) > 1 else (list(objectives)[0], "bytes_fp32")
-            fig = plot_pareto_pair(df, x, y, objectives, color_by="lambda_g", title=f"{title}: by λ_g",
-                                   highlight=highlight)
+            fig = plot_pareto_pair(
+                df,
+                x,
+                y,
+                objectives,
+                color_by="lambda_g",
+                title=f"{title}: by λ_g",
+                highlight=highlight,
+            )
             name = f"pareto_{x}_vs_{y}_lambda.png"
             images.append((name, _png(fig, out / name)))
             written[name] = str(out / name)
-        axes_cols = [*objectives, *[c for c in ("test_student_acc", "expected_entropy_mae", "params")
-                                    if c in df.columns and c not in objectives]]
+        axes_cols = [
+            *objectives,
+            *[
+                c
+                for c in ("test_student_acc", "expected_entropy_mae", "params")
+                if c in df.columns and c not in objectives
+            ],
+        ]
         fig = plot_parallel(df, axes_cols, objectives, highlight=highlight, title=title)
         images.append(("parallel.png", _png(fig, out / "parallel.png")))
         written["parallel.png"] = str(out / "parallel.png")
@@ -303,45 +255,71 @@ def write_report(df: pd.DataFrame, objectives: Mapping[str, str], out_dir: str |
     counts = df["state"].value_counts().to_dict() if not df.empty else {}
     failed = df[df["state"] == "FAIL"][["number", "fail_reason"]] if "fail_reason" in df.columns else df.iloc[:0]
     cols = front_columns(front, objectives)
-    ref_text = "n/a" if ref_used is None else ", ".join(
-        f"{column_label(k)} {format_value(k, float(v))}" for k, v in zip(objectives, ref_used))
-    summary = {"trials": {str(k): int(v) for k, v in counts.items()}, "front_size": len(front),
-               "hypervolume": hv, "reference_point": ref_text, "recommended": rec, **(extra or {})}
-    (out / "summary.json").write_text(json.dumps({**summary, "front": front[cols].to_dict("records")},
-                                                 indent=2, default=str))
+    ref_text = (
+        "n/a"
+        if ref_used is None
+        else ", ".join(f"{column_label(k)} {format_value(k, float(v))}" for k, v in zip(objectives, ref_used))
+    )
+    summary = {
+        "trials": {str(k): int(v) for k, v in counts.items()},
+        "front_size": len(front),
+        "hypervolume": hv,
+        "reference_point": ref_text,
+        "recommended": rec,
+        **(extra or {}),
+    }
+    (out / "summary.json").write_text(
+        json.dumps({**summary, "front": front[cols].to_dict("records")}, indent=2, default=str)
+    )
     written["summary_json"] = str(out / "summary.json")
 
     note = selection_note(complete if len(complete) else df)
     summary["selection"] = note
     states = ", ".join(f"{n} {str(k).lower()}" for k, n in counts.items()) or "none"
-    better = ", ".join(f"{column_label(k)} ({'lower' if v == 'minimize' else 'higher'} is better)"
-                       for k, v in objectives.items())
-    lines = [f"Trials: {states}.",
-             f"Pareto front: {len(front)} of {len(complete)} complete trials are not dominated on {better}.",
-             f"Hypervolume {_fmt(hv)}: the part of objective space (in the objectives' units) the front dominates "
-             f"up to the reference point ({ref_text}); higher is better; compare only studies with the same "
-             "reference point."]
+    better = ", ".join(
+        f"{column_label(k)} ({'lower' if v == 'minimize' else 'higher'} is better)" for k, v in objectives.items()
+    )
+    lines = [
+        f"Trials: {states}.",
+        f"Pareto front: {len(front)} of {len(complete)} complete trials are not dominated on {better}.",
+        f"Hypervolume {_fmt(hv)}: the part of objective space (in the objectives' units) the front dominates "
+        f"up to the reference point ({ref_text}); higher is better; compare only studies with the same "
+        "reference point.",
+    ]
     rec_lines = []
     if rec is not None:
         rec_lines = [_rec_sentence(rec, objectives), f"Why: {KNEE_RULE}."]
         if export_command:
             rec_lines.append(f"Export it: `{export_command}`")
     md = [f"> {note}", "", f"# {title}", ""]
-    md += [f"**{rec_lines[0]}**  ", *[f"{x}  " for x in rec_lines[1:]], ""] if rec_lines else \
-        ["**No student to recommend yet: the study has no complete trial.**", ""]
+    md += (
+        [f"**{rec_lines[0]}**  ", *[f"{x}  " for x in rec_lines[1:]], ""]
+        if rec_lines
+        else ["**No student to recommend yet: the study has no complete trial.**", ""]
+    )
     md += [f"{x}  " for x in lines] + [""]
     if teacher:
-        md += ["## Teacher", "", _md_pretty(pd.DataFrame([teacher]), list(teacher)), ""]
-    md += ["## Pareto front", "", _md_pretty(front, readable_columns(front, objectives)) if len(front)
-           else "(empty: no complete trial)", "", "Every column of every trial: trials.csv; the front: front.csv.", ""]
+        md += ["## Teacher", "", md_pretty(pd.DataFrame([teacher]), list(teacher)), ""]
+    md += [
+        "## Pareto front",
+        "",
+        md_pretty(front, readable_columns(front, objectives)) if len(front) else "(empty: no complete trial)",
+        "",
+        "Every column of every trial: trials.csv; the front: front.csv.",
+        "",
+    ]
     if importances:
-        md += ["## Parameter importances (Optuna's default evaluator, fANOVA; share of each objective's variance)",
-               "", markdown_table(_importance_frame(importances)), ""]
+        md += [
+            "## Parameter importances (Optuna's default evaluator, fANOVA; share of each objective's variance)",
+            "",
+            markdown_table(_importance_frame(importances)),
+            "",
+        ]
     if notes:
         md += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     if len(failed):
         md += ["## Failed trials", "", markdown_table(failed), ""]
-    md += [*[f"![{_caption(n, objectives, title)}]({n})" for n, _ in images], ""]
+    md += [*[f"![{caption(n, objectives, title)}]({n})" for n, _ in images], ""]
     (out / "summary.md").write_text("\n".join(md))
     written["summary_md"] = str(out / "summary.md")
 
@@ -356,31 +334,51 @@ def write_report(df: pd.DataFrame, objectives: Mapping[str, str], out_dir: str |
         body += ['<div class="rec"><p><b>No student to recommend yet: the study has no complete trial.</b></p></div>']
     body += ["<p>" + "<br>".join(e(x) for x in lines) + "</p>"]
     if teacher:
-        body += ["<h2>Teacher</h2>", _pretty_table(pd.DataFrame([teacher]), list(teacher), sortable=False)]
-    body += ["<h2>Pareto front</h2><p>Click a header to sort. Highlighted: the recommended student"
-             + (" and exported students" if exported else "") + ".</p>",
-             _pretty_table(front, readable_columns(front, objectives), mark=mark) if len(front)
-             else "<p>empty: no complete trial</p>"]
-    body += [f'<figure><img alt="{e(_caption(n, objectives, title))}" src="data:image/png;base64,{b}">'
-             f"<figcaption>{e(_caption(n, objectives, title))}</figcaption></figure>" for n, b in images]
+        body += [
+            "<h2>Teacher</h2>",
+            pretty_table(pd.DataFrame([teacher]), list(teacher), sortable=False),
+        ]
+    body += [
+        "<h2>Pareto front</h2><p>Click a header to sort. Highlighted: the recommended student"
+        + (" and exported students" if exported else "")
+        + ".</p>",
+        pretty_table(front, readable_columns(front, objectives), mark=mark)
+        if len(front)
+        else "<p>empty: no complete trial</p>",
+    ]
+    body += [
+        f'<figure><img alt="{e(caption(n, objectives, title))}" src="data:image/png;base64,{b}">'
+        f"<figcaption>{e(caption(n, objectives, title))}</figcaption></figure>"
+        for n, b in images
+    ]
     if importances:
-        body += ["<h2>Parameter importances</h2><p>Optuna's default evaluator (fANOVA): the share of each "
-                 "objective's variance over the trials that each parameter explains.</p>",
-                 _importance_frame(importances).to_html(index=False, border=0, classes="t", float_format=_fmt)]
+        body += [
+            "<h2>Parameter importances</h2><p>Optuna's default evaluator (fANOVA): the share of each "
+            "objective's variance over the trials that each parameter explains.</p>",
+            _importance_frame(importances).to_html(index=False, border=0, classes="t", float_format=_fmt),
+        ]
     if notes:
         body += ["<h2>Notes</h2><ul>", *[f"<li>{e(n)}</li>" for n in notes], "</ul>"]
     if len(failed):
-        body += ["<h2>Failed trials</h2>", _pretty_table(failed, ["number", "fail_reason"])]
+        body += ["<h2>Failed trials</h2>", pretty_table(failed, ["number", "fail_reason"])]
     if not df.empty:
         all_cols = [c for c in front_columns(df, objectives) + ["state", "on_front"] if c in df.columns]
-        body += ["<h2>All trials</h2>", _pretty_table(df.sort_values("number"), all_cols, mark=mark)]
+        body += [
+            "<h2>All trials</h2>",
+            pretty_table(df.sort_values("number"), all_cols, mark=mark),
+        ]
     if settings:
         import yaml
 
-        body += ["<h2>Study settings</h2>", f"<pre>{e(yaml.safe_dump(settings, sort_keys=False))}</pre>"]
-    doc = (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' "
-           f"content='width=device-width, initial-scale=1'><title>{e(title)}</title>"
-           f"<style>{_STYLE}</style></head><body>{''.join(body)}<script>{_SORT_JS}</script></body></html>")
+        body += [
+            "<h2>Study settings</h2>",
+            f"<pre>{e(yaml.safe_dump(settings, sort_keys=False))}</pre>",
+        ]
+    doc = (
+        f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' "
+        f"content='width=device-width, initial-scale=1'><title>{e(title)}</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(body)}<script>{SORT_JS}</script></body></html>"
+    )
     (out / "index.html").write_text(doc)
     written["index_html"] = str(out / "index.html")
     return {"written": written, "front": front, "summary": summary}
@@ -388,6 +386,11 @@ def write_report(df: pd.DataFrame, objectives: Mapping[str, str], out_dir: str |
 
 def _importance_frame(importances: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     params = sorted({p for imp in importances.values() for p in imp})
-    rows = [{"parameter": p, **{column_label(o): imp.get(p, float("nan")) for o, imp in importances.items()}}
-            for p in params]
+    rows = [
+        {
+            "parameter": p,
+            **{column_label(o): imp.get(p, float("nan")) for o, imp in importances.items()},
+        }
+        for p in params
+    ]
     return pd.DataFrame(rows)

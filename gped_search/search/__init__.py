@@ -10,9 +10,15 @@ import torch.
 from .space import METRICS, PARAMS, parse_space, suggest
 
 _LAZY = {
-    "StudyError": "storage", "mask_url": "storage", "open_study": "storage", "storage_url": "storage",
-    "study_status": "results", "teacher_seconds_saved": "results", "trials_frame": "results",
-    "ensure_teacher": "teacher", "run_study": "study",
+    "StudyError": "storage",
+    "mask_url": "storage",
+    "open_study": "storage",
+    "storage_url": "storage",
+    "study_status": "results",
+    "teacher_seconds_saved": "results",
+    "trials_frame": "results",
+    "ensure_teacher": "teacher",
+    "run_study": "study",
 }
 
 
@@ -26,5 +32,18 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["METRICS", "PARAMS", "parse_space", "suggest", "StudyError", "ensure_teacher", "mask_url",
-           "open_study", "run_study", "storage_url", "study_status", "teacher_seconds_saved", "trials_frame"]
+__all__ = [
+    "METRICS",
+    "PARAMS",
+    "parse_space",
+    "suggest",
+    "StudyError",
+    "ensure_teacher",
+    "mask_url",
+    "open_study",
+    "run_study",
+    "storage_url",
+    "study_status",
+    "teacher_seconds_saved",
+    "trials_frame",
+]

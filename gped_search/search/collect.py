@@ -70,5 +70,9 @@ def _run(study: optuna.Study) -> StudyRun:
     config = study.user_attrs.get("config")
     if not isinstance(config, dict):
         raise StudyError(f"study {study.study_name!r} records no settings (not made by gped-search?)")
-    return StudyRun(study.study_name, config, trials_frame(study, calibrated=False),
-                    teacher=dict(study.user_attrs.get("teacher", {})))
+    return StudyRun(
+        study.study_name,
+        config,
+        trials_frame(study, calibrated=False),
+        teacher=dict(study.user_attrs.get("teacher", {})),
+    )

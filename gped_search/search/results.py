@@ -13,7 +13,13 @@ from gped_search.report.tables import pareto_front
 
 from .storage import mask_url
 
-__all__ = ["CALIBRATION_ATTR", "trials_frame", "study_status", "teacher_seconds_saved", "study_path"]
+__all__ = [
+    "CALIBRATION_ATTR",
+    "trials_frame",
+    "study_status",
+    "teacher_seconds_saved",
+    "study_path",
+]
 
 CALIBRATION_ATTR = "latency_calibration"
 
@@ -33,9 +39,13 @@ def trials_frame(study: optuna.Study, calibrated: bool = True) -> pd.DataFrame:
     cal = study.user_attrs.get(CALIBRATION_ATTR, {}) if calibrated else {}
     rows = []
     for t in study.get_trials(deepcopy=False):
-        row = {"number": t.number, "state": t.state.name,
-               "duration_s": t.duration.total_seconds() if t.duration else None,
-               "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete}
+        row = {
+            "number": t.number,
+            "state": t.state.name,
+            "duration_s": t.duration.total_seconds() if t.duration else None,
+            "datetime_start": t.datetime_start,
+            "datetime_complete": t.datetime_complete,
+        }
         row.update({f"param_{k}": v for k, v in t.params.items()})
         row.update({k: v for k, v in t.user_attrs.items() if _scalar(v) or v is None})
         if t.values is not None:
@@ -54,7 +64,7 @@ def trials_frame(study: optuna.Study, calibrated: bool = True) -> pd.DataFrame:
     for n in names:
         if n not in df.columns:
             df[n] = float("nan")
-    front = pareto_front(df, dict(zip(names, [d.name.lower() for d in study.directions])))
+    front = pareto_front(df, study_objectives(study))
     df["on_front"] = df.index.isin(front.index)
     return df
 
@@ -64,20 +74,22 @@ def study_status(study: optuna.Study, url: str | None = None) -> dict:
     states = {s.name: 0 for s in TrialState}
     for s in df["state"]:
         states[s] += 1
-    names = study.user_attrs.get("objectives", [])
     teacher = study.user_attrs.get("teacher", {})
     used = {}
     if "teacher_iterations" in df:
         done = df[df["state"] == "COMPLETE"]
         for (k, it), n in done.groupby(["teacher_key", "teacher_iterations"], dropna=True).size().items():
             used[f"{k}@{int(it)}"] = int(n)
-    return {"study": study.study_name, "storage": mask_url(url) if url else None,
-            "teachers_used": used,
-            "trials": {k: v for k, v in states.items() if v}, "front_size": int(df["on_front"].sum()),
-            "objectives": dict(zip(names, [d.name.lower() for d in study.directions])),
-            "teacher": {k: teacher.get(k) for k in ("teacher_acc", "teacher_nll", "seconds", "iterations")
-                        if k in teacher},
-            "teacher_artifact": study.user_attrs.get("teacher_artifact")}
+    return {
+        "study": study.study_name,
+        "storage": mask_url(url) if url else None,
+        "teachers_used": used,
+        "trials": {k: v for k, v in states.items() if v},
+        "front_size": int(df["on_front"].sum()),
+        "objectives": study_objectives(study),
+        "teacher": {k: teacher.get(k) for k in ("teacher_acc", "teacher_nll", "seconds", "iterations") if k in teacher},
+        "teacher_artifact": study.user_attrs.get("teacher_artifact"),
+    }
 
 
 def teacher_seconds_saved(study: optuna.Study) -> dict:
@@ -100,9 +112,14 @@ def teacher_seconds_saved(study: optuna.Study) -> dict:
             busy += (b - end).total_seconds()
             end = b
     total = sum(t.duration.total_seconds() for t in done if t.duration)
-    return {"teacher_seconds": secs, "completed_trials": len(done), "trial_seconds": busy,
-            "trial_seconds_sum": total, "saved_seconds": secs * max(0, len(done) - 1),
-            "saved_fraction": (secs * max(0, len(done) - 1)) / max(1e-9, secs * len(done) + busy)}
+    return {
+        "teacher_seconds": secs,
+        "completed_trials": len(done),
+        "trial_seconds": busy,
+        "trial_seconds_sum": total,
+        "saved_seconds": secs * max(0, len(done) - 1),
+        "saved_fraction": (secs * max(0, len(done) - 1)) / max(1e-9, secs * len(done) + busy),
+    }
 
 
 def study_path(out_dir: str | Path, stored: str | None) -> Path | None:
@@ -118,7 +135,13 @@ def study_path(out_dir: str | Path, stored: str | None) -> Path | None:
         return out_dir / p
     parts = p.parts
     if out_dir.name in parts:
-        local = out_dir.joinpath(*parts[len(parts) - parts[::-1].index(out_dir.name):])
+        local = out_dir.joinpath(*parts[len(parts) - parts[::-1].index(out_dir.name) :])
         if local.exists():
             return local
     return p
+
+
+def study_objectives(study: optuna.Study) -> dict[str, str]:
+    """The study's objectives by name -> ``minimize`` | ``maximize`` (one place reads them)."""
+    names = study.user_attrs.get("objectives") or [f"objective_{i}" for i in range(len(study.directions))]
+    return dict(zip(names, [d.name.lower() for d in study.directions]))

@@ -25,5 +25,9 @@ def make_sampler(cfg: StudyConfig, specs: dict[str, Spec], seed: int | None = No
         return optuna.samplers.RandomSampler(seed=seed)
     if s.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=min(50, max(4, (s.n_trials or 50) // 4)))
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, (s.n_trials or 20) // 2)),
-                                      multivariate=True, constant_liar=True)
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        n_startup_trials=min(10, max(2, (s.n_trials or 20) // 2)),
+        multivariate=True,
+        constant_liar=True,
+    )

@@ -26,26 +26,74 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gped_search.config import ConfigError, PruneRule, StudentFamily, StudyConfig
+from gped_search.choices import PruneRule, StudentFamily
+from gped_search.errors import ConfigError
 
-__all__ = ["PARAMS", "METRICS", "Spec", "parse_space", "check_metric", "suggest", "grid_space",
-           "TrialChoice"]
+if TYPE_CHECKING:
+    from gped_search.config import StudyConfig
 
-PARAMS = ("family", "mlp_depth", "mlp_width", "m1", "m2", "lambda_g", "rule", "tau", "ratio", "lr", "dropout")
+__all__ = [
+    "PARAMS",
+    "METRICS",
+    "Spec",
+    "parse_space",
+    "check_metric",
+    "suggest",
+    "grid_space",
+    "TrialChoice",
+]
+
+PARAMS = (
+    "family",
+    "mlp_depth",
+    "mlp_width",
+    "m1",
+    "m2",
+    "lambda_g",
+    "rule",
+    "tau",
+    "ratio",
+    "lr",
+    "dropout",
+)
 """Valid names under ``search.space``."""
 
 METRICS = (
-    "kl", "kl_st", "prob_mae", "mi_mae", "student_nll", "student_acc", "student_ece", "teacher_nll",
-    "params", "buffers", "bytes_fp32", "bytes_fp16", "macs", "macs_conv_linear",
-    "latency_ms", "latency_p10_ms", "latency_p90_ms", "train_seconds", "units_removed",
-    "ood_auroc", "ood_aupr", "rank_spearman", "rank_kendall", "rank_topk", "rejection_auc",
+    "kl",
+    "kl_st",
+    "prob_mae",
+    "mi_mae",
+    "student_nll",
+    "student_acc",
+    "student_ece",
+    "teacher_nll",
+    "params",
+    "buffers",
+    "bytes_fp32",
+    "bytes_fp16",
+    "macs",
+    "macs_conv_linear",
+    "latency_ms",
+    "latency_p10_ms",
+    "latency_p90_ms",
+    "train_seconds",
+    "units_removed",
+    "ood_auroc",
+    "ood_aupr",
+    "rank_spearman",
+    "rank_kendall",
+    "rank_topk",
+    "rejection_auc",
 )
 """Metric names an objective or constraint may use (plus ``<target>_mae`` for every target)."""
 
 _INT_PARAMS = {"mlp_depth", "mlp_width"}
-_CATEGORICAL_ONLY = {"family": {m.value for m in StudentFamily}, "rule": {r.value for r in PruneRule}}
+_CATEGORICAL_ONLY = {
+    "family": {m.value for m in StudentFamily},
+    "rule": {r.value for r in PruneRule},
+}
 _POSITIVE = {"mlp_depth", "mlp_width", "m1", "m2", "lr"}
 
 
@@ -103,8 +151,12 @@ def _spec(name: str, raw: Any) -> Spec:
             raise ConfigError(f"{where}: step must be a positive number")
         if log and step is not None:
             raise ConfigError(f"{where}: log and step cannot be combined")
-        is_int = name in _INT_PARAMS or (isinstance(low, int) and isinstance(high, int) and name != "lambda_g"
-                                          and name not in {"m1", "m2", "lr", "tau", "ratio", "dropout"})
+        is_int = name in _INT_PARAMS or (
+            isinstance(low, int)
+            and isinstance(high, int)
+            and name != "lambda_g"
+            and name not in {"m1", "m2", "lr", "tau", "ratio", "dropout"}
+        )
         if is_int and not (float(low).is_integer() and float(high).is_integer()):
             raise ConfigError(f"{where}: integer bounds expected")
         spec = Spec(name, low=low, high=high, log=log, step=step, is_int=is_int, shared=shared)
@@ -152,8 +204,10 @@ def check_metric(name: str, targets: tuple[str, ...], where: str) -> None:
     """Objectives and constraints must name a metric the trial records."""
     allowed = set(METRICS) | {f"{t}_mae" for t in targets if t != "predictive"}
     if name.startswith("test_") and name[5:] in allowed:
-        raise ConfigError(f"{where}: {name!r} is a test-set metric, recorded for reporting and never used for "
-                          f"selection; use {name[5:]!r} (measured on the validation split)")
+        raise ConfigError(
+            f"{where}: {name!r} is a test-set metric, recorded for reporting and never used for "
+            f"selection; use {name[5:]!r} (measured on the validation split)"
+        )
     if name not in allowed:
         raise ConfigError(f"{where}: unknown metric {name!r}; valid: {', '.join(sorted(allowed))}")
 
@@ -205,8 +259,13 @@ def suggest(trial, cfg: StudyConfig, specs: dict[str, Spec] | None = None) -> Tr
     student = replace(s, family=family, widths=widths, m1=m1, m2=m2, dropout=float(get("dropout", s.dropout)))
     lambda_g = float(get("lambda_g", pr.lambda_g))
     rule = PruneRule(get("rule", pr.rule.value))
-    prune = replace(pr, lambda_g=lambda_g, rule=rule, tau=float(get("tau", pr.tau)),
-                    ratio=float(get("ratio", pr.ratio)))
+    prune = replace(
+        pr,
+        lambda_g=lambda_g,
+        rule=rule,
+        tau=float(get("tau", pr.tau)),
+        ratio=float(get("ratio", pr.ratio)),
+    )
     distill = replace(d, lr=float(get("lr", d.lr)))
     return TrialChoice(replace(cfg, student=student, prune=prune, distill=distill), dict(trial.params))
 

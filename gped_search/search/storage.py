@@ -15,6 +15,8 @@ versions tested.
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import os
 import re
 import socket
@@ -36,10 +38,21 @@ from gped_search.posterior.checkpoint import pid_alive as _alive
 from .samplers import make_sampler
 from .space import parse_space
 
-__all__ = ["StudyError", "storage_url", "mask_url", "open_storage", "open_study", "fail_dead_trials",
-           "trial_ids", "grid_left", "Heartbeat"]
+log = logging.getLogger(__name__)
 
-
+__all__ = [
+    "StudyError",
+    "storage_url",
+    "mask_url",
+    "open_storage",
+    "open_study",
+    "fail_dead_trials",
+    "trial_ids",
+    "grid_left",
+    "Heartbeat",
+    "record_curve",
+    "optuna_quiet",
+]
 
 
 def storage_url(cfg: StudyConfig, override: str | None = None, workers: int = 1) -> str:
@@ -69,6 +82,27 @@ def _seconds_env(name: str, default: int) -> int:
     return int(raw)
 
 
+def _postgres_driver(url: str) -> str:
+    """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1; the ``postgres`` extra installs psycopg2.
+
+    Use whichever driver is installed; with neither, say what to install (instead of SQLAlchemy's
+    "Failed to import DB access module").
+    """
+    if not url.startswith(("postgresql://", "postgres://")):
+        return url
+    import importlib.util
+
+    rest = url.split("://", 1)[1]
+    if importlib.util.find_spec("psycopg") is not None:
+        return "postgresql+psycopg://" + rest
+    if importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + rest
+    raise StudyError(
+        f"cannot open storage {mask_url(url)}: no PostgreSQL driver is installed; "
+        "pip install 'gped-search[postgres]' (psycopg2) or psycopg"
+    )
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """A journal file (``journal:///path`` or ``*.journal``) or an RDB storage with heartbeats.
 
@@ -83,26 +117,34 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    interval, grace = _seconds_env("GPED_HEARTBEAT_INTERVAL", 30), _seconds_env("GPED_GRACE_PERIOD", 90)
+    driver_url = _postgres_driver(url)  # messages show the user's URL
+    interval, grace = (
+        _seconds_env("GPED_HEARTBEAT_INTERVAL", 30),
+        _seconds_env("GPED_GRACE_PERIOD", 90),
+    )
     for attempt in range(6):
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental": keep stderr to the one error line
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(url, heartbeat_interval=interval, grace_period=grace,
-                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+                return RDBStorage(
+                    driver_url,
+                    heartbeat_interval=interval,
+                    grace_period=grace,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                )
         except Exception as e:  # driver missing, server down, bad URL
             # Workers starting together on an empty database race to create Optuna's tables
             # (PostgreSQL's CREATE TABLE is not atomic against itself): the losers try again.
             if attempt < 5 and (type(e).__name__ == "IntegrityError" or "already exists" in str(e)):
                 time.sleep(0.2 + 0.3 * attempt)
                 continue
-            raise StudyError(f"cannot open storage {mask_url(url)}: {type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:200]}") from None
+            raise StudyError(
+                f"cannot open storage {mask_url(url)}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            ) from None
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def open_study(cfg: StudyConfig, storage: str | None = None, *, create: bool = True,
-               workers: int = 1) -> optuna.Study:
+def open_study(cfg: StudyConfig, storage: str | None = None, *, create: bool = True, workers: int = 1) -> optuna.Study:
     url = storage_url(cfg, storage, workers)
     if not create and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///").split("?")[0]).is_file():
         # opening would create an empty database, which then shadows a study.journal (storage_url)
@@ -116,12 +158,18 @@ def open_study(cfg: StudyConfig, storage: str | None = None, *, create: bool = T
         except KeyError:
             raise StudyError(f"no study {cfg.name!r} in {mask_url(url)}; run `gped-search run` first") from None
     specs = parse_space(cfg.search.space)
-    study = optuna.create_study(study_name=cfg.name, storage=st, directions=directions,
-                                sampler=make_sampler(cfg, specs), load_if_exists=True)
-    if [d.name.lower() for d in study.directions] != directions or \
-            study.user_attrs.get("objectives", names) != names:
-        raise StudyError(f"study {cfg.name!r} in {mask_url(url)} has other objectives "
-                         f"({study.user_attrs.get('objectives')}); use a new study name")
+    study = optuna.create_study(
+        study_name=cfg.name,
+        storage=st,
+        directions=directions,
+        sampler=make_sampler(cfg, specs),
+        load_if_exists=True,
+    )
+    if [d.name.lower() for d in study.directions] != directions or study.user_attrs.get("objectives", names) != names:
+        raise StudyError(
+            f"study {cfg.name!r} in {mask_url(url)} has other objectives "
+            f"({study.user_attrs.get('objectives')}); use a new study name"
+        )
     if "objectives" not in study.user_attrs:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -152,6 +200,28 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
     return failed
 
 
+def record_curve(trial: optuna.Trial, curve: list[tuple[int, float]]) -> None:
+    """A trial's learning curve as Optuna intermediate values (optuna-dashboard draws them).
+
+    ``Trial.report`` refuses multi-objective studies, so the values go to the storage directly.
+    """
+    for step, value in curve:
+        if math.isfinite(value):
+            trial.study._storage.set_trial_intermediate_value(trial._trial_id, int(step), float(value))
+
+
+@contextlib.contextmanager
+def optuna_quiet():
+    """Optuna's own trial lines at ERROR only while a study runs (ours say the same in one line and
+    keep tracebacks for real failures); the caller's verbosity is restored afterwards."""
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
 def trial_ids(trials: list[optuna.Trial]) -> list[int]:
     """Storage ids of asked trials (for heartbeats)."""
     return [t._trial_id for t in trials]
@@ -162,8 +232,9 @@ def grid_left(study: optuna.Study) -> int | None:
     sampler = study.sampler
     if not isinstance(sampler, optuna.samplers.GridSampler):
         return None
-    taken = {t.system_attrs.get("grid_id") for t in study.get_trials(deepcopy=False)
-             if t.state != TrialState.WAITING}  # as Optuna's grid: a failed point counts as visited
+    taken = {
+        t.system_attrs.get("grid_id") for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING
+    }  # as Optuna's grid: a failed point counts as visited
     return len(set(range(len(sampler._all_grids))) - taken)
 
 
@@ -179,8 +250,10 @@ class Heartbeat:
     def _beat(self) -> None:
         while True:
             for i in self.ids:
-                with contextlib.suppress(Exception):  # a finished trial refuses heartbeats
+                try:
                     self.storage.record_heartbeat(i)
+                except Exception as e:  # noqa: BLE001 - a finished trial may refuse; never kill the batch
+                    log.debug("heartbeat of trial id %s: %s: %s", i, type(e).__name__, e)
             if self.stop.wait(self.interval):
                 return
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import math
 import multiprocessing
 import os
 import socket
 import sys
 import time
+import traceback
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -28,10 +30,12 @@ import torch
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from gped_search.api import Prepared, prepare, train_trial, train_trials, trial_seed
+from gped_search.checkpoints import save_checkpoint
 from gped_search.config import StudyConfig, to_dict
-from gped_search.distill.loop import TeacherResult
-from gped_search.export import save_checkpoint
+from gped_search.engine import Prepared, prepare, train_trial, train_trials, trial_seed
+from gped_search.errors import ConfigError, DivergenceError
+from gped_search.posterior.result import TeacherResult
+from gped_search.seeds import resume_sampler_seed
 
 from .results import (
     CALIBRATION_ATTR,
@@ -51,15 +55,46 @@ from .storage import (
     mask_url,
     open_storage,
     open_study,
+    optuna_quiet,
+    record_curve,
     storage_url,
     trial_ids,
 )
 from .teacher import CHAIN_DIR, TEACHER_FILE, ensure_teacher, teacher_key
 
-__all__ = ["StudyError", "storage_url", "mask_url", "open_storage", "make_sampler", "search_seed", "teacher_key",
-           "ensure_teacher", "open_study", "run_study", "trials_frame", "study_status", "fail_dead_trials",
-           "teacher_seconds_saved", "optimize_batched", "TEACHER_FILE", "calibrate_front", "CHAIN_DIR",
-           "CALIBRATION_ATTR", "TrialFailed"]
+__all__ = [
+    "StudyError",
+    "storage_url",
+    "mask_url",
+    "open_storage",
+    "make_sampler",
+    "search_seed",
+    "teacher_key",
+    "ensure_teacher",
+    "open_study",
+    "run_study",
+    "trials_frame",
+    "study_status",
+    "fail_dead_trials",
+    "teacher_seconds_saved",
+    "optimize_batched",
+    "TEACHER_FILE",
+    "calibrate_front",
+    "CHAIN_DIR",
+    "CALIBRATION_ATTR",
+    "TrialFailed",
+]
+
+
+EXPECTED_FAILURES: tuple[type[BaseException], ...] = (
+    DivergenceError,
+    ConfigError,
+    MemoryError,
+    torch.cuda.OutOfMemoryError,
+)
+"""Failures a trial records as one line (a diverging student, out of memory, bad settings)."""
+
+log = logging.getLogger(__name__)
 
 
 class TrialFailed(RuntimeError):
@@ -72,9 +107,21 @@ class TrialFailed(RuntimeError):
 class _TrialRunner:
     """What a trial does around training: sample its config, record metrics, checkpoint, objectives."""
 
-    def __init__(self, cfg: StudyConfig, p: Prepared, teacher: TeacherResult, artifact_dir: Path,
-                 specs: dict[str, Spec]):
-        self.cfg, self.p, self.teacher, self.artifact_dir, self.specs = cfg, p, teacher, artifact_dir, specs
+    def __init__(
+        self,
+        cfg: StudyConfig,
+        p: Prepared,
+        teacher: TeacherResult,
+        artifact_dir: Path,
+        specs: dict[str, Spec],
+    ):
+        self.cfg, self.p, self.teacher, self.artifact_dir, self.specs = (
+            cfg,
+            p,
+            teacher,
+            artifact_dir,
+            specs,
+        )
         self.names = list(cfg.search.objectives)
         self.store = optuna.artifacts.FileSystemArtifactStore(str(artifact_dir / "artifacts"))
         (artifact_dir / "artifacts").mkdir(parents=True, exist_ok=True)
@@ -87,16 +134,32 @@ class _TrialRunner:
         trial.set_user_attr("seed", seed)
         return tc, seed
 
-    @staticmethod
-    def failed(trial: optuna.Trial, e: BaseException) -> TrialFailed:
-        """Record why a trial failed (divergence, shape trouble, ...); the study goes on."""
+    def failed(self, trial: optuna.Trial, e: BaseException) -> TrialFailed:
+        """Record why a trial failed; the study goes on.
+
+        Expected failures (:data:`EXPECTED_FAILURES`: divergence, out of memory, bad settings) get a
+        one-line reason. Anything else is a bug until shown otherwise: its traceback goes to the
+        trial's ``error.log``, the study's ``study.log`` and the ``gped_search`` logger.
+        """
         reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        if isinstance(e, EXPECTED_FAILURES):
+            log.warning("trial %d failed: %s", trial.number, reason)
+        else:
+            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+            rel = f"trials/{trial.number:05d}/error.log"
+            with contextlib.suppress(OSError):  # the record below must be written even if the disk is full
+                (self.artifact_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                (self.artifact_dir / rel).write_text(tb)
+                with open(self.artifact_dir / "study.log", "a") as f:
+                    f.write(f"--- trial {trial.number} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n{tb}")
+            reason = f"unexpected {reason} (traceback in {rel})"
+            log.error("trial %d failed unexpectedly: %s\n%s", trial.number, reason, tb)
         trial.set_user_attr("fail_reason", reason)
-        print(f"trial {trial.number} failed: {reason}", file=sys.stderr)
         return TrialFailed(reason)
 
     def finish(self, trial: optuna.Trial, tc: StudyConfig, model, rec: dict) -> tuple[float, ...]:
         pruning = rec.pop("_pruning")
+        record_curve(trial, rec.pop("_curve", []))
         for k, v in rec.items():
             if _scalar(v):
                 trial.set_user_attr(k, v)
@@ -110,12 +173,20 @@ class _TrialRunner:
             trial.set_constraint(k, float(rec[k]) - float(bound))
         ckpt = self.artifact_dir / "trials" / f"{trial.number:05d}" / "student.pt"
         meta = {"study": self.cfg.name, "trial": trial.number, "params": dict(trial.params)}
-        save_checkpoint(ckpt, model, config=to_dict(tc), metrics={k: v for k, v in rec.items() if _scalar(v)},
-                        pruning=pruning and {k: v for k, v in pruning.items() if k != "history"}, extra=meta)
+        save_checkpoint(
+            ckpt,
+            model,
+            config=to_dict(tc),
+            metrics={k: v for k, v in rec.items() if _scalar(v)},
+            pruning=pruning and {k: v for k, v in pruning.items() if k != "history"},
+            extra=meta,
+        )
         trial.set_user_attr("checkpoint", ckpt.relative_to(self.artifact_dir).as_posix())  # relative: movable
         try:
-            trial.set_user_attr("artifact_id", optuna.artifacts.upload_artifact(
-                artifact_store=self.store, file_path=str(ckpt), study_or_trial=trial))
+            trial.set_user_attr(
+                "artifact_id",
+                optuna.artifacts.upload_artifact(artifact_store=self.store, file_path=str(ckpt), study_or_trial=trial),
+            )
         except Exception as e:  # the dashboard copy is a convenience, the checkpoint above is the record
             trial.set_user_attr("artifact_error", f"{type(e).__name__}: {e}"[:200])
         values = []
@@ -128,15 +199,26 @@ class _TrialRunner:
         return tuple(values)
 
 
-def make_objective(cfg: StudyConfig, p: Prepared, teacher: TeacherResult, artifact_dir: Path,
-                   specs: dict[str, Spec]):
+def make_objective(
+    cfg: StudyConfig,
+    p: Prepared,
+    teacher: TeacherResult,
+    artifact_dir: Path,
+    specs: dict[str, Spec],
+):
     runner = _TrialRunner(cfg, p, teacher, artifact_dir, specs)
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
         tc, seed = runner.start(trial)
         try:
-            model, rec = train_trial(replace(p, cfg=tc), teacher, tc.student, tc.prune, seed=seed,
-                                     latency_batch=cfg.search.latency_batch)
+            model, rec = train_trial(
+                replace(p, cfg=tc),
+                teacher,
+                tc.student,
+                tc.prune,
+                seed=seed,
+                latency_batch=cfg.search.latency_batch,
+            )
         except OSError:
             raise
         except Exception as e:  # a FAIL with the reason, the study goes on
@@ -146,9 +228,20 @@ def make_objective(cfg: StudyConfig, p: Prepared, teacher: TeacherResult, artifa
     return objective
 
 
-def optimize_batched(study: optuna.Study, cfg: StudyConfig, p: Prepared, teacher: TeacherResult,
-                     artifact_dir: Path, specs: dict[str, Spec], *, n_trials: int | None, timeout: float | None,
-                     batch: int, progress: bool = False, announce: bool = False) -> None:
+def optimize_batched(
+    study: optuna.Study,
+    cfg: StudyConfig,
+    p: Prepared,
+    teacher: TeacherResult,
+    artifact_dir: Path,
+    specs: dict[str, Spec],
+    *,
+    n_trials: int | None,
+    timeout: float | None,
+    batch: int,
+    progress: bool = False,
+    announce: bool = False,
+) -> None:
     """Ask-and-tell batch mode: ask ``batch`` trials, train their students in lockstep, tell each.
 
     Runs until the study has ``n_trials`` finished trials (COMPLETE or PRUNED), ``timeout`` seconds
@@ -196,8 +289,18 @@ def optimize_batched(study: optuna.Study, cfg: StudyConfig, p: Prepared, teacher
                 started.append(t)
                 configs.append(tc)
                 seeds.append(seed)
-            results = train_trials(p, teacher, configs, seeds, latency_batch=cfg.search.latency_batch,
-                                   progress=bar is not None) if started else []
+            results = (
+                train_trials(
+                    p,
+                    teacher,
+                    configs,
+                    seeds,
+                    latency_batch=cfg.search.latency_batch,
+                    progress=bar is not None,
+                )
+                if started
+                else []
+            )
             for t, tc, res in zip(started, configs, results):
                 if isinstance(res, OSError):
                     raise res
@@ -269,26 +372,43 @@ def _finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def _work(cfg: StudyConfig, url: str, n_trials: int | None, timeout: float | None, progress: bool,
-          threads: int | None = None, teacher_progress: bool = True, worker: int = 0, restart: bool = False,
-          announce: bool = False) -> None:
+def _work(*args, **kwargs) -> None:
     """One worker: open the study, get the teacher, run trials until the study has ``n_trials``."""
+    with optuna_quiet():
+        _work_quiet(*args, **kwargs)
+
+
+def _work_quiet(
+    cfg: StudyConfig,
+    url: str,
+    n_trials: int | None,
+    timeout: float | None,
+    progress: bool,
+    threads: int | None = None,
+    teacher_progress: bool = True,
+    worker: int = 0,
+    restart: bool = False,
+    announce: bool = False,
+) -> None:
     if threads:
         torch.set_num_threads(threads)
-    # Optuna logs every failed trial with a traceback; ours get one line (above) and a fail_reason.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     p = prepare(cfg)  # data first: a bad data root fails before a storage is created
     study = open_study(cfg, url)
     n_before = len(study.get_trials(deepcopy=False))
     if n_before or worker:
         # A sampler seeded like the first run's (or a sibling worker's) would repeat its parameters.
-        study.sampler = make_sampler(cfg, parse_space(cfg.search.space),
-                                     seed=(search_seed(cfg) * 1_000_003 + n_before * 7919 + worker * 104_729 + 1)
-                                     % (2**31 - 1))
+        study.sampler = make_sampler(
+            cfg,
+            parse_space(cfg.search.space),
+            seed=resume_sampler_seed(search_seed(cfg), n_before, worker),
+        )
     artifact_dir = cfg.out_dir.resolve()
     teacher, info = ensure_teacher(p, artifact_dir, progress=teacher_progress, restart=restart)
-    if "teacher_artifact" not in study.user_attrs or info["teacher_sampled_here"] \
-            or study.user_attrs.get("teacher_sha256") != info["teacher_sha256"]:
+    if (
+        "teacher_artifact" not in study.user_attrs
+        or info["teacher_sampled_here"]
+        or study.user_attrs.get("teacher_sha256") != info["teacher_sha256"]
+    ):
         study.set_user_attr("teacher_artifact", Path(info["teacher_artifact"]).relative_to(artifact_dir).as_posix())
         study.set_user_attr("teacher_sha256", info["teacher_sha256"])
         study.set_user_attr("teacher", {k: v for k, v in {**teacher.metrics, **teacher.stats}.items() if _scalar(v)})
@@ -302,27 +422,72 @@ def _work(cfg: StudyConfig, url: str, n_trials: int | None, timeout: float | Non
         return
     batch = cfg.search.batch
     if batch > 1:
-        optimize_batched(study, cfg, p, teacher, artifact_dir, specs, n_trials=target, batch=batch, progress=progress,
-                         timeout=timeout if timeout is not None else cfg.search.timeout, announce=announce)
+        optimize_batched(
+            study,
+            cfg,
+            p,
+            teacher,
+            artifact_dir,
+            specs,
+            n_trials=target,
+            batch=batch,
+            progress=progress,
+            timeout=timeout if timeout is not None else cfg.search.timeout,
+            announce=announce,
+        )
         return
-    callbacks = [optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED))] \
-        if target is not None else []
+    callbacks = (
+        [optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED))]
+        if target is not None
+        else []
+    )
     if announce:
         callbacks.append(lambda st, t: _echo(st, t.number))
-    study.optimize(make_objective(cfg, p, teacher, artifact_dir, specs), n_trials=remaining,
-                   timeout=timeout if timeout is not None else cfg.search.timeout, catch=(TrialFailed,),
-                   callbacks=callbacks, show_progress_bar=progress and remaining is not None, gc_after_trial=True)
+    study.optimize(
+        make_objective(cfg, p, teacher, artifact_dir, specs),
+        n_trials=remaining,
+        timeout=timeout if timeout is not None else cfg.search.timeout,
+        catch=(TrialFailed,),
+        callbacks=callbacks,
+        show_progress_bar=progress and remaining is not None,
+        gc_after_trial=True,
+    )
 
 
-def _worker_main(cfg: StudyConfig, url: str, n_trials: int | None, timeout: float | None, threads: int,
-                 worker: int = 0, announce: bool = False) -> None:
-    _work(cfg, url, n_trials, timeout, progress=False, threads=threads, teacher_progress=False, worker=worker,
-          announce=announce)
+def _worker_main(
+    cfg: StudyConfig,
+    url: str,
+    n_trials: int | None,
+    timeout: float | None,
+    threads: int,
+    worker: int = 0,
+    announce: bool = False,
+) -> None:
+    _work(
+        cfg,
+        url,
+        n_trials,
+        timeout,
+        progress=False,
+        threads=threads,
+        teacher_progress=False,
+        worker=worker,
+        announce=announce,
+    )
 
 
-def run_study(cfg: StudyConfig, *, n_trials: int | None = None, timeout: float | None = None, workers: int = 1,
-              storage: str | None = None, progress: bool = True, threads: int | None = None,
-              restart: bool = False, announce: bool = False) -> optuna.Study:
+def run_study(
+    cfg: StudyConfig,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    progress: bool = True,
+    threads: int | None = None,
+    restart: bool = False,
+    announce: bool = False,
+) -> optuna.Study:
     """Run (or resume) the study until it has ``n_trials`` finished trials or ``timeout`` passes.
 
     ``n_trials`` counts COMPLETE trials in the whole study, so re-running the same command after an
@@ -357,18 +522,30 @@ def _remove_if_unused(folder: Path) -> None:
             folder.rmdir()
 
 
-def _run_study(cfg: StudyConfig, n_trials, timeout, workers, storage, progress, threads, restart, announce
-               ) -> optuna.Study:
+def _run_study(
+    cfg: StudyConfig, n_trials, timeout, workers, storage, progress, threads, restart, announce
+) -> optuna.Study:
     if not os.access(cfg.out_dir, os.W_OK):
         raise StudyError(f"report folder {cfg.out_dir} is not writable")
     url = storage_url(cfg, storage, workers)
     if url.startswith("sqlite") and workers > 1:
-        raise StudyError("SQLite is not for parallel writers: use --workers with the default (a journal file) "
-                         "or a PostgreSQL/MySQL URL")
+        raise StudyError(
+            "SQLite is not for parallel writers: use --workers with the default (a journal file) "
+            "or a PostgreSQL/MySQL URL"
+        )
     cfg.out_dir.joinpath("study.yaml").write_text(_yaml(cfg))
     if workers <= 1:
-        _work(cfg, url, n_trials, timeout, progress, threads=threads, teacher_progress=progress, restart=restart,
-              announce=announce)
+        _work(
+            cfg,
+            url,
+            n_trials,
+            timeout,
+            progress,
+            threads=threads,
+            teacher_progress=progress,
+            restart=restart,
+            announce=announce,
+        )
         study = open_study(cfg, url, create=False)
         calibrate_front(study, cfg)
         return study
@@ -380,17 +557,24 @@ def _run_study(cfg: StudyConfig, n_trials, timeout, workers, storage, progress, 
     if threads:
         torch.set_num_threads(threads)
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    procs = [ctx.Process(target=_worker_main, args=(cfg, url, n_trials, timeout, threads, i, announce),
-                         daemon=False)
-             for i in range(workers)]
+    procs = [
+        ctx.Process(
+            target=_worker_main,
+            args=(cfg, url, n_trials, timeout, threads, i, announce),
+            daemon=False,
+        )
+        for i in range(workers)
+    ]
     for pr in procs:
         pr.start()
     for pr in procs:
         pr.join()
     bad = [pr.exitcode for pr in procs if pr.exitcode != 0]
     if bad:
-        raise StudyError(f"{len(bad)} of {workers} workers exited with an error (codes {bad}); "
-                         f"the study's records are intact: re-run the command to resume")
+        raise StudyError(
+            f"{len(bad)} of {workers} workers exited with an error (codes {bad}); "
+            f"the study's records are intact: re-run the command to resume"
+        )
     study = open_study(cfg, url, create=False)
     calibrate_front(study, cfg)
     return study
@@ -409,7 +593,7 @@ def calibrate_front(study: optuna.Study, cfg: StudyConfig, rounds: int = 10) -> 
     """
     if "latency_ms" not in study.user_attrs.get("objectives", []):
         return {}
-    from gped_search.export import load_checkpoint
+    from gped_search.checkpoints import load_checkpoint
     from gped_search.metrics.cost import calibrate_latency
 
     df = trials_frame(study, calibrated=False)
@@ -427,8 +611,14 @@ def calibrate_front(study: optuna.Study, cfg: StudyConfig, rounds: int = 10) -> 
     device = str(row.get("latency_device") or "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         device = "cpu"
-    cal = calibrate_latency(models, shape, batch=cfg.search.latency_batch, device=device,
-                            threads=1 if device == "cpu" else None, rounds=rounds)
+    cal = calibrate_latency(
+        models,
+        shape,
+        batch=cfg.search.latency_batch,
+        device=device,
+        threads=1 if device == "cpu" else None,
+        rounds=rounds,
+    )
     out = {str(n): [c["median_ms"], c["p10_ms"], c["p90_ms"]] for n, c in cal.items()}
     study.set_user_attr(CALIBRATION_ATTR, out)
     return out
@@ -438,5 +628,3 @@ def _yaml(cfg: StudyConfig) -> str:
     import yaml
 
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 
-from gped_search.api import Prepared, sample_teacher
 from gped_search.config import StudyConfig, chain_settings, settings_digest, to_dict
-from gped_search.distill.loop import TeacherResult
+from gped_search.engine import Prepared, sample_teacher
 from gped_search.posterior.artifact import ArtifactError, load_teacher, save_teacher
 from gped_search.posterior.checkpoint import CHAIN_DIR, file_lock
+from gped_search.posterior.result import TeacherResult
+
+log = logging.getLogger(__name__)
 
 __all__ = ["TEACHER_FILE", "CHAIN_DIR", "teacher_key", "ensure_teacher"]
 
@@ -27,16 +29,26 @@ def teacher_key(cfg: StudyConfig) -> str:
     and how often it is checked or checkpointed do not change the posterior it samples.
     """
     d = chain_settings(cfg)
-    return settings_digest({"seed": cfg.seed, "data": d["data"], "teacher": d["teacher"],
-                            "targets": d["distill"]["targets"], "temperature": d["distill"]["temperature"]})
+    return settings_digest(
+        {
+            "seed": cfg.seed,
+            "data": d["data"],
+            "teacher": d["teacher"],
+            "targets": d["distill"]["targets"],
+            "temperature": d["distill"]["temperature"],
+        }
+    )
 
 
 def _sibling_teacher(artifact_dir: Path, key: str) -> Path | None:
     """A teacher artifact with the same key and length in another study folder of the report folder."""
     for sidecar in sorted(artifact_dir.parent.glob(f"*/{TEACHER_FILE}.key")):
         other = sidecar.with_name(TEACHER_FILE)
-        if sidecar.parent == artifact_dir or not other.is_file() or \
-                not other.with_name(TEACHER_FILE + ".sha256").is_file():
+        if (
+            sidecar.parent == artifact_dir
+            or not other.is_file()
+            or not other.with_name(TEACHER_FILE + ".sha256").is_file()
+        ):
             continue
         with contextlib.suppress(OSError):
             if sidecar.read_text().strip() == key:
@@ -53,8 +65,9 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def ensure_teacher(p: Prepared, artifact_dir: Path, progress: bool = True, restart: bool = False
-                   ) -> tuple[TeacherResult, dict]:
+def ensure_teacher(
+    p: Prepared, artifact_dir: Path, progress: bool = True, restart: bool = False
+) -> tuple[TeacherResult, dict]:
     """Load the study's teacher artifact, or sample (resume, extend) and store it, one process at a time.
 
     A study whose folder has no artifact yet first looks for one with the same teacher key and
@@ -75,9 +88,15 @@ def ensure_teacher(p: Prepared, artifact_dir: Path, progress: bool = True, resta
             src = _sibling_teacher(artifact_dir, stamp)
             if src is not None:
                 for suffix in ("", ".sha256"):
-                    _link_or_copy(src.with_name(TEACHER_FILE + suffix), artifact_dir / (TEACHER_FILE + ".part" + suffix))
+                    _link_or_copy(
+                        src.with_name(TEACHER_FILE + suffix),
+                        artifact_dir / (TEACHER_FILE + ".part" + suffix),
+                    )
                 # the checksum first, then the artifact: a crash leaves no artifact without its checksum
-                os.replace(artifact_dir / (TEACHER_FILE + ".part.sha256"), path.with_name(TEACHER_FILE + ".sha256"))
+                os.replace(
+                    artifact_dir / (TEACHER_FILE + ".part.sha256"),
+                    path.with_name(TEACHER_FILE + ".sha256"),
+                )
                 os.replace(artifact_dir / (TEACHER_FILE + ".part"), path)
                 reused = str(src)
         sampled = False
@@ -86,17 +105,26 @@ def ensure_teacher(p: Prepared, artifact_dir: Path, progress: bool = True, resta
             teacher = load_teacher(path, p.device)
             made, its = teacher.stats.get("teacher_key"), int(teacher.stats.get("iterations", 0))
             if made != key:
-                raise ArtifactError(f"{path}: made with other data/teacher settings (key {made} != {key}); "
-                                    f"use a new study name or delete the artifact")
+                raise ArtifactError(
+                    f"{path}: made with other data/teacher settings (key {made} != {key}); "
+                    f"use a new study name or delete the artifact"
+                )
             if its > want:
-                raise ArtifactError(f"{path}: the teacher ran {its} iterations, more than teacher.iterations={want}; "
-                                    f"a chain can be extended, not shortened (set teacher.iterations >= {its})")
+                raise ArtifactError(
+                    f"{path}: the teacher ran {its} iterations, more than teacher.iterations={want}; "
+                    f"a chain can be extended, not shortened (set teacher.iterations >= {its})"
+                )
             if its < want:
                 extended, teacher = its, None
-                print(f"teacher: extending the chain from {its} to {want} iterations", file=sys.stderr)
+                log.info("teacher: extending the chain from %d to %d iterations", its, want)
         if teacher is None:
-            teacher = sample_teacher(p, progress=progress, checkpoint_dir=artifact_dir / CHAIN_DIR, key=key,
-                                     restart=restart)
+            teacher = sample_teacher(
+                p,
+                progress=progress,
+                checkpoint_dir=artifact_dir / CHAIN_DIR,
+                key=key,
+                restart=restart,
+            )
             teacher.stats["teacher_key"] = key
             if extended is not None:
                 teacher.stats["extended_from"] = extended
@@ -105,9 +133,15 @@ def ensure_teacher(p: Prepared, artifact_dir: Path, progress: bool = True, resta
         sidecar = path.with_name(TEACHER_FILE + ".key")  # lets sibling studies find this artifact
         if not sidecar.is_file() or sidecar.read_text().strip() != stamp:
             sidecar.write_text(stamp + "\n")
-    info = {"teacher_artifact": str(path), "teacher_sha256": (path.parent / (path.name + ".sha256")).read_text().strip(),
-            "teacher_sampled_here": sampled, "teacher_key": key, "teacher_iterations": int(teacher.stats["iterations"]),
-            "teacher_copied_from": reused, "teacher_extended_from": extended}
+    info = {
+        "teacher_artifact": str(path),
+        "teacher_sha256": (path.parent / (path.name + ".sha256")).read_text().strip(),
+        "teacher_sampled_here": sampled,
+        "teacher_key": key,
+        "teacher_iterations": int(teacher.stats["iterations"]),
+        "teacher_copied_from": reused,
+        "teacher_extended_from": extended,
+    }
     if reused:
-        print(f"teacher: reusing {reused} (same teacher settings)", file=sys.stderr)
+        log.info("teacher: reusing %s (same teacher settings)", reused)
     return teacher, info

@@ -94,8 +94,7 @@ def _ood_data(in_score, out_score) -> tuple[np.ndarray, np.ndarray]:
     return labels, np.concatenate([s_in, s_out])
 
 
-def ood_metrics(in_scores: Mapping[str, np.ndarray], out_scores: Mapping[str, np.ndarray]
-                ) -> dict[str, float]:
+def ood_metrics(in_scores: Mapping[str, np.ndarray], out_scores: Mapping[str, np.ndarray]) -> dict[str, float]:
     """``auroc_<score>`` and ``aupr_<score>`` for every score in both dicts, OOD = positive class.
 
     A higher score must mean "more OOD" (true of all :func:`uncertainty_scores`). AUPR is the average
@@ -112,8 +111,9 @@ def ood_metrics(in_scores: Mapping[str, np.ndarray], out_scores: Mapping[str, np
     return rec
 
 
-def roc_curves(in_scores: Mapping[str, np.ndarray], out_scores: Mapping[str, np.ndarray], score: str
-               ) -> tuple[np.ndarray, np.ndarray]:
+def roc_curves(
+    in_scores: Mapping[str, np.ndarray], out_scores: Mapping[str, np.ndarray], score: str
+) -> tuple[np.ndarray, np.ndarray]:
     """(fpr, tpr) of the OOD detector that thresholds ``score`` (OOD positive), for plotting."""
     labels, scores = _ood_data(in_scores[score], out_scores[score])
     fpr, tpr, _ = roc_curve(labels, scores)
@@ -191,9 +191,13 @@ def rejection_auc(probs, y, score, fractions=DEFAULT_FRACTIONS) -> float:
     return _trapezoid(acc, f) / span
 
 
-def downstream_record(teacher_test: Mapping[str, torch.Tensor], student_test: Mapping[str, torch.Tensor],
-                      y, teacher_ood: Mapping[str, torch.Tensor] | None = None,
-                      student_ood: Mapping[str, torch.Tensor] | None = None) -> dict[str, float]:
+def downstream_record(
+    teacher_test: Mapping[str, torch.Tensor],
+    student_test: Mapping[str, torch.Tensor],
+    y,
+    teacher_ood: Mapping[str, torch.Tensor] | None = None,
+    student_ood: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, float]:
     """Flat scalar downstream metrics of one student (the search's objectives).
 
     Always: ``rank_spearman``, ``rank_kendall``, ``rank_topk`` (student vs teacher predictive-entropy
@@ -208,14 +212,15 @@ def downstream_record(teacher_test: Mapping[str, torch.Tensor], student_test: Ma
     """
     t_in, s_in = uncertainty_scores(teacher_test), uncertainty_scores(student_test)
     rank = ranking_metrics(t_in["predictive_entropy"], s_in["predictive_entropy"])
-    rec = {"rank_spearman": rank["spearman"], "rank_kendall": rank["kendall"],
-           "rank_topk": rank["topk_overlap"]}
+    rec = {
+        "rank_spearman": rank["spearman"],
+        "rank_kendall": rank["kendall"],
+        "rank_topk": rank["topk_overlap"],
+    }
     if "mutual_information" in t_in and "mutual_information" in s_in:
-        rec["rank_spearman_mi"] = ranking_metrics(t_in["mutual_information"],
-                                                  s_in["mutual_information"])["spearman"]
+        rec["rank_spearman_mi"] = ranking_metrics(t_in["mutual_information"], s_in["mutual_information"])["spearman"]
     rec["rejection_auc"] = rejection_auc(student_test["predictive"], y, s_in["predictive_entropy"])
-    rec["teacher_rejection_auc"] = rejection_auc(teacher_test["predictive"], y,
-                                                 t_in["predictive_entropy"])
+    rec["teacher_rejection_auc"] = rejection_auc(teacher_test["predictive"], y, t_in["predictive_entropy"])
     if teacher_ood is not None and student_ood is not None:
         s_ood = ood_metrics(s_in, uncertainty_scores(student_ood))
         t_ood = ood_metrics(t_in, uncertainty_scores(teacher_ood))

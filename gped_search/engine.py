@@ -2,7 +2,7 @@
 
 Data flow: config -> :func:`prepare` (data on the device, expectations) -> :func:`sample_teacher`
 (SGLD, once per study) -> :func:`train_trial` (build -> distil with group LASSO -> prune ->
-fine-tune -> evaluate quality and cost). :func:`distill` is the paper's online algorithm for one
+fine-tune -> evaluate quality and cost). :func:`distill_online` is the paper's online algorithm for one
 student (the ``gped-search distill`` command).
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from gped_search.checkpoints import save_checkpoint
 from gped_search.config import (
     DistillConfig,
     PruneConfig,
@@ -34,18 +35,34 @@ from gped_search.distill.loop import (
     train_students,
 )
 from gped_search.distill.student import StudentTrainer
-from gped_search.export import save_checkpoint
 from gped_search.metrics.cost import cost_figures, measure_latency
-from gped_search.metrics.downstream import downstream_record
 from gped_search.metrics.quality import evaluate, student_outputs
+from gped_search.metrics.uncertainty import downstream_record
 from gped_search.models import Arch, Net, build, student_arch, teacher_arch
 from gped_search.posterior.checkpoint import DISTILL_CHAIN_DIR, file_lock
 from gped_search.posterior.expectations import Expectation, resolve, tempered
 from gped_search.prune import group_lasso_penalty, prune_model, unit_groups
+from gped_search.seeds import derive_seed
+from gped_search.seeds import trial_seed as _trial_seed
 
-__all__ = ["resolve_device", "trial_seed", "Prepared", "prepare", "teacher_arch_for", "student_arch_for",
-           "make_trainer", "sample_teacher", "student_steps", "prune_and_finetune", "student_record",
-           "train_trial", "train_trials", "distill", "distill_key", "DISTILL_CHAIN_DIR"]
+__all__ = [
+    "resolve_device",
+    "trial_seed",
+    "Prepared",
+    "prepare",
+    "teacher_arch_for",
+    "student_arch_for",
+    "make_trainer",
+    "sample_teacher",
+    "student_steps",
+    "prune_and_finetune",
+    "student_record",
+    "train_trial",
+    "train_trials",
+    "distill_online",
+    "distill_key",
+    "DISTILL_CHAIN_DIR",
+]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -59,7 +76,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def trial_seed(study_seed: int, number: int) -> int:
     """A per-trial seed derived from (study seed, trial number)."""
-    return (study_seed * 1_000_003 + number * 7919 + 17) % (2**31 - 1)
+    return _trial_seed(study_seed, number)
 
 
 @dataclass
@@ -86,13 +103,26 @@ def student_arch_for(p: Prepared, s: StudentConfig) -> Arch:
     heads = tuple((e.name, e.out_dim(p.bundle.n_classes)) for e in p.exps)
     linear = tuple(e.name for e in p.exps if e.name != "predictive" and not e.positive)
     cnn_kind = t.arch.value if t.arch.value != "mlp" else "cnn"
-    return student_arch(s.family.value, p.bundle.in_shape, p.bundle.n_classes, heads, s.widths, s.m1, s.m2,
-                        teacher_cnn=cnn_kind, kernel=t.kernel, padding=t.padding, dropout=s.dropout,
-                        linear_heads=linear, temperature=p.cfg.distill.temperature)
+    return student_arch(
+        s.family.value,
+        p.bundle.in_shape,
+        p.bundle.n_classes,
+        heads,
+        s.widths,
+        s.m1,
+        s.m2,
+        teacher_cnn=cnn_kind,
+        kernel=t.kernel,
+        padding=t.padding,
+        dropout=s.dropout,
+        linear_heads=linear,
+        temperature=p.cfg.distill.temperature,
+    )
 
 
-def make_trainer(model: Net, p: Prepared, dcfg: DistillConfig, lambda_g: float = 0.0, lr: float | None = None
-                 ) -> StudentTrainer:
+def make_trainer(
+    model: Net, p: Prepared, dcfg: DistillConfig, lambda_g: float = 0.0, lr: float | None = None
+) -> StudentTrainer:
     """A student trainer; with ``lambda_g > 0`` the group-LASSO penalty over Torch-Pruning's groups."""
     penalty = None
     if lambda_g > 0:
@@ -101,16 +131,35 @@ def make_trainer(model: Net, p: Prepared, dcfg: DistillConfig, lambda_g: float =
     return StudentTrainer(model, p.exps, dcfg, lr=lr, penalty=penalty, penalty_weight=lambda_g)
 
 
-def sample_teacher(p: Prepared, students: tuple[StudentTrainer, ...] = (), progress: bool = True, *,
-                   cache_transfer: bool = True, checkpoint_dir: str | Path | None = None, key: str = "",
-                   restart: bool = False) -> TeacherResult:
+def sample_teacher(
+    p: Prepared,
+    students: tuple[StudentTrainer, ...] = (),
+    progress: bool = True,
+    *,
+    cache_transfer: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    key: str = "",
+    restart: bool = False,
+) -> TeacherResult:
     """Run the study's SGLD chain(s); with ``cache_transfer`` accumulates transfer-set means for ``cached``
     trials over the same thinned iterates as the test means. With ``checkpoint_dir`` the chain is
     checkpointed there and resumed or extended from it (see :func:`run_teacher`)."""
     c = p.cfg
-    return run_teacher(c.teacher, c.distill, c.data, p.bundle, teacher_arch_for(p), p.exps, seed=c.seed,
-                       students=students, cache_transfer=cache_transfer, progress=progress,
-                       checkpoint_dir=checkpoint_dir, checkpoint_key=key, restart=restart)
+    return run_teacher(
+        c.teacher,
+        c.distill,
+        c.data,
+        p.bundle,
+        teacher_arch_for(p),
+        p.exps,
+        seed=c.seed,
+        students=students,
+        cache_transfer=cache_transfer,
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_key=key,
+        restart=restart,
+    )
 
 
 def student_steps(cfg: StudyConfig) -> int:
@@ -121,35 +170,71 @@ def student_steps(cfg: StudyConfig) -> int:
 
 
 def _prune(model: Net, p: Prepared, prune: PruneConfig) -> dict:
-    before = [m.out_features if hasattr(m, "out_features") else m.out_channels for m in
-              (lay for lay in model.body if isinstance(lay, (torch.nn.Linear, torch.nn.Conv2d)))]
+    before = [
+        m.out_features if hasattr(m, "out_features") else m.out_channels
+        for m in (lay for lay in model.body if isinstance(lay, (torch.nn.Linear, torch.nn.Conv2d)))
+    ]
     res = prune_model(model, p.bundle.test.x[:1], prune.rule.value, tau=prune.tau, ratio=prune.ratio)
-    return {"rule": prune.rule.value, "tau": prune.tau, "ratio": prune.ratio, "units_before": before,
-            "units_kept": res.kept, "units_removed": res.removed, "history": res.history,
-            "finetune_steps": prune.finetune_steps if sum(res.removed) > 0 else 0}
+    return {
+        "rule": prune.rule.value,
+        "tau": prune.tau,
+        "ratio": prune.ratio,
+        "units_before": before,
+        "units_kept": res.kept,
+        "units_removed": res.removed,
+        "history": res.history,
+        "finetune_steps": prune.finetune_steps if sum(res.removed) > 0 else 0,
+    }
 
 
-def prune_and_finetune(model: Net, teacher: TeacherResult, p: Prepared, prune: PruneConfig, dcfg: DistillConfig,
-                       seed: int, progress: bool = False) -> dict:
+def prune_and_finetune(
+    model: Net,
+    teacher: TeacherResult,
+    p: Prepared,
+    prune: PruneConfig,
+    dcfg: DistillConfig,
+    seed: int,
+    progress: bool = False,
+) -> dict:
     """Prune (threshold or ratio rule), then fine-tune by penalty-free distillation at a lower lr."""
     info = _prune(model, p, prune)
     if info["finetune_steps"] > 0:
         trainer = make_trainer(model, p, dcfg, lr=dcfg.lr * prune.finetune_lr_factor)
-        train_student(trainer, teacher, p.bundle.transfer, prune.finetune_steps, dcfg, p.cfg.data,
-                      seed=seed + 1, progress=progress, desc="fine-tune")
+        train_student(
+            trainer,
+            teacher,
+            p.bundle.transfer,
+            prune.finetune_steps,
+            dcfg,
+            p.cfg.data,
+            seed=derive_seed(seed, "fine-tune"),
+            progress=progress,
+            desc="fine-tune",
+        )
     return info
 
 
-def _quality(model: Net, x: torch.Tensor, y: torch.Tensor, means: dict, teacher: TeacherResult,
-             s_ood: dict | None) -> dict:
+def _quality(
+    model: Net,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    means: dict,
+    teacher: TeacherResult,
+    s_ood: dict | None,
+) -> dict:
     s = student_outputs(model, x)
     rec = evaluate(model, x, y, means, outputs=s)
     rec.update(downstream_record(means, s, y, teacher.ood if s_ood is not None else None, s_ood))
     return rec
 
 
-def student_record(model: Net, teacher: TeacherResult, p: Prepared, latency_batch: int = 1,
-                   latency_repeats: int = 30) -> dict:
+def student_record(
+    model: Net,
+    teacher: TeacherResult,
+    p: Prepared,
+    latency_batch: int = 1,
+    latency_repeats: int = 30,
+) -> dict:
     """Quality against the teacher, plus cost figures and measured latency.
 
     With a validation split, the plain metric names (``kl``, ``student_acc``, ``ood_auroc``, ...)
@@ -168,11 +253,25 @@ def student_record(model: Net, teacher: TeacherResult, p: Prepared, latency_batc
         rec["selection_split"] = "test"
     rec.update({f"test_{k}": v for k, v in test.items()})
     cost = cost_figures(model, b.test.x[:1])
-    lat = measure_latency(model, b.in_shape, batch=latency_batch, device=str(p.device),
-                          threads=1 if p.device.type == "cpu" else None, repeats=latency_repeats, warmup=5)
+    lat = measure_latency(
+        model,
+        b.in_shape,
+        batch=latency_batch,
+        device=str(p.device),
+        threads=1 if p.device.type == "cpu" else None,
+        repeats=latency_repeats,
+        warmup=5,
+    )
     rec.update({k: v for k, v in cost.items() if isinstance(v, (int, float))})
-    rec.update({"latency_ms": lat["median_ms"], "latency_p10_ms": lat["p10_ms"], "latency_p90_ms": lat["p90_ms"],
-                "latency_batch": lat["batch"], "latency_device": str(lat["device"])})
+    rec.update(
+        {
+            "latency_ms": lat["median_ms"],
+            "latency_p10_ms": lat["p10_ms"],
+            "latency_p90_ms": lat["p90_ms"],
+            "latency_batch": lat["batch"],
+            "latency_device": str(lat["device"]),
+        }
+    )
     arch = model.arch
     rec["arch"] = arch.describe()
     for i, w in enumerate(arch.channels):
@@ -186,18 +285,39 @@ def _needs_pruning(prune: PruneConfig) -> bool:
     return prune.lambda_g > 0 or prune.rule.value == "ratio"
 
 
-def _finish_record(model: Net, teacher: TeacherResult, p: Prepared, prune: PruneConfig, pruning: dict | None,
-                   steps: int, latency_batch: int) -> dict:
+def _finish_record(
+    model: Net,
+    teacher: TeacherResult,
+    p: Prepared,
+    prune: PruneConfig,
+    pruning: dict | None,
+    steps: int,
+    latency_batch: int,
+) -> dict:
     rec = student_record(model, teacher, p, latency_batch)
-    rec.update({"student_steps": steps, "lambda_g": prune.lambda_g,
-                "units_removed": sum(pruning["units_removed"]) if pruning else 0})
+    rec.update(
+        {
+            "student_steps": steps,
+            "lambda_g": prune.lambda_g,
+            "units_removed": sum(pruning["units_removed"]) if pruning else 0,
+        }
+    )
     rec["_pruning"] = pruning
     return rec
 
 
-def train_trial(p: Prepared, teacher: TeacherResult, student: StudentConfig, prune: PruneConfig, *, seed: int,
-                steps: int | None = None, latency_batch: int = 1, progress: bool = False,
-                data_seed: int | None = None) -> tuple[Net, dict]:
+def train_trial(
+    p: Prepared,
+    teacher: TeacherResult,
+    student: StudentConfig,
+    prune: PruneConfig,
+    *,
+    seed: int,
+    steps: int | None = None,
+    latency_batch: int = 1,
+    progress: bool = False,
+    data_seed: int | None = None,
+) -> tuple[Net, dict]:
     """One search trial's student: build -> distil (+ group LASSO) -> prune -> fine-tune -> record.
 
     ``seed`` sets the initial weights; ``data_seed`` (default ``seed``) the transfer minibatch and
@@ -210,19 +330,38 @@ def train_trial(p: Prepared, teacher: TeacherResult, student: StudentConfig, pru
     trainer = make_trainer(model, p, p.cfg.distill, lambda_g=prune.lambda_g)
     steps = steps or student_steps(p.cfg)
     t0 = time.perf_counter()
-    timing = train_student(trainer, teacher, p.bundle.transfer, steps, p.cfg.distill, p.cfg.data, seed=data_seed,
-                           progress=progress)
-    pruning = prune_and_finetune(model, teacher, p, prune, p.cfg.distill, data_seed, progress) \
-        if _needs_pruning(prune) else None
+    timing = train_student(
+        trainer,
+        teacher,
+        p.bundle.transfer,
+        steps,
+        p.cfg.distill,
+        p.cfg.data,
+        seed=data_seed,
+        progress=progress,
+    )
+    pruning = (
+        prune_and_finetune(model, teacher, p, prune, p.cfg.distill, data_seed, progress)
+        if _needs_pruning(prune)
+        else None
+    )
     rec = _finish_record(model, teacher, p, prune, pruning, timing["steps"], latency_batch)
     rec["train_seconds"] = time.perf_counter() - t0
     rec["data_seed"] = data_seed
+    rec["_curve"] = list(trainer.curve)
     return model, rec
 
 
-def train_trials(p: Prepared, teacher: TeacherResult, configs: list[StudyConfig], seeds: list[int], *,
-                 steps: int | None = None, latency_batch: int = 1, progress: bool = False
-                 ) -> list[tuple[Net, dict] | Exception]:
+def train_trials(
+    p: Prepared,
+    teacher: TeacherResult,
+    configs: list[StudyConfig],
+    seeds: list[int],
+    *,
+    steps: int | None = None,
+    latency_batch: int = 1,
+    progress: bool = False,
+) -> list[tuple[Net, dict] | Exception]:
     """Several trials' students trained in lockstep against one teacher (the search's batch mode).
 
     Each config is one trial's study config (its student, prune and distill choices; data, targets and
@@ -249,8 +388,18 @@ def train_trials(p: Prepared, teacher: TeacherResult, configs: list[StudyConfig]
 
     def lockstep(ids: list[int], group: dict, n: int, seed: int, desc: str) -> None:
         t0 = time.perf_counter()
-        res = train_students([group[i] for i in ids], teacher, p.bundle.transfer, n, p.cfg.distill, p.cfg.data,
-                             seed=seed, progress=progress, desc=desc, leave=False)
+        res = train_students(
+            [group[i] for i in ids],
+            teacher,
+            p.bundle.transfer,
+            n,
+            p.cfg.distill,
+            p.cfg.data,
+            seed=seed,
+            progress=progress,
+            desc=desc,
+            leave=False,
+        )
         for i in ids:
             shared[i] += (time.perf_counter() - t0) / len(ids)
         for j, step in res["diverged"].items():
@@ -275,8 +424,15 @@ def train_trials(p: Prepared, teacher: TeacherResult, configs: list[StudyConfig]
         if i in models and info["finetune_steps"] > 0:
             by_steps.setdefault(info["finetune_steps"], []).append(i)
     for n, ids in by_steps.items():
-        fine = {i: make_trainer(models[i], p, configs[i].distill,
-                                lr=configs[i].distill.lr * configs[i].prune.finetune_lr_factor) for i in ids}
+        fine = {
+            i: make_trainer(
+                models[i],
+                p,
+                configs[i].distill,
+                lr=configs[i].distill.lr * configs[i].prune.finetune_lr_factor,
+            )
+            for i in ids
+        }
         lockstep(ids, fine, n, seeds[0] + 1, "fine-tune")
     for i in list(models):
         t0 = time.perf_counter()
@@ -288,6 +444,7 @@ def train_trials(p: Prepared, teacher: TeacherResult, configs: list[StudyConfig]
         rec["train_seconds"] = shared[i] + own[i] + time.perf_counter() - t0
         rec["batch_students"] = len(configs)
         rec["data_seed"] = seeds[0]  # the batch's shared minibatch stream (see train_trial's data_seed)
+        rec["_curve"] = list(trainers[i].curve)
         out[i] = (models[i], rec)
     return out
 
@@ -300,9 +457,12 @@ def distill_key(cfg: StudyConfig) -> str:
     return settings_digest(d)
 
 
-
-
-def distill(cfg: StudyConfig, progress: bool = True, out_dir: str | Path | None = None, restart: bool = False) -> dict:
+def distill_online(
+    cfg: StudyConfig,
+    progress: bool = True,
+    out_dir: str | Path | None = None,
+    restart: bool = False,
+) -> dict:
     """The paper's online algorithm for one student (``gped-search distill``); writes JSON + checkpoint.
 
     The student learns from the live chain every ``H`` iterations (``online`` or ``running_mean``
@@ -321,23 +481,48 @@ def distill(cfg: StudyConfig, progress: bool = True, out_dir: str | Path | None 
     online = cfg.distill.target_mode != TargetMode.cached
 
     with file_lock(out / (DISTILL_CHAIN_DIR + ".lock")):  # one run per folder; the OS frees it if we die
-        teacher = sample_teacher(p, (trainer,) if online else (), progress, cache_transfer=not online,
-                                 checkpoint_dir=out / DISTILL_CHAIN_DIR, key=distill_key(cfg), restart=restart)
+        teacher = sample_teacher(
+            p,
+            (trainer,) if online else (),
+            progress,
+            cache_transfer=not online,
+            checkpoint_dir=out / DISTILL_CHAIN_DIR,
+            key=distill_key(cfg),
+            restart=restart,
+        )
     if not online:
-        train_student(trainer, teacher, p.bundle.transfer, student_steps(cfg), cfg.distill, cfg.data,
-                      seed=cfg.seed, progress=progress)
+        train_student(
+            trainer,
+            teacher,
+            p.bundle.transfer,
+            student_steps(cfg),
+            cfg.distill,
+            cfg.data,
+            seed=cfg.seed,
+            progress=progress,
+        )
     pruning = None
     if cfg.prune.lambda_g > 0 or cfg.prune.rule.value == "ratio":
         before = student_record(model, teacher, p)
         pruning = prune_and_finetune(model, teacher, p, cfg.prune, cfg.distill, cfg.seed, progress)
         pruning["before"] = {k: v for k, v in before.items() if k in ("kl", "student_acc", "params", "bytes_fp32")}
     rec = student_record(model, teacher, p)
-    record = {"study": cfg.name, "dataset": cfg.data.dataset.value, "device": str(p.device),
-              "teacher": {**teacher.metrics, **teacher.stats, "arch": teacher.arch.describe()},
-              "student": rec, "pruning": pruning, "config": to_dict(cfg)}
+    record = {
+        "study": cfg.name,
+        "dataset": cfg.data.dataset.value,
+        "device": str(p.device),
+        "teacher": {**teacher.metrics, **teacher.stats, "arch": teacher.arch.describe()},
+        "student": rec,
+        "pruning": pruning,
+        "config": to_dict(cfg),
+    }
     (out / "distill.json").write_text(json.dumps(record, indent=2))
-    save_checkpoint(out / "distill_student.pt", model, config=to_dict(cfg), metrics=rec,
-                    pruning=pruning and {k: v for k, v in pruning.items() if k != "history"})
+    save_checkpoint(
+        out / "distill_student.pt",
+        model,
+        config=to_dict(cfg),
+        metrics=rec,
+        pruning=pruning and {k: v for k, v in pruning.items() if k != "history"},
+    )
     record["outputs"] = [str(out / "distill.json"), str(out / "distill_student.pt")]
     return record
-

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import io
 import os
 import pickle
@@ -28,13 +29,18 @@ from torch import nn
 from gped_search.errors import CheckpointError  # noqa: F401  (raised here; re-exported)
 from gped_search.models.nets import Arch, arch_of, build
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "weights_only_load",
-           "atomic_write_bytes"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "weights_only_load",
+    "atomic_write_bytes",
+]
 
 FORMAT = "gped-search-student"
 VERSION = 1
-
-
 
 
 def _plain(x, where: str):
@@ -84,9 +90,15 @@ def weights_only_load(path: str | os.PathLike, map_location: str | torch.device 
         return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, config: dict | None = None,
-                    metrics: dict | None = None, pruning: dict | None = None,
-                    extra: dict | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    config: dict | None = None,
+    metrics: dict | None = None,
+    pruning: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
     """Write ``model`` (its current shape and weights) and plain metadata atomically to ``path``."""
     path = Path(path)
     payload = {
@@ -103,6 +115,15 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, config: dict |
     torch.save(payload, buf)
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks (checkpoints, teacher artifacts, exported files)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -1,0 +1,53 @@
+"""The named choices of a study file (datasets, architectures, modes): the bottom layer, no imports."""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "Dataset",
+    "TeacherArch",
+    "StudentFamily",
+    "TargetMode",
+    "EntropyLoss",
+    "StepSchedule",
+    "PruneRule",
+]
+
+
+class Dataset(str, enum.Enum):
+    digits = "digits"
+    mnist = "mnist"
+    fashion_mnist = "fashion_mnist"
+
+
+class TeacherArch(str, enum.Enum):
+    mlp = "mlp"
+    cnn = "cnn"
+    cifar_cnn = "cifar_cnn"
+
+
+class StudentFamily(str, enum.Enum):
+    mlp = "mlp"
+    cnn = "cnn"
+
+
+class TargetMode(str, enum.Enum):
+    online = "online"
+    running_mean = "running_mean"
+    cached = "cached"
+
+
+class EntropyLoss(str, enum.Enum):
+    l1 = "l1"
+    l2 = "l2"
+
+
+class StepSchedule(str, enum.Enum):
+    constant = "constant"
+    polynomial = "polynomial"
+
+
+class PruneRule(str, enum.Enum):
+    threshold = "threshold"
+    ratio = "ratio"

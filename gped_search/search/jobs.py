@@ -1,0 +1,277 @@
+"""What the commands do with a finished study: pick a trial, write its report, export a student,
+score students downstream. The command line parses arguments and calls these.
+"""
+
+from __future__ import annotations
+
+import shlex
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from gped_search.config import ConfigError, StudyConfig, to_dict
+from gped_search.report.tables import knee_point, pareto_front
+
+from .results import study_objectives, study_path, study_status, teacher_seconds_saved, trials_frame
+from .teacher import TEACHER_FILE
+
+__all__ = [
+    "pick_trial",
+    "export_command",
+    "parameter_importances",
+    "write_study_report",
+    "export_trial",
+    "run_downstream",
+]
+
+
+def pick_trial(df: pd.DataFrame, objectives: dict[str, str], trial: str | None, knee: bool) -> int:
+    """A trial number from ``--trial N``, ``--trial best:<objective>`` or ``--knee`` (front members only)."""
+    if trial is not None and not trial.startswith("best:"):
+        try:
+            number = int(trial)
+        except ValueError:
+            raise ConfigError(f"--trial {trial!r}: give a number or best:<objective>") from None
+        row = df[df["number"] == number]
+        if row.empty:
+            raise ConfigError(f"--trial {number}: trial {number} does not exist (the study has {len(df)} trials)")
+        r = row.iloc[0]
+        if r["state"] != "COMPLETE":
+            reason = r.get("fail_reason")
+            raise ConfigError(
+                f"--trial {number}: trial {number} is {r['state']}"
+                + (f" ({reason})" if isinstance(reason, str) else "")
+                + "; only complete trials can be exported"
+            )
+        return number
+    front = pareto_front(df, objectives) if not df.empty else df
+    if front.empty:
+        raise ConfigError("the study has no complete trial on its Pareto front yet")
+    if knee:
+        return int(front.loc[knee_point(front, objectives), "number"])
+    name = trial.removeprefix("best:")
+    if name not in objectives:
+        raise ConfigError(f"--trial best:{name}: not an objective of this study (valid: {', '.join(objectives)})")
+    col = front[name].astype(float)
+    idx = col.idxmin() if objectives[name] == "minimize" else col.idxmax()
+    return int(front.loc[idx, "number"])
+
+
+def export_command(study_file: str | None, overrides=()) -> str:
+    """The shell command that exports a study's recommended (knee) student."""
+    sets = "".join(f" --set {shlex.quote(o)}" for o in overrides)
+    return f"gped-search export {shlex.quote(study_file or 'STUDY.yaml')}{sets} --knee --out exported/"
+
+
+def parameter_importances(study: optuna.Study) -> dict[str, dict[str, float]]:
+    """Optuna's parameter importances (its default evaluator) per objective; {} with too few trials."""
+    names = study.user_attrs.get("objectives", [])
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if len(done) < 3 or not any(len({str(t.params.get(k)) for t in done}) > 1 for k in done[0].params):
+        return {}
+    out = {}
+    for i, name in enumerate(names):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out[name] = optuna.importance.get_param_importances(study, target=lambda t, i=i: t.values[i])
+        except (ValueError, RuntimeError):  # e.g. a parameter no two trials differ in
+            continue
+    return out
+
+
+_TEACHER_KEYS = (
+    "teacher_acc",
+    "teacher_nll",
+    "teacher_ece",
+    "teacher_val_acc",
+    "teacher_val_nll",
+    "teacher_mc_floor_kl",
+    "iterations",
+    "seconds",
+    "ms_per_iteration",
+    "test_samples",
+    "bank_samples",
+    "chains",
+)
+
+
+def write_study_report(
+    cfg: StudyConfig,
+    study: optuna.Study,
+    out: str | Path | None = None,
+    compare: dict[str, pd.DataFrame] | None = None,
+    export_cmd: str | None = None,
+) -> dict:
+    """The study's report (``report.writer.write_report``) with its teacher, notes and importances."""
+    from gped_search.report.writer import write_report
+
+    teacher = study.user_attrs.get("teacher", {})
+    teacher = {k: teacher[k] for k in _TEACHER_KEYS if k in teacher}
+    saved = teacher_seconds_saved(study)
+    extra = {k: round(v, 3) if isinstance(v, float) else v for k, v in saved.items()}
+    notes = []
+    if saved["completed_trials"]:
+        notes.append(
+            f"The teacher was sampled once ({saved['teacher_seconds']:,.0f} s) and shared by all "
+            f"{saved['completed_trials']} complete trials, which ran for {saved['trial_seconds']:,.0f} s of "
+            f"wall time. Sampling it again for every trial would have cost {saved['saved_seconds']:,.0f} s "
+            f"more: sharing saved {100 * saved['saved_fraction']:.1f} % of the total (saved_fraction)."
+        )
+    if "teacher_mc_floor_kl" in teacher:
+        notes.append(
+            f"Monte-Carlo floor KL {teacher['teacher_mc_floor_kl']:.4g} nats: the KL between two halves of "
+            "the teacher's own samples; a student's KL near it is as close as this teacher estimate can tell."
+        )
+    if "test_samples" in teacher:
+        notes.append(
+            f"The teacher's test figures average {teacher['test_samples']:,} posterior samples "
+            "(thinned SGLD iterates), not test images."
+        )
+    used = study_status(study).get("teachers_used", {})
+    if len(used) > 1:
+        warn = ", ".join(f"{k}: {n}" for k, n in used.items())
+        extra["WARNING: trials trained against different teachers (key@iterations: trials)"] = warn
+        notes.append(f"WARNING: trials trained against different teachers (key@iterations: trials): {warn}.")
+    exported = {int(k): v for k, v in study.user_attrs.get("exported_trials", {}).items()}
+    return write_report(
+        trials_frame(study),
+        study_objectives(study),
+        out or cfg.out_dir,
+        title=cfg.name,
+        settings=study.user_attrs.get("config", to_dict(cfg)),
+        teacher=teacher,
+        compare=compare or None,
+        extra=extra,
+        notes=notes,
+        importances=parameter_importances(study),
+        exported=exported,
+        export_command=export_cmd,
+    )
+
+
+_PRIVATE = ("state", "checkpoint", "worker", "artifact_id", "artifact_error", "teacher_artifact")
+"""Trial attributes that describe this machine, not the student: never written into exported files."""
+
+
+def export_trial(
+    cfg: StudyConfig,
+    study: optuna.Study,
+    out: str | Path,
+    *,
+    trial: str | None = None,
+    knee: bool = False,
+    formats: tuple[str, ...] = ("checkpoint", "pt2"),
+) -> dict:
+    """Export one trial's student (``exporting.export_student``) and record it on the study."""
+    from gped_search.exporting import FORMATS, export_student
+
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ConfigError(f"--format: unknown {bad}; valid: {', '.join(FORMATS)}")
+    df = trials_frame(study)
+    objectives = study_objectives(study)
+    number = pick_trial(df, objectives, trial, knee)
+    row = df[df["number"] == number].iloc[0]
+    ckpt = study_path(cfg.out_dir, row.get("checkpoint"))
+    if ckpt is None or not ckpt.is_file():
+        raise ConfigError(
+            f"trial {number}: its checkpoint {row.get('checkpoint')!r} is not in {cfg.out_dir} "
+            "(give the study's report folder with --set report_dir=...)"
+        )
+    metrics = {  # a frame row holds numpy scalars (np.int64 is no Python int); no nan rows
+        k: v.item() if isinstance(v, np.generic) else v
+        for k, v in row.items()
+        if k not in _PRIVATE
+        and isinstance(v, (int, float, str, np.integer, np.floating, np.bool_))
+        and not (isinstance(v, (float, np.floating)) and v != v)
+    }
+    meta = {
+        "study": cfg.name,
+        "trial": number,
+        "metrics": metrics,
+        "objectives": {k: float(row[k]) for k in objectives},
+    }
+    res = export_student(str(ckpt), out, formats, meta=meta)
+    exported = dict(study.user_attrs.get("exported_trials", {}))
+    exported[str(number)] = str(out)
+    study.set_user_attr("exported_trials", exported)  # starred in the report
+    return {"trial": number, **res}
+
+
+_DOWNSTREAM_COLUMNS = (
+    "model",
+    "ood",
+    "estimator",
+    "acc",
+    "nll",
+    "auroc_predictive_entropy",
+    "auroc_mutual_information",
+    "auroc_expected_entropy",
+    "auroc_max_prob",
+    "aupr_predictive_entropy",
+    "rank_spearman",
+    "rank_kendall",
+    "rank_topk_overlap",
+    "rejection_auc",
+)
+
+
+def run_downstream(
+    cfg: StudyConfig,
+    study: optuna.Study,
+    *,
+    trials: str | None = None,
+    oods: list[str] = (),
+    baseline_steps: int = 5000,
+    out: str | Path | None = None,
+) -> tuple[pd.DataFrame, Path]:
+    """OOD detection and uncertainty ranking of the teacher, front students and a deterministic baseline.
+
+    Writes ``downstream.csv``, ``downstream.md``, ROC and accuracy-rejection plots into ``out``
+    (default ``reports/<name>/downstream/``); returns the table (its main columns) and the folder.
+    """
+    from gped_search.checkpoints import load_checkpoint
+    from gped_search.downstream import downstream_table, train_baseline
+    from gped_search.engine import prepare
+    from gped_search.posterior.artifact import load_teacher
+    from gped_search.report.plots import plot_accuracy_rejection, plot_roc
+    from gped_search.report.writer import _png, markdown_table
+
+    df = trials_frame(study)
+    objectives = study_objectives(study)
+    if trials:
+        numbers = [int(pick_trial(df, objectives, t.strip(), False)) for t in trials.split(",")]
+    else:
+        front = pareto_front(df, objectives)
+        if front.empty:
+            raise ConfigError("the study has no complete trial on its front; name --trials")
+        idx = np.unique(np.linspace(0, len(front) - 1, min(3, len(front))).round().astype(int))
+        numbers = [int(front.iloc[i]["number"]) for i in idx]
+    p = prepare(cfg)
+    teacher = load_teacher(study_path(cfg.out_dir, study.user_attrs.get("teacher_artifact", TEACHER_FILE)), p.device)
+    students = {}
+    for n in numbers:
+        row = df[df["number"] == n].iloc[0]
+        model, _ = load_checkpoint(study_path(cfg.out_dir, row["checkpoint"]), p.device)
+        students[f"#{n} {row.get('arch', '')}".strip()] = model
+    oods = list(oods) or ([cfg.data.ood.value] if cfg.data.ood else []) + [f"occlusion:{p.bundle.in_shape[-1] // 2}"]
+    baseline = train_baseline(p, steps=baseline_steps, seed=cfg.seed) if baseline_steps > 0 else None
+    table, curves = downstream_table(p, teacher, students, baseline, oods)
+    folder = Path(out) if out else cfg.out_dir / "downstream"
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_csv(folder / "downstream.csv", index=False)
+    cols = [c for c in _DOWNSTREAM_COLUMNS if c in table.columns]
+    (folder / "downstream.md").write_text(
+        f"# {cfg.name}: downstream uncertainty\n\n" + markdown_table(table[cols]) + "\n"
+    )
+    for label, c in curves["roc"].items():
+        _png(
+            plot_roc(c, title=f"OOD detection vs {label} (predictive entropy)"),
+            folder / f"roc_{label.replace(' ', '_')}.png",
+        )
+    _png(plot_accuracy_rejection(curves["rejection"]), folder / "accuracy_rejection.png")
+    return table[cols], folder

@@ -1,0 +1,35 @@
+"""Shared test helpers: the quickstart study shrunk to seconds, and one-line CLI errors.
+
+``pg.py`` holds the PostgreSQL and process helpers of the system tests (``-m system``: SIGKILL,
+fault injection, PostgreSQL), which CI runs as a second step after the fast suite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = str(ROOT / "studies" / "quickstart.yaml")
+TINY = ("teacher.iterations=600", "teacher.burn_in=200", "teacher.thin=20", "teacher.bank_size=4",
+        "distill.steps=60", "prune.finetune_steps=20")
+"""Overrides that shrink the quickstart study to seconds (a 600-iteration teacher, 60 student steps)."""
+
+
+def tiny_sets(report_dir: Path, *extra: str) -> list[str]:
+    """``--set`` arguments for the tiny quickstart study in ``report_dir`` (plus ``extra`` overrides)."""
+    return [a for o in (f"report_dir={report_dir}", *TINY, *extra) for a in ("--set", o)]
+
+
+def one_error_line(err: str) -> str:
+    """The single ``gped-search: error: ...`` line a user error prints (no traceback)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gped-search: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture
+def quickstart() -> str:
+    return QUICKSTART
