@@ -9,14 +9,14 @@ from conftest import QUICKSTART, tiny_sets
 from gped_search.cli import main
 from gped_search.config import load_study
 from gped_search.search import open_study
-from gped_search.search import study as study_mod
+from gped_search.search import trials as trials_mod
 
 
 def test_an_unexpected_error_fails_the_trial_with_its_traceback_kept(tmp_path, monkeypatch, capsys):
     def broken(*a, **k):
         raise TypeError("a refactoring bug")
 
-    monkeypatch.setattr(study_mod, "train_trial", broken)
+    monkeypatch.setattr(trials_mod, "train_trial", broken)
     s = tiny_sets(tmp_path, "search.batch=1")
     assert main(["run", QUICKSTART, "--n-trials", "1", "--no-progress", "--no-report", "--json", *s]) == 0
     cfg = load_study(QUICKSTART, [s[i + 1] for i in range(0, len(s), 2)])

@@ -1,0 +1,326 @@
+"""Running trials: one trial's life (sample, train, record, checkpoint) and the lockstep batch mode.
+
+:class:`_TrialRunner` does what a trial does around training; :func:`make_objective` runs one trial
+at a time inside ``study.optimize``; :func:`optimize_batched` asks ``search.batch`` trials and
+trains their students together (``engine.train_trials``). :func:`trial_line` is the one line
+``gped-search run`` prints per finished trial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import math
+import os
+import socket
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from gped_search.checkpoints import save_checkpoint
+from gped_search.config import StudyConfig, to_dict
+from gped_search.engine import Prepared, train_trial, train_trials, trial_seed
+from gped_search.errors import ConfigError, DivergenceError
+from gped_search.posterior.result import TeacherResult
+
+from .results import _scalar
+from .samplers import search_seed
+from .space import Spec, suggest
+from .storage import Heartbeat, fail_dead_trials, grid_left, record_curve, trial_ids
+
+__all__ = ["EXPECTED_FAILURES", "TrialFailed", "make_objective", "optimize_batched", "trial_line", "finished"]
+
+
+EXPECTED_FAILURES: tuple[type[BaseException], ...] = (
+    DivergenceError,
+    ConfigError,
+    MemoryError,
+    torch.cuda.OutOfMemoryError,
+)
+"""Failures a trial records as one line (a diverging student, out of memory, bad settings)."""
+
+log = logging.getLogger(__name__)
+
+
+class TrialFailed(RuntimeError):
+    """A trial failed for a recorded reason; the study goes on."""
+
+
+# --------------------------------------------------------------------------- the teacher, once per study
+
+
+class _TrialRunner:
+    """What a trial does around training: sample its config, record metrics, checkpoint, objectives."""
+
+    def __init__(
+        self,
+        cfg: StudyConfig,
+        p: Prepared,
+        teacher: TeacherResult,
+        artifact_dir: Path,
+        specs: dict[str, Spec],
+    ):
+        self.cfg, self.p, self.teacher, self.artifact_dir, self.specs = (
+            cfg,
+            p,
+            teacher,
+            artifact_dir,
+            specs,
+        )
+        self.names = list(cfg.search.objectives)
+        self.store = optuna.artifacts.FileSystemArtifactStore(str(artifact_dir / "artifacts"))
+        (artifact_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+
+    def start(self, trial: optuna.Trial) -> tuple[StudyConfig, int]:
+        fail_dead_trials(trial.study)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        tc = suggest(trial, self.cfg, self.specs).cfg
+        seed = trial_seed(search_seed(self.cfg), trial.number)
+        trial.set_user_attr("seed", seed)
+        return tc, seed
+
+    def failed(self, trial: optuna.Trial, e: BaseException) -> TrialFailed:
+        """Record why a trial failed; the study goes on.
+
+        Expected failures (:data:`EXPECTED_FAILURES`: divergence, out of memory, bad settings) get a
+        one-line reason. Anything else is a bug until shown otherwise: its traceback goes to the
+        trial's ``error.log``, the study's ``study.log`` and the ``gped_search`` logger.
+        """
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        if isinstance(e, EXPECTED_FAILURES):
+            log.warning("trial %d failed: %s", trial.number, reason)
+        else:
+            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+            rel = f"trials/{trial.number:05d}/error.log"
+            with contextlib.suppress(OSError):  # the record below must be written even if the disk is full
+                (self.artifact_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                (self.artifact_dir / rel).write_text(tb)
+                with open(self.artifact_dir / "study.log", "a") as f:
+                    f.write(f"--- trial {trial.number} ({time.strftime('%Y-%m-%d %H:%M:%S')})\n{tb}")
+            reason = f"unexpected {reason} (traceback in {rel})"
+            log.error("trial %d failed unexpectedly: %s\n%s", trial.number, reason, tb)
+        trial.set_user_attr("fail_reason", reason)
+        return TrialFailed(reason)
+
+    def finish(self, trial: optuna.Trial, tc: StudyConfig, model, rec: dict) -> tuple[float, ...]:
+        pruning = rec.pop("_pruning")
+        record_curve(trial, rec.pop("_curve", []))
+        for k, v in rec.items():
+            if _scalar(v):
+                trial.set_user_attr(k, v)
+        trial.set_user_attr("family", tc.student.family.value)
+        trial.set_user_attr("teacher_key", str(self.teacher.stats.get("teacher_key", "")))
+        trial.set_user_attr("teacher_iterations", int(self.teacher.stats.get("iterations", 0)))
+        trial.set_user_attr("lambda_g", tc.prune.lambda_g)
+        if pruning:
+            trial.set_user_attr("units_kept", pruning["units_kept"])
+        for k, bound in self.cfg.search.constraints.items():
+            trial.set_constraint(k, float(rec[k]) - float(bound))
+        ckpt = self.artifact_dir / "trials" / f"{trial.number:05d}" / "student.pt"
+        meta = {"study": self.cfg.name, "trial": trial.number, "params": dict(trial.params)}
+        save_checkpoint(
+            ckpt,
+            model,
+            config=to_dict(tc),
+            metrics={k: v for k, v in rec.items() if _scalar(v)},
+            pruning=pruning and {k: v for k, v in pruning.items() if k != "history"},
+            extra=meta,
+        )
+        trial.set_user_attr("checkpoint", ckpt.relative_to(self.artifact_dir).as_posix())  # relative: movable
+        try:
+            trial.set_user_attr(
+                "artifact_id",
+                optuna.artifacts.upload_artifact(artifact_store=self.store, file_path=str(ckpt), study_or_trial=trial),
+            )
+        except Exception as e:  # the dashboard copy is a convenience, the checkpoint above is the record
+            trial.set_user_attr("artifact_error", f"{type(e).__name__}: {e}"[:200])
+        values = []
+        for n in self.names:
+            v = float(rec[n])
+            if not math.isfinite(v):
+                trial.set_user_attr("fail_reason", f"objective {n} is {v}")
+                raise TrialFailed(f"objective {n} is {v}")
+            values.append(v)
+        return tuple(values)
+
+
+def make_objective(
+    cfg: StudyConfig,
+    p: Prepared,
+    teacher: TeacherResult,
+    artifact_dir: Path,
+    specs: dict[str, Spec],
+):
+    runner = _TrialRunner(cfg, p, teacher, artifact_dir, specs)
+
+    def objective(trial: optuna.Trial) -> tuple[float, ...]:
+        tc, seed = runner.start(trial)
+        try:
+            model, rec = train_trial(
+                replace(p, cfg=tc),
+                teacher,
+                tc.student,
+                tc.prune,
+                seed=seed,
+                latency_batch=cfg.search.latency_batch,
+            )
+        except OSError:
+            raise
+        except Exception as e:  # a FAIL with the reason, the study goes on
+            raise runner.failed(trial, e) from e
+        return runner.finish(trial, tc, model, rec)
+
+    return objective
+
+
+def optimize_batched(
+    study: optuna.Study,
+    cfg: StudyConfig,
+    p: Prepared,
+    teacher: TeacherResult,
+    artifact_dir: Path,
+    specs: dict[str, Spec],
+    *,
+    n_trials: int | None,
+    timeout: float | None,
+    batch: int,
+    progress: bool = False,
+    announce: bool = False,
+) -> None:
+    """Ask-and-tell batch mode: ask ``batch`` trials, train their students in lockstep, tell each.
+
+    Runs until the study has ``n_trials`` finished trials (COMPLETE or PRUNED), ``timeout`` seconds
+    have passed (checked between batches) or, as ``study.optimize(n_trials=...)``, as many trials as
+    were missing at the start have been tried (failures count, so a failing study ends). Each trial keeps its own parameters, seed (for the
+    initial weights), metrics, checkpoint and outcome; a trial that fails is told FAIL with its reason
+    while its batch-mates complete. RDB storages get heartbeats for every asked trial and stale trials
+    are failed (and retried) before each batch; the journal storage uses the dead-worker check.
+    ``announce`` prints one line per finished trial (:func:`trial_line`).
+    """
+    runner = _TrialRunner(cfg, p, teacher, artifact_dir, specs)
+    start = time.monotonic()
+    budget = None if n_trials is None else max(0, n_trials - finished(study))
+    asked = 0
+    bar = None
+    if progress and budget is not None:
+        bar = tqdm(total=budget, desc=f"trials (batches of {batch})", unit="trial")
+    while True:
+        left = None if n_trials is None else min(n_trials - finished(study), budget - asked)
+        if (left is not None and left <= 0) or (timeout is not None and time.monotonic() - start >= timeout):
+            break
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        k = batch if left is None else min(batch, left)
+        free = grid_left(study)
+        if free is not None:
+            if free == 0:
+                break
+            k = min(k, free)
+        with warnings.catch_warnings():  # "Heartbeat ... supposed to be used with Study.optimize": see _Heartbeat
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trials = [study.ask() for _ in range(k)]
+        asked += k
+        with Heartbeat(study, trial_ids(trials)):
+            started, configs, seeds = [], [], []
+            for t in trials:
+                try:
+                    tc, seed = runner.start(t)
+                except Exception as e:  # noqa: BLE001
+                    _tell(study, t, None, runner.failed(t, e))
+                    if announce:
+                        _echo(study, t.number)
+                    continue
+                started.append(t)
+                configs.append(tc)
+                seeds.append(seed)
+            results = (
+                train_trials(
+                    p,
+                    teacher,
+                    configs,
+                    seeds,
+                    latency_batch=cfg.search.latency_batch,
+                    progress=bar is not None,
+                )
+                if started
+                else []
+            )
+            for t, tc, res in zip(started, configs, results):
+                if isinstance(res, OSError):
+                    raise res
+                if isinstance(res, Exception):
+                    _tell(study, t, None, runner.failed(t, res))
+                else:
+                    try:
+                        _tell(study, t, runner.finish(t, tc, *res), None)
+                    except TrialFailed as e:
+                        _tell(study, t, None, e)
+                if announce:
+                    _echo(study, t.number)
+        if bar is not None:
+            bar.update(len(trials))
+        gc.collect()
+    if bar is not None:
+        bar.close()
+
+
+def trial_line(study: optuna.Study, number: int) -> str:
+    """One line for a finished trial: number, state, student, objectives, whether it is on the front."""
+    from .results import trials_frame
+
+    df = trials_frame(study, calibrated=False)
+    row = df[df["number"] == number]
+    if row.empty:
+        return f"trial {number}: not in the study"
+    r = row.iloc[0]
+    if r["state"] != "COMPLETE":
+        reason = r.get("fail_reason")
+        return f"trial {number:>3}  {r['state'].lower():8s}  " + (reason if isinstance(reason, str) else "")
+    names = study.user_attrs.get("objectives", [])
+    vals = "  ".join(f"{n} {_short(n, r.get(n))}" for n in names)
+    done = df[df["state"] == "COMPLETE"]
+    front = f"on the front ({int(done['on_front'].sum())} of {len(done)})" if r.get("on_front") else "dominated"
+    return f"trial {number:>3}  complete  {str(r.get('arch', '')):24s}  {vals}  {front}"
+
+
+def _short(name: str, v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if name.startswith("bytes"):
+        return f"{v / 1e3:,.1f} kB" if v < 1e6 else f"{v / 1e6:,.2f} MB"
+    if name.endswith("_ms"):
+        return f"{v:.3g} ms"
+    if name in ("params", "macs", "macs_conv_linear"):
+        return f"{v:,.0f}"
+    return f"{v:.4g}"
+
+
+def _echo(study: optuna.Study, number: int) -> None:
+    tqdm.write(trial_line(study, number), file=sys.stdout)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, values, error: BaseException | None) -> None:
+    try:
+        if error is None:
+            study.tell(trial, values)
+        else:
+            study.tell(trial, state=TrialState.FAIL)
+    except RuntimeError as e:
+        # GridSampler.after_trial calls study.stop() when the grid is used up, which only works inside
+        # study.optimize; the trial's state and values are stored all the same (Optuna's tell).
+        if "Study.stop" not in str(e):
+            raise
+
+
+def finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
