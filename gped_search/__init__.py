@@ -11,7 +11,7 @@ Python API (the CLI ``gped-search`` calls the same functions)::
 # Names are imported on first use (PEP 562), so that ``gped-search --help`` or ``status`` do not pay
 # for torch: ``from gped_search import run_study`` works as before.
 _EXPORTS = {
-    "distill_online": "gped_search.engine",
+    "distill_online": "gped_search.online",
     "prepare": "gped_search.engine",
     "sample_teacher": "gped_search.engine",
     "train_trial": "gped_search.engine",

@@ -256,7 +256,7 @@ def _print_table(df) -> None:
 
 
 def cmd_distill(args) -> int:
-    from gped_search.engine import distill_online
+    from gped_search.online import distill_online
 
     cfg = _load(args)
     import torch

@@ -8,23 +8,17 @@ student (the ``gped-search distill`` command).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from gped_search.checkpoints import save_checkpoint
 from gped_search.config import (
     DistillConfig,
     PruneConfig,
     StudentConfig,
     StudyConfig,
-    TargetMode,
-    chain_settings,
-    settings_digest,
-    to_dict,
 )
 from gped_search.data import DataBundle, make_bundle
 from gped_search.distill.loop import (
@@ -39,7 +33,6 @@ from gped_search.metrics.cost import cost_figures, measure_latency
 from gped_search.metrics.quality import evaluate, student_outputs
 from gped_search.metrics.uncertainty import downstream_record
 from gped_search.models import Arch, Net, build, student_arch, teacher_arch
-from gped_search.posterior.checkpoint import DISTILL_CHAIN_DIR, file_lock
 from gped_search.posterior.expectations import Expectation, resolve, tempered
 from gped_search.prune import group_lasso_penalty, prune_model, unit_groups
 from gped_search.seeds import derive_seed
@@ -59,9 +52,6 @@ __all__ = [
     "student_record",
     "train_trial",
     "train_trials",
-    "distill_online",
-    "distill_key",
-    "DISTILL_CHAIN_DIR",
 ]
 
 
@@ -447,82 +437,3 @@ def train_trials(
         rec["_curve"] = list(trainers[i].curve)
         out[i] = (models[i], rec)
     return out
-
-
-def distill_key(cfg: StudyConfig) -> str:
-    """Digest of every setting an online ``distill`` run depends on, except the chain's length."""
-    d = chain_settings(cfg)
-    for k in ("search", "report_dir", "device"):
-        d.pop(k, None)
-    return settings_digest(d)
-
-
-def distill_online(
-    cfg: StudyConfig,
-    progress: bool = True,
-    out_dir: str | Path | None = None,
-    restart: bool = False,
-) -> dict:
-    """The paper's online algorithm for one student (``gped-search distill``); writes JSON + checkpoint.
-
-    The student learns from the live chain every ``H`` iterations (``online`` or ``running_mean``
-    targets; ``cached`` trains after the chain from its means on the transfer set). With
-    ``prune.lambda_g > 0`` the penalty is on during the online phase, then the student is pruned and
-    fine-tuned. The chain and the online student are checkpointed in ``<out>/distill.chain/``: a run
-    that was stopped resumes there, and raising ``teacher.iterations`` after a finished run goes on
-    from its final state (``restart`` discards the checkpoints).
-    """
-    out = Path(out_dir) if out_dir else cfg.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    p = prepare(cfg)
-    torch.manual_seed(cfg.seed)
-    model = build(student_arch_for(p, cfg.student)).to(p.device)
-    trainer = make_trainer(model, p, cfg.distill, lambda_g=cfg.prune.lambda_g)
-    online = cfg.distill.target_mode != TargetMode.cached
-
-    with file_lock(out / (DISTILL_CHAIN_DIR + ".lock")):  # one run per folder; the OS frees it if we die
-        teacher = sample_teacher(
-            p,
-            (trainer,) if online else (),
-            progress,
-            cache_transfer=not online,
-            checkpoint_dir=out / DISTILL_CHAIN_DIR,
-            key=distill_key(cfg),
-            restart=restart,
-        )
-    if not online:
-        train_student(
-            trainer,
-            teacher,
-            p.bundle.transfer,
-            student_steps(cfg),
-            cfg.distill,
-            cfg.data,
-            seed=cfg.seed,
-            progress=progress,
-        )
-    pruning = None
-    if cfg.prune.lambda_g > 0 or cfg.prune.rule.value == "ratio":
-        before = student_record(model, teacher, p)
-        pruning = prune_and_finetune(model, teacher, p, cfg.prune, cfg.distill, cfg.seed, progress)
-        pruning["before"] = {k: v for k, v in before.items() if k in ("kl", "student_acc", "params", "bytes_fp32")}
-    rec = student_record(model, teacher, p)
-    record = {
-        "study": cfg.name,
-        "dataset": cfg.data.dataset.value,
-        "device": str(p.device),
-        "teacher": {**teacher.metrics, **teacher.stats, "arch": teacher.arch.describe()},
-        "student": rec,
-        "pruning": pruning,
-        "config": to_dict(cfg),
-    }
-    (out / "distill.json").write_text(json.dumps(record, indent=2))
-    save_checkpoint(
-        out / "distill_student.pt",
-        model,
-        config=to_dict(cfg),
-        metrics=rec,
-        pruning=pruning and {k: v for k, v in pruning.items() if k != "history"},
-    )
-    record["outputs"] = [str(out / "distill.json"), str(out / "distill_student.pt")]
-    return record

@@ -88,7 +88,8 @@ def test_bottom_layers_import_nothing_above_them():
     graph = import_graph()
     assert graph["gped_search.errors"] == set() and graph["gped_search.choices"] == set()
     assert graph["gped_search.seeds"] == set()
-    assert graph["gped_search.config"] <= {"gped_search.errors", "gped_search.choices", "gped_search.search.space"}
+    assert graph["gped_search.schema"] <= {"gped_search.errors", "gped_search.choices", "gped_search.search.space"}
+    assert graph["gped_search.config"] <= {"gped_search.errors", "gped_search.choices", "gped_search.schema"}
     assert graph["gped_search.search.space"] <= {"gped_search.errors", "gped_search.choices", "gped_search.config"}
     for m in ("gped_search.posterior.result", "gped_search.posterior.artifact", "gped_search.posterior.sgld"):
         assert not any(n.startswith(("gped_search.distill", "gped_search.search", "gped_search.engine"))

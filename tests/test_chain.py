@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from gped_search import engine as api
+from gped_search import online
 from gped_search.config import load_study, study_from_dict, to_dict
 from gped_search.posterior.checkpoint import (
     chain_status,
@@ -49,7 +50,7 @@ RUNNER = textwrap.dedent("""
     import os, signal, sys
     import torch
     torch.set_num_threads(1)
-    from gped_search import engine as api
+    from gped_search import online
     from gped_search.config import load_study
     from gped_search.distill import chain
     from gped_search.posterior import checkpoint as ck
@@ -73,7 +74,7 @@ RUNNER = textwrap.dedent("""
                     os.kill(os.getpid(), signal.SIGKILL)
             orig(path, data)
         ck._fsync_write = _write
-    api.distill_online(load_study(study), progress=False, out_dir=out)
+    online.distill_online(load_study(study), progress=False, out_dir=out)
 """)
 
 
@@ -99,23 +100,23 @@ def _same_outputs(a: Path, b: Path) -> None:
 def test_sigkill_twice_then_resume_equals_uninterrupted_run(tmp_path):
     study = _write(tmp_path, _cfg(tmp_path))
     torch.set_num_threads(1)
-    api.distill_online(load_study(study), progress=False, out_dir=tmp_path / "ref")
+    online.distill_online(load_study(study), progress=False, out_dir=tmp_path / "ref")
     out = tmp_path / "killed"
     rng = random.Random(os.getpid())
     kill_at = rng.randrange(500, 1500)  # a random point between checkpoints
     assert _run("iteration", kill_at, study, out) == -signal.SIGKILL
-    gens = list_generations(out / api.DISTILL_CHAIN_DIR)
+    gens = list_generations(out / online.DISTILL_CHAIN_DIR)
     assert gens and gens[-1][0] <= kill_at
-    st = chain_status(out / api.DISTILL_CHAIN_DIR)
+    st = chain_status(out / online.DISTILL_CHAIN_DIR)
     assert st["state"] == "paused" and st["checkpoint_iteration"] == gens[-1][0] and st["total"] == 2400
     # resumed, then killed inside its 2nd checkpoint write (after the checksum, before the data file)
     assert _run("write", 2, study, out) == -signal.SIGKILL
-    left = list_generations(out / api.DISTILL_CHAIN_DIR)
-    it, _ = latest_checkpoint(out / api.DISTILL_CHAIN_DIR)
+    left = list_generations(out / online.DISTILL_CHAIN_DIR)
+    it, _ = latest_checkpoint(out / online.DISTILL_CHAIN_DIR)
     assert it == left[-1][0] > gens[-1][0]  # the complete generation before the torn write
     assert _run("none", 0, study, out) == 0
     _same_outputs(tmp_path / "ref", out)
-    assert chain_status(out / api.DISTILL_CHAIN_DIR)["state"] == "done"
+    assert chain_status(out / online.DISTILL_CHAIN_DIR)["state"] == "done"
 
 
 def test_extend_a_finished_chain_equals_the_longer_run(tmp_path):
@@ -123,15 +124,15 @@ def test_extend_a_finished_chain_equals_the_longer_run(tmp_path):
     long = _write(tmp_path, d, "long.yaml")
     short = _write(tmp_path, {**d, "teacher": {**d["teacher"], "iterations": 1200}}, "short.yaml")
     torch.set_num_threads(1)
-    api.distill_online(load_study(long), progress=False, out_dir=tmp_path / "ref")
-    api.distill_online(load_study(short), progress=False, out_dir=tmp_path / "ext")
+    online.distill_online(load_study(long), progress=False, out_dir=tmp_path / "ref")
+    online.distill_online(load_study(short), progress=False, out_dir=tmp_path / "ext")
     assert json.loads((tmp_path / "ext" / "distill.json").read_text())["teacher"]["iterations"] == 1200
-    api.distill_online(load_study(long), progress=False, out_dir=tmp_path / "ext")  # 1200 -> 2400: the new 1200 only
+    online.distill_online(load_study(long), progress=False, out_dir=tmp_path / "ext")  # 1200 -> 2400: the new 1200 only
     _same_outputs(tmp_path / "ref", tmp_path / "ext")
     rec = json.loads((tmp_path / "ext" / "distill.json").read_text())["teacher"]
     assert rec["sessions"] == 2 and [h["iteration"] for h in rec["history"]] == [1200, 2400]
     with pytest.raises(ValueError, match="more than teacher.iterations"):  # chains are not shortened
-        api.distill_online(load_study(short), progress=False, out_dir=tmp_path / "ext")
+        online.distill_online(load_study(short), progress=False, out_dir=tmp_path / "ext")
 
 
 def test_bank_stays_evenly_spaced_over_the_whole_chain(tmp_path):
@@ -213,7 +214,7 @@ def test_a_study_worker_killed_mid_chain_is_resumed_by_the_next_run(tmp_path):
     d["search"]["space"] = {"mlp_depth": 1, "mlp_width": [8, 16], "lambda_g": 0.0}
     d["search"]["n_trials"] = 1
     study = _write(tmp_path, d)
-    runner = RUNNER.replace("api.distill_online(load_study(study), progress=False, out_dir=out)",
+    runner = RUNNER.replace("online.distill_online(load_study(study), progress=False, out_dir=out)",
                             "from gped_search.search import run_study\nrun_study(load_study(study), progress=False)")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-c", runner, "iteration", "1000", str(study), "-"], env=env,
@@ -242,10 +243,10 @@ def test_a_chain_with_other_settings_or_a_shorter_total_is_one_error_line(tmp_pa
     r = _cli("distill", str(study), "--out", str(out), "--no-progress")
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "other settings" in lines[0] and "--restart" in lines[0]
-    assert list_generations(out / api.DISTILL_CHAIN_DIR)  # nothing recorded was lost
+    assert list_generations(out / online.DISTILL_CHAIN_DIR)  # nothing recorded was lost
     _write(tmp_path, {**d, "teacher": {**d["teacher"], "iterations": 400}})
     r = _cli("distill", str(study), "--out", str(out), "--no-progress")
     assert r.returncode == 2 and "more than teacher.iterations=400" in r.stderr.strip().splitlines()[0]
     r = _cli("distill", str(study), "--out", str(out), "--no-progress", "--restart")
     assert r.returncode == 0, r.stderr
-    assert list_generations(out / api.DISTILL_CHAIN_DIR)[-1][0] == 400
+    assert list_generations(out / online.DISTILL_CHAIN_DIR)[-1][0] == 400

@@ -1,0 +1,418 @@
+"""The study's settings as typed, frozen, validated dataclasses (the schema of a study file).
+
+Every section is a frozen dataclass whose ``__post_init__`` range-checks its values; reading YAML,
+``--set`` overrides and type coercion are :mod:`gped_search.config` (which re-exports all of this).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gped_search.errors import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "TeacherConfig",
+    "StudentConfig",
+    "DistillConfig",
+    "PruneConfig",
+    "SearchConfig",
+    "StudyConfig",
+    "CHAIN_LENGTH_KEYS",
+    "chain_settings",
+    "settings_digest",
+    "to_dict",
+    "GRID_MAX",
+]
+
+from gped_search.choices import (
+    Dataset,
+    EntropyLoss,
+    PruneRule,
+    StepSchedule,
+    StudentFamily,
+    TargetMode,
+    TeacherArch,
+)
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: Dataset = Dataset.digits
+    """Dataset name: digits (embedded, scikit-learn), mnist or fashion_mnist (from `root`)."""
+    root: str | None = None
+    """Data root holding `<Name>/raw/*.gz`; default: $GPED_DATA_ROOT, then ../shared/data."""
+    mask_size: int = 0
+    """Side in pixels of the square zero patch put once on each image (0 = no occlusion)."""
+    train_subset: int | None = None
+    """Use the first k training images for the teacher (None = all); the transfer set stays full."""
+    perturb_sigma: float = 0.001
+    """Std of the Gaussian noise added to transfer inputs before each student step."""
+    clamp: bool = True
+    """Clamp perturbed transfer inputs to [0, 1]."""
+    ood: Dataset | None = None
+    """Out-of-distribution test set scored with the same model (e.g. fashion_mnist for mnist)."""
+    validation: float | None = None
+    """Validation split carved from the training set, never seen by teacher or students: a count
+    (>= 1), a fraction (< 1) or 0 (none: the paper's full training set, selection falls back to the
+    test set). None = 10,000 for MNIST-style data, 20 % for digits. Seed-independent."""
+
+    def __post_init__(self) -> None:
+        _check(
+            self.validation is None
+            or (
+                isinstance(self.validation, (int, float))
+                and self.validation >= 0
+                and (self.validation < 1 or float(self.validation).is_integer())
+            ),
+            "data.validation must be 0, a fraction in (0, 1) or a whole count",
+        )
+        _check(self.mask_size >= 0, "data.mask_size must be >= 0")
+        _check(self.train_subset is None or self.train_subset > 0, "data.train_subset must be > 0")
+        _check(self.perturb_sigma >= 0, "data.perturb_sigma must be >= 0")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    arch: TeacherArch = TeacherArch.mlp
+    """Teacher network: mlp (hidden widths below), cnn (MNIST CNN) or cifar_cnn."""
+    widths: tuple[int, ...] = (400, 400)
+    """Hidden widths of the MLP teacher (the paper: 400, 400)."""
+    kernel: int | None = None
+    """Conv kernel size for CNN teachers (None = the paper's: 4 for cnn, 5 for cifar_cnn)."""
+    padding: int = 0
+    """Conv padding for CNN teachers and students (1 with kernel 3 fits 8x8 digits)."""
+    iterations: int = 20_000
+    """Total SGLD iterations T, burn-in included."""
+    batch_size: int = 100
+    """Teacher minibatch size."""
+    step_size: float = 4e-6
+    """SGLD step size eta (the initial one for the polynomial schedule)."""
+    schedule: StepSchedule = StepSchedule.constant
+    """Step-size schedule: constant, or polynomial eta_t = eta (1 + t / decay_t0)^-decay_gamma."""
+    decay_t0: float = 1000.0
+    """Polynomial schedule: time scale t0 in iterations."""
+    decay_gamma: float = 0.55
+    """Polynomial schedule: exponent gamma in (0.5, 1]."""
+    prior_precision: float = 10.0
+    """Precision lambda of the isotropic Gaussian prior on all parameters (not divided by N)."""
+    burn_in: int = 1000
+    """Iterations discarded before samples count and distillation starts."""
+    thin: int = 100
+    """Accumulate test-set posterior expectations every `thin` post-burn-in iterations."""
+    chains: int = 1
+    """Independent chains run side by side in one batched computation."""
+    bank_size: int = 32
+    """Thinned samples kept in the teacher artifact for `online` replay in search trials."""
+    check_every: int = 1000
+    """Iterations between divergence (NaN/inf) checks; the only host syncs in the loop."""
+    cuda_graph: bool = False
+    """Replay the SGLD step as a CUDA graph (CUDA, constant step size; falls back to eager)."""
+    checkpoint_every: int | None = None
+    """Iterations between chain checkpoints (resume after a kill, extend later); None = every
+    `checkpoint_seconds` of work; 0 = only the final state."""
+    checkpoint_seconds: float = 300.0
+    """With checkpoint_every None: seconds of sampling between chain checkpoints."""
+
+    def __post_init__(self) -> None:
+        _check(
+            len(self.widths) >= 1 and all(w >= 1 for w in self.widths),
+            "teacher.widths must be positive",
+        )
+        _check(self.iterations >= 1, "teacher.iterations must be >= 1")
+        _check(self.batch_size >= 1, "teacher.batch_size must be >= 1")
+        _check(self.step_size > 0, "teacher.step_size must be > 0")
+        _check(self.prior_precision >= 0, "teacher.prior_precision must be >= 0")
+        _check(0 <= self.burn_in < self.iterations, "teacher.burn_in must be in [0, iterations)")
+        _check(self.thin >= 1, "teacher.thin must be >= 1")
+        _check(self.chains >= 1, "teacher.chains must be >= 1")
+        _check(self.bank_size >= 1, "teacher.bank_size must be >= 1")
+        _check(self.check_every >= 1, "teacher.check_every must be >= 1")
+        _check(
+            self.checkpoint_every is None or self.checkpoint_every >= 0,
+            "teacher.checkpoint_every must be >= 0",
+        )
+        _check(self.checkpoint_seconds > 0, "teacher.checkpoint_seconds must be > 0")
+        _check(
+            self.decay_t0 > 0 and 0 < self.decay_gamma <= 1,
+            "teacher decay_t0 > 0, 0 < decay_gamma <= 1",
+        )
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    family: StudentFamily = StudentFamily.mlp
+    """Student family: mlp (any number of hidden widths) or cnn (teacher CNN scaled by m1, m2)."""
+    widths: tuple[int, ...] = (400, 400)
+    """Hidden widths of an MLP student."""
+    m1: float = 1.0
+    """CNN student: multiplication factor of every conv layer's channel count."""
+    m2: float = 1.0
+    """CNN student: multiplication factor of every fully connected hidden width."""
+    dropout: float = 0.0
+    """Dropout on hidden layers during training (off in eval mode); the reference uses 0.5."""
+
+    def __post_init__(self) -> None:
+        _check(
+            len(self.widths) >= 1 and all(w >= 1 for w in self.widths),
+            "student.widths must be positive",
+        )
+        _check(self.m1 > 0 and self.m2 > 0, "student.m1 and student.m2 must be > 0")
+        _check(0 <= self.dropout < 1, "student.dropout must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    targets: tuple[str, ...] = ("predictive", "expected_entropy")
+    """Posterior expectations to distil, by registered name; `predictive` must be first."""
+    target_mode: TargetMode = TargetMode.online
+    """online: the current sample; running_mean: per-example running mean; cached: artifact mean."""
+    every: int = 100
+    """H: one student step every H teacher iterations after burn-in (online modes)."""
+    transfer_batch: int = 100
+    """Transfer minibatch size (drawn with replacement)."""
+    steps: int | None = None
+    """Student steps for artifact-based (search) training; None = (iterations - burn_in) / every."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    lr_step: int = 2000
+    """StepLR period in student steps (not teacher epochs, unlike the reference)."""
+    lr_gamma: float = 0.5
+    """StepLR factor."""
+    entropy_loss: EntropyLoss = EntropyLoss.l2
+    """Loss for scalar expectations such as the expected entropy: l2 (minimised by the posterior mean)
+    or l1 (the reference's; it fits the median, so only with cached mean targets)."""
+    entropy_weight: float = 1.0
+    """Weight of each non-predictive target's loss."""
+    temperature: float = 1.0
+    """Softmax temperature for the predictive target and student (1 = none)."""
+    plugins: tuple[str, ...] = ()
+    """Python modules imported before targets are resolved (to register custom expectations)."""
+
+    def __post_init__(self) -> None:
+        _check(
+            len(self.targets) >= 1 and self.targets[0] == "predictive",
+            "distill.targets must start with 'predictive'",
+        )
+        _check(len(set(self.targets)) == len(self.targets), "distill.targets has duplicates")
+        _check(
+            self.every >= 1 and self.transfer_batch >= 1,
+            "distill.every and transfer_batch must be >= 1",
+        )
+        _check(self.steps is None or self.steps >= 1, "distill.steps must be >= 1")
+        _check(
+            self.lr > 0 and self.lr_step >= 1 and 0 < self.lr_gamma <= 1,
+            "distill lr/lr_step/lr_gamma out of range",
+        )
+        _check(
+            self.entropy_weight >= 0 and self.temperature > 0,
+            "distill.entropy_weight >= 0, temperature > 0",
+        )
+        _check(
+            self.entropy_loss == EntropyLoss.l2 or self.target_mode == TargetMode.cached,
+            f"distill.entropy_loss: l1 with target_mode {getattr(self.target_mode, 'value', self.target_mode)} "
+            f"fits the posterior median of single-sample targets, not their mean; use l2 (or target_mode cached)",
+        )
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    lambda_g: float = 0.0
+    """Group-LASSO strength (0 = off): lambda_g * sum over groups of ||w_group||_2."""
+    rule: PruneRule = PruneRule.threshold
+    """threshold: prune groups whose norm <= tau; ratio: prune a fraction per layer by group norm."""
+    tau: float = 1e-3
+    """Threshold on a unit's group norm."""
+    ratio: float = 0.5
+    """Fraction of units per layer to prune under the ratio rule."""
+    finetune_steps: int = 0
+    """Student steps of fine-tuning (distillation without the penalty) after pruning."""
+    finetune_lr_factor: float = 0.1
+    """Fine-tuning learning rate = distill.lr * this factor."""
+
+    def __post_init__(self) -> None:
+        _check(self.lambda_g >= 0, "prune.lambda_g must be >= 0")
+        _check(self.tau >= 0, "prune.tau must be >= 0")
+        _check(0 <= self.ratio < 1, "prune.ratio must be in [0, 1)")
+        _check(self.finetune_steps >= 0, "prune.finetune_steps must be >= 0")
+        _check(self.finetune_lr_factor > 0, "prune.finetune_lr_factor must be > 0")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    space: dict[str, Any] = field(default_factory=dict)
+    """Search space: parameter name -> distribution spec (see search.space)."""
+    objectives: dict[str, str] = field(default_factory=lambda: {"kl": "minimize", "bytes_fp32": "minimize"})
+    """Objective metric name -> minimize | maximize."""
+    constraints: dict[str, float] = field(default_factory=dict)
+    """Metric name -> upper bound (feasible when metric <= bound)."""
+    sampler: str = "tpe"
+    """tpe | nsga2 | random | grid."""
+    n_trials: int | None = 8
+    """Trials to run (None = until timeout)."""
+    timeout: float | None = None
+    """Seconds to run (None = until n_trials)."""
+    storage: str | None = None
+    """Optuna storage URL; default: SQLite file in the study's report folder."""
+    latency_batch: int = 1
+    """Batch size of the latency objective."""
+    batch: int = 1
+    """Trials asked together and trained in lockstep against the teacher (ask-and-tell batch mode)."""
+    seed: int | None = None
+    """Seed of the search: the sampler and every trial's student seeds (None = the study seed). The
+    teacher depends on the study ``seed`` only, so studies that differ in ``search.seed`` share it."""
+
+    def __post_init__(self) -> None:
+        _check(
+            self.sampler in {"tpe", "nsga2", "random", "grid"},
+            "search.sampler must be tpe|nsga2|random|grid",
+        )
+        _check(len(self.objectives) >= 1, "search.objectives must name at least one objective")
+        for k, v in self.objectives.items():
+            _check(v in {"minimize", "maximize"}, f"search.objectives.{k} must be minimize or maximize")
+        _check(self.n_trials is None or self.n_trials >= 1, "search.n_trials must be >= 1")
+        _check(self.timeout is None or self.timeout > 0, "search.timeout must be > 0")
+        _check(self.latency_batch >= 1, "search.latency_batch must be >= 1")
+        _check(self.batch >= 1, "search.batch must be >= 1")
+        _check(
+            self.seed is None or (isinstance(self.seed, int) and self.seed >= 0),
+            "search.seed must be a non-negative integer",
+        )
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str = "quickstart"
+    """Study name: the Optuna study name and the folder under reports/."""
+    seed: int = 0
+    """Study seed: the data split and the teacher chain; also the search's unless ``search.seed`` is set."""
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N."""
+    report_dir: str = "reports"
+    """Parent folder of the study's outputs (reports/<name>/)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+    def __post_init__(self) -> None:
+        _check(
+            bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
+            "name must be a non-empty name without '/' (and not '.' or '..')",
+        )
+        _check(
+            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            "device must be auto, cpu, cuda or cuda:N",
+        )
+        from gped_search.search.space import check_metric, parse_space
+
+        specs = parse_space(self.search.space)
+        for s in specs.values():
+            vals = s.choices if s.choices is not None else (s.low, s.high, s.step)
+            _check(
+                not any(isinstance(v, float) and not math.isfinite(v) for v in vals),
+                f"search.space.{s.name}: numbers must be finite",
+            )
+        if self.search.sampler == "grid":
+            from gped_search.search.space import grid_space
+
+            _check_grid_size(specs, len(self.student.widths))
+            if not grid_space(specs, len(self.student.widths)):
+                raise ConfigError("search.space: the grid sampler needs at least one parameter with several values")
+        for k in self.search.objectives:
+            check_metric(k, self.distill.targets, f"search.objectives.{k}")
+        for k, v in self.search.constraints.items():
+            check_metric(k, self.distill.targets, f"search.constraints.{k}")
+            _check(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+                f"search.constraints.{k} must be a finite number (the upper bound)",
+            )
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.report_dir) / self.name
+
+
+CHAIN_LENGTH_KEYS = (
+    "cuda_graph",
+    "iterations",
+    "check_every",
+    "checkpoint_every",
+    "checkpoint_seconds",
+)
+"""Teacher settings that change how long or how a chain runs, not the posterior it samples: left out of
+the keys that identify a chain (so a chain can be extended and resumed under other check cadences)."""
+
+
+def chain_settings(cfg: StudyConfig) -> dict:
+    """``to_dict(cfg)`` with the teacher section stripped of :data:`CHAIN_LENGTH_KEYS`."""
+    d = to_dict(cfg)
+    d["teacher"] = {k: v for k, v in d["teacher"].items() if k not in CHAIN_LENGTH_KEYS}
+    return d
+
+
+def settings_digest(obj) -> str:
+    """A short, stable digest of plain settings (sorted JSON, SHA-256, 16 hex digits)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- building from dicts
+
+GRID_MAX = 100_000
+"""Most grid points a grid study may have (Optuna's GridSampler lists them all up front)."""
+
+
+def _check_grid_size(specs: dict, default_depth: int) -> None:
+    """Refuse a grid too large to list before listing it (a range of 1..10**9 would exhaust memory)."""
+    counts: dict[str, int] = {}
+    for name, s in specs.items():
+        if s.choices is not None:
+            counts[name] = len(s.choices)
+        elif s.is_int or s.step:
+            n = math.floor((s.high - s.low) / (s.step or 1) + 1e-9) + 1
+            _check(
+                n <= GRID_MAX,
+                f"search.space.{name}: {n} grid values (at most {GRID_MAX}); use a larger step",
+            )
+            counts[name] = max(1, n)
+    total, depth = 1, default_depth
+    if "mlp_depth" in specs and "mlp_depth" in counts:
+        d = specs["mlp_depth"]
+        depth = int(max(d.choices)) if d.choices is not None else int(d.high)
+    for name, n in counts.items():
+        if n <= 1:
+            continue
+        for _ in range(depth if name == "mlp_width" and not specs[name].shared else 1):
+            total *= n
+            _check(
+                total <= GRID_MAX,
+                f"search.space: more than {GRID_MAX} grid points; fewer values or a larger step",
+            )
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain YAML/JSON-able representation (enums as strings, tuples as lists)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, enum.Enum):
+        return cfg.value
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
