@@ -127,7 +127,8 @@ def test_compare_command_on_tiny_grid_prune_and_search_studies(tmp_path, capsys)
     for f in ("comparison.md", "grid_scaling.png", "grid_scaling.csv", "size_needed.csv"):
         assert (out / f).is_file(), f
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(pngs) == 2
+    assert pngs == ["grid_scaling.png", "mlp_students__digits__mask_0px.png", "summary.png"]
+    assert "![summary](summary.png)" in (out / "comparison.md").read_text()
     hv = pd.read_csv(next(out.glob("hv_*.csv")))
     assert sorted(hv.groupby("method")["seed"].nunique().items()) == [("grid", 1), ("prune", 1), ("tpe", 2)]
     assert (hv["seconds"] > 0).all()

@@ -26,9 +26,9 @@ _PLOTS = (
 def __getattr__(name: str):
     """Figures (matplotlib) load on first use: reading tables stays light."""
     if name in _PLOTS:
-        from . import plots
+        from . import figures, plots
 
-        return getattr(plots, name)
+        return getattr(plots if hasattr(plots, name) else figures, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .figures import plot_hypervolume, plot_parallel  # noqa: E402
 from .formatting import (  # noqa: E402, F401
     SORT_JS,
     STYLE,
@@ -32,7 +33,7 @@ from .formatting import (  # noqa: E402, F401
     md_pretty,
     pretty_table,
 )
-from .plots import plot_hypervolume, plot_parallel, plot_pareto_pair  # noqa: E402
+from .plots import plot_pareto_pair  # noqa: E402
 from .tables import hypervolume, hypervolume_history, knee_point, pareto_front, reference_point  # noqa: E402
 
 __all__ = [

@@ -238,7 +238,7 @@ def run_downstream(
     from gped_search.downstream import downstream_table, train_baseline
     from gped_search.engine import prepare
     from gped_search.posterior.artifact import load_teacher
-    from gped_search.report.plots import plot_accuracy_rejection, plot_roc
+    from gped_search.report.figures import plot_accuracy_rejection, plot_roc
     from gped_search.report.writer import _png, markdown_table
 
     df = trials_frame(study)
