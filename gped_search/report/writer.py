@@ -13,6 +13,7 @@ import io
 import itertools
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -173,216 +174,241 @@ def write_report(
     Notes section, ``extra`` machine-readable figures for ``summary.json``, ``importances`` maps an
     objective to Optuna's parameter importances for it.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    objectives = dict(objectives)
-    written: dict[str, str] = {}
-    df = df.copy()
-    if "on_front" not in df.columns and not df.empty:
-        df["on_front"] = df.index.isin(pareto_front(df, objectives).index)
-    df.to_csv(out / "trials.csv", index=False)
-    written["trials_csv"] = str(out / "trials.csv")
-    try:
-        import pyarrow  # noqa: F401
+    r = _Report(
+        df.copy(),
+        dict(objectives),
+        Path(out_dir),
+        title,
+        settings,
+        teacher,
+        compare,
+        extra or {},
+        notes or [],
+        importances or {},
+        {int(k): v for k, v in (exported or {}).items()},
+        export_command,
+    )
+    r.out.mkdir(parents=True, exist_ok=True)
+    r.write_tables()
+    r.write_figures()
+    r.write_summary()
+    r.write_markdown()
+    r.write_html()
+    return {"written": r.written, "front": r.front, "summary": r.summary}
 
-        df.to_parquet(out / "trials.parquet", index=False)
-        written["trials_parquet"] = str(out / "trials.parquet")
-    except ImportError:
-        pass
-    front = pareto_front(df, objectives) if not df.empty else df
-    front.to_csv(out / "front.csv", index=False)
-    written["front_csv"] = str(out / "front.csv")
-    rec = recommendation(front, objectives)
-    highlight = {} if rec is None else {rec["trial"]: "recommended (knee)"}
-    for n, where in (exported or {}).items():
-        highlight[int(n)] = highlight.get(int(n), "") + ("; " if int(n) in highlight else "") + f"exported to {where}"
 
-    images: list[tuple[str, str]] = []
-    complete = df[df["state"] == "COMPLETE"] if not df.empty else df
-    if len(complete):
+@dataclass
+class _Report:
+    """One report being written: its inputs, then what each step adds (front, figures, summary)."""
+
+    df: pd.DataFrame
+    objectives: dict[str, str]
+    out: Path
+    title: str
+    settings: dict | None
+    teacher: dict | None
+    compare: Mapping[str, pd.DataFrame] | None
+    extra: dict
+    notes: list[str]
+    importances: Mapping[str, Mapping[str, float]]
+    exported: dict[int, str]
+    export_command: str | None
+    written: dict[str, str] = field(default_factory=dict)
+    images: list[tuple[str, str]] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+    def write_tables(self) -> None:
+        df, obj = self.df, self.objectives
+        if "on_front" not in df.columns and not df.empty:
+            df["on_front"] = df.index.isin(pareto_front(df, obj).index)
+        df.to_csv(self.out / "trials.csv", index=False)
+        self.written["trials_csv"] = str(self.out / "trials.csv")
+        try:
+            import pyarrow  # noqa: F401
+
+            df.to_parquet(self.out / "trials.parquet", index=False)
+            self.written["trials_parquet"] = str(self.out / "trials.parquet")
+        except ImportError:
+            pass
+        self.front = pareto_front(df, obj) if not df.empty else df
+        self.front.to_csv(self.out / "front.csv", index=False)
+        self.written["front_csv"] = str(self.out / "front.csv")
+        self.complete = df[df["state"] == "COMPLETE"] if not df.empty else df
+        self.rec = recommendation(self.front, obj)
+        self.highlight = {} if self.rec is None else {self.rec["trial"]: "recommended (knee)"}
+        for n, where in self.exported.items():
+            self.highlight[n] = (
+                self.highlight.get(n, "") + ("; " if n in self.highlight else "") + f"exported to {where}"
+            )
+
+    def _figure(self, fig, name: str) -> None:
+        self.images.append((name, _png(fig, self.out / name)))
+        self.written[name] = str(self.out / name)
+
+    def write_figures(self) -> None:
+        df, obj, title = self.df, self.objectives, self.title
+        self.ref_used, self.hv = None, 0.0
+        if not len(self.complete):
+            return
         color = "family" if "family" in df.columns else None
-        for x, y in itertools.combinations(objectives, 2):
+        for x, y in itertools.combinations(obj, 2):
             fig = plot_pareto_pair(
                 df,
                 x,
                 y,
-                objectives,
+                obj,
                 color_by=color,
-                extra_fronts=compare,
+                extra_fronts=self.compare,
                 title=f"{title}: {column_label(y)} vs {column_label(x)}",
-                highlight=highlight,
+                highlight=self.highlight,
             )
-            name = f"pareto_{x}_vs_{y}.png"
-            images.append((name, _png(fig, out / name)))
-            written[name] = str(out / name)
+            self._figure(fig, f"pareto_{x}_vs_{y}.png")
         if "lambda_g" in df.columns and df["lambda_g"].nunique() > 1:
-            x, y = list(objectives)[:2] if len(objectives) > 1 else (list(objectives)[0], "bytes_fp32")
+            x, y = list(obj)[:2] if len(obj) > 1 else (list(obj)[0], "bytes_fp32")
             fig = plot_pareto_pair(
-                df,
-                x,
-                y,
-                objectives,
-                color_by="lambda_g",
-                title=f"{title}: by λ_g",
-                highlight=highlight,
+                df, x, y, obj, color_by="lambda_g", title=f"{title}: by λ_g", highlight=self.highlight
             )
-            name = f"pareto_{x}_vs_{y}_lambda.png"
-            images.append((name, _png(fig, out / name)))
-            written[name] = str(out / name)
-        axes_cols = [
-            *objectives,
-            *[
-                c
-                for c in ("test_student_acc", "expected_entropy_mae", "params")
-                if c in df.columns and c not in objectives
-            ],
+            self._figure(fig, f"pareto_{x}_vs_{y}_lambda.png")
+        more = [c for c in ("test_student_acc", "expected_entropy_mae", "params") if c in df.columns and c not in obj]
+        self._figure(plot_parallel(df, [*obj, *more], obj, highlight=self.highlight, title=title), "parallel.png")
+        compare = self.compare or {}
+        ref = reference_point(pd.concat([df, *compare.values()]), obj) if compare else None
+        histories = {title: hypervolume_history(df, obj, ref=ref)}
+        histories.update({name: hypervolume_history(other, obj, ref=ref) for name, other in compare.items()})
+        self._figure(plot_hypervolume(histories if compare else histories[title]), "hypervolume.png")
+        self.ref_used = ref if ref is not None else reference_point(df, obj)
+        self.hv = hypervolume(self.front[list(obj)].to_numpy(float), self.ref_used, list(obj.values()))
+
+    def write_summary(self) -> None:
+        df, obj, front = self.df, self.objectives, self.front
+        self.counts = df["state"].value_counts().to_dict() if not df.empty else {}
+        self.ref_text = (
+            "n/a"
+            if self.ref_used is None
+            else ", ".join(f"{column_label(k)} {format_value(k, float(v))}" for k, v in zip(obj, self.ref_used))
+        )
+        self.summary = {
+            "trials": {str(k): int(v) for k, v in self.counts.items()},
+            "front_size": len(front),
+            "hypervolume": self.hv,
+            "reference_point": self.ref_text,
+            "recommended": self.rec,
+            **self.extra,
+        }
+        cols = front_columns(front, obj)
+        (self.out / "summary.json").write_text(
+            json.dumps({**self.summary, "front": front[cols].to_dict("records")}, indent=2, default=str)
+        )
+        self.written["summary_json"] = str(self.out / "summary.json")
+        self.note = selection_note(self.complete if len(self.complete) else df)
+        self.summary["selection"] = self.note
+        states = ", ".join(f"{n} {str(k).lower()}" for k, n in self.counts.items()) or "none"
+        better = ", ".join(
+            f"{column_label(k)} ({'lower' if v == 'minimize' else 'higher'} is better)" for k, v in obj.items()
+        )
+        self.lines = [
+            f"Trials: {states}.",
+            f"Pareto front: {len(front)} of {len(self.complete)} complete trials are not dominated on {better}.",
+            f"Hypervolume {_fmt(self.hv)}: the part of objective space (in the objectives' units) the front "
+            f"dominates up to the reference point ({self.ref_text}); higher is better; compare only studies with "
+            "the same reference point.",
         ]
-        fig = plot_parallel(df, axes_cols, objectives, highlight=highlight, title=title)
-        images.append(("parallel.png", _png(fig, out / "parallel.png")))
-        written["parallel.png"] = str(out / "parallel.png")
-        histories = {}
-        ref = reference_point(pd.concat([df, *(compare or {}).values()]), objectives) if compare else None
-        histories[title] = hypervolume_history(df, objectives, ref=ref)
-        for name, other in (compare or {}).items():
-            histories[name] = hypervolume_history(other, objectives, ref=ref)
-        fig = plot_hypervolume(histories if compare else histories[title])
-        images.append(("hypervolume.png", _png(fig, out / "hypervolume.png")))
-        written["hypervolume.png"] = str(out / "hypervolume.png")
-        ref_used = ref if ref is not None else reference_point(df, objectives)
-        hv = hypervolume(front[list(objectives)].to_numpy(float), ref_used, list(objectives.values()))
-    else:
-        ref_used, hv = None, 0.0
+        self.rec_lines = []
+        if self.rec is not None:
+            self.rec_lines = [_rec_sentence(self.rec, obj), f"Why: {KNEE_RULE}."]
+            if self.export_command:
+                self.rec_lines.append(f"Export it: `{self.export_command}`")
+        self.failed = (
+            df[df["state"] == "FAIL"][["number", "fail_reason"]] if "fail_reason" in df.columns else df.iloc[:0]
+        )
 
-    counts = df["state"].value_counts().to_dict() if not df.empty else {}
-    failed = df[df["state"] == "FAIL"][["number", "fail_reason"]] if "fail_reason" in df.columns else df.iloc[:0]
-    cols = front_columns(front, objectives)
-    ref_text = (
-        "n/a"
-        if ref_used is None
-        else ", ".join(f"{column_label(k)} {format_value(k, float(v))}" for k, v in zip(objectives, ref_used))
-    )
-    summary = {
-        "trials": {str(k): int(v) for k, v in counts.items()},
-        "front_size": len(front),
-        "hypervolume": hv,
-        "reference_point": ref_text,
-        "recommended": rec,
-        **(extra or {}),
-    }
-    (out / "summary.json").write_text(
-        json.dumps({**summary, "front": front[cols].to_dict("records")}, indent=2, default=str)
-    )
-    written["summary_json"] = str(out / "summary.json")
-
-    note = selection_note(complete if len(complete) else df)
-    summary["selection"] = note
-    states = ", ".join(f"{n} {str(k).lower()}" for k, n in counts.items()) or "none"
-    better = ", ".join(
-        f"{column_label(k)} ({'lower' if v == 'minimize' else 'higher'} is better)" for k, v in objectives.items()
-    )
-    lines = [
-        f"Trials: {states}.",
-        f"Pareto front: {len(front)} of {len(complete)} complete trials are not dominated on {better}.",
-        f"Hypervolume {_fmt(hv)}: the part of objective space (in the objectives' units) the front dominates "
-        f"up to the reference point ({ref_text}); higher is better; compare only studies with the same "
-        "reference point.",
-    ]
-    rec_lines = []
-    if rec is not None:
-        rec_lines = [_rec_sentence(rec, objectives), f"Why: {KNEE_RULE}."]
-        if export_command:
-            rec_lines.append(f"Export it: `{export_command}`")
-    md = [f"> {note}", "", f"# {title}", ""]
-    md += (
-        [f"**{rec_lines[0]}**  ", *[f"{x}  " for x in rec_lines[1:]], ""]
-        if rec_lines
-        else ["**No student to recommend yet: the study has no complete trial.**", ""]
-    )
-    md += [f"{x}  " for x in lines] + [""]
-    if teacher:
-        md += ["## Teacher", "", md_pretty(pd.DataFrame([teacher]), list(teacher)), ""]
-    md += [
-        "## Pareto front",
-        "",
-        md_pretty(front, readable_columns(front, objectives)) if len(front) else "(empty: no complete trial)",
-        "",
-        "Every column of every trial: trials.csv; the front: front.csv.",
-        "",
-    ]
-    if importances:
+    def write_markdown(self) -> None:
+        obj, front = self.objectives, self.front
+        md = [f"> {self.note}", "", f"# {self.title}", ""]
+        md += (
+            [f"**{self.rec_lines[0]}**  ", *[f"{x}  " for x in self.rec_lines[1:]], ""]
+            if self.rec_lines
+            else [f"**{_NO_REC}**", ""]
+        )
+        md += [f"{x}  " for x in self.lines] + [""]
+        if self.teacher:
+            md += ["## Teacher", "", md_pretty(pd.DataFrame([self.teacher]), list(self.teacher)), ""]
         md += [
-            "## Parameter importances (Optuna's default evaluator, fANOVA; share of each objective's variance)",
+            "## Pareto front",
             "",
-            markdown_table(_importance_frame(importances)),
+            md_pretty(front, readable_columns(front, obj)) if len(front) else "(empty: no complete trial)",
+            "",
+            "Every column of every trial: trials.csv; the front: front.csv.",
             "",
         ]
-    if notes:
-        md += ["## Notes", "", *[f"- {n}" for n in notes], ""]
-    if len(failed):
-        md += ["## Failed trials", "", markdown_table(failed), ""]
-    md += [*[f"![{caption(n, objectives, title)}]({n})" for n, _ in images], ""]
-    (out / "summary.md").write_text("\n".join(md))
-    written["summary_md"] = str(out / "summary.md")
+        if self.importances:
+            md += [
+                "## Parameter importances (Optuna's default evaluator, fANOVA; share of each objective's variance)",
+                "",
+                markdown_table(_importance_frame(self.importances)),
+                "",
+            ]
+        if self.notes:
+            md += ["## Notes", "", *[f"- {n}" for n in self.notes], ""]
+        if len(self.failed):
+            md += ["## Failed trials", "", markdown_table(self.failed), ""]
+        md += [*[f"![{caption(n, obj, self.title)}]({n})" for n, _ in self.images], ""]
+        (self.out / "summary.md").write_text("\n".join(md))
+        self.written["summary_md"] = str(self.out / "summary.md")
 
-    mark = {n: "knee" for n in highlight if rec and n == rec["trial"]}
-    mark.update({int(n): "exported" for n in (exported or {}) if int(n) not in mark})
-    e = html.escape
-    body = [f'<p class="sel"><b>{e(note)}</b></p>', f"<h1>{e(title)}</h1>"]
-    if rec_lines:
-        cmd = f"<p>Export it: <code>{e(export_command)}</code></p>" if export_command else ""
-        body += [f'<div class="rec"><p><b>{e(rec_lines[0])}</b></p><p>Why: {e(KNEE_RULE)}.</p>{cmd}</div>']
-    else:
-        body += ['<div class="rec"><p><b>No student to recommend yet: the study has no complete trial.</b></p></div>']
-    body += ["<p>" + "<br>".join(e(x) for x in lines) + "</p>"]
-    if teacher:
+    def write_html(self) -> None:
+        obj, front, df, e = self.objectives, self.front, self.df, html.escape
+        mark = {n: "knee" for n in self.highlight if self.rec and n == self.rec["trial"]}
+        mark.update({n: "exported" for n in self.exported if n not in mark})
+        body = [f'<p class="sel"><b>{e(self.note)}</b></p>', f"<h1>{e(self.title)}</h1>"]
+        if self.rec_lines:
+            cmd = f"<p>Export it: <code>{e(self.export_command)}</code></p>" if self.export_command else ""
+            body += [f'<div class="rec"><p><b>{e(self.rec_lines[0])}</b></p><p>Why: {e(KNEE_RULE)}.</p>{cmd}</div>']
+        else:
+            body += [f'<div class="rec"><p><b>{_NO_REC}</b></p></div>']
+        body += ["<p>" + "<br>".join(e(x) for x in self.lines) + "</p>"]
+        if self.teacher:
+            body += ["<h2>Teacher</h2>", pretty_table(pd.DataFrame([self.teacher]), list(self.teacher), sortable=False)]
         body += [
-            "<h2>Teacher</h2>",
-            pretty_table(pd.DataFrame([teacher]), list(teacher), sortable=False),
+            "<h2>Pareto front</h2><p>Click a header to sort. Highlighted: the recommended student"
+            + (" and exported students" if self.exported else "")
+            + ".</p>",
+            pretty_table(front, readable_columns(front, obj), mark=mark)
+            if len(front)
+            else "<p>empty: no complete trial</p>",
         ]
-    body += [
-        "<h2>Pareto front</h2><p>Click a header to sort. Highlighted: the recommended student"
-        + (" and exported students" if exported else "")
-        + ".</p>",
-        pretty_table(front, readable_columns(front, objectives), mark=mark)
-        if len(front)
-        else "<p>empty: no complete trial</p>",
-    ]
-    body += [
-        f'<figure><img alt="{e(caption(n, objectives, title))}" src="data:image/png;base64,{b}">'
-        f"<figcaption>{e(caption(n, objectives, title))}</figcaption></figure>"
-        for n, b in images
-    ]
-    if importances:
         body += [
-            "<h2>Parameter importances</h2><p>Optuna's default evaluator (fANOVA): the share of each "
-            "objective's variance over the trials that each parameter explains.</p>",
-            _importance_frame(importances).to_html(index=False, border=0, classes="t", float_format=_fmt),
+            f'<figure><img alt="{e(caption(n, obj, self.title))}" src="data:image/png;base64,{b}">'
+            f"<figcaption>{e(caption(n, obj, self.title))}</figcaption></figure>"
+            for n, b in self.images
         ]
-    if notes:
-        body += ["<h2>Notes</h2><ul>", *[f"<li>{e(n)}</li>" for n in notes], "</ul>"]
-    if len(failed):
-        body += ["<h2>Failed trials</h2>", pretty_table(failed, ["number", "fail_reason"])]
-    if not df.empty:
-        all_cols = [c for c in front_columns(df, objectives) + ["state", "on_front"] if c in df.columns]
-        body += [
-            "<h2>All trials</h2>",
-            pretty_table(df.sort_values("number"), all_cols, mark=mark),
-        ]
-    if settings:
-        import yaml
+        if self.importances:
+            body += [
+                "<h2>Parameter importances</h2><p>Optuna's default evaluator (fANOVA): the share of each "
+                "objective's variance over the trials that each parameter explains.</p>",
+                _importance_frame(self.importances).to_html(index=False, border=0, classes="t", float_format=_fmt),
+            ]
+        if self.notes:
+            body += ["<h2>Notes</h2><ul>", *[f"<li>{e(n)}</li>" for n in self.notes], "</ul>"]
+        if len(self.failed):
+            body += ["<h2>Failed trials</h2>", pretty_table(self.failed, ["number", "fail_reason"])]
+        if not df.empty:
+            all_cols = [c for c in front_columns(df, obj) + ["state", "on_front"] if c in df.columns]
+            body += ["<h2>All trials</h2>", pretty_table(df.sort_values("number"), all_cols, mark=mark)]
+        if self.settings:
+            import yaml
 
-        body += [
-            "<h2>Study settings</h2>",
-            f"<pre>{e(yaml.safe_dump(settings, sort_keys=False))}</pre>",
-        ]
-    doc = (
-        f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' "
-        f"content='width=device-width, initial-scale=1'><title>{e(title)}</title>"
-        f"<style>{STYLE}</style></head><body>{''.join(body)}<script>{SORT_JS}</script></body></html>"
-    )
-    (out / "index.html").write_text(doc)
-    written["index_html"] = str(out / "index.html")
-    return {"written": written, "front": front, "summary": summary}
+            body += ["<h2>Study settings</h2>", f"<pre>{e(yaml.safe_dump(self.settings, sort_keys=False))}</pre>"]
+        doc = (
+            f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' "
+            f"content='width=device-width, initial-scale=1'><title>{e(self.title)}</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(body)}<script>{SORT_JS}</script></body></html>"
+        )
+        (self.out / "index.html").write_text(doc)
+        self.written["index_html"] = str(self.out / "index.html")
+
+
+_NO_REC = "No student to recommend yet: the study has no complete trial."
 
 
 def _importance_frame(importances: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
