@@ -362,78 +362,116 @@ def train_trials(
     (a diverging student fails alone). ``train_seconds`` is a student's share of the lockstep time
     (batch wall time / students) plus its own pruning and evaluation.
     """
-    steps = steps or student_steps(p.cfg)
-    out: list = [None] * len(configs)
-    models: dict[int, Net] = {}
-    trainers = {}
-    for i, (c, seed) in enumerate(zip(configs, seeds)):
-        try:
-            torch.manual_seed(seed)
-            models[i] = build(student_arch_for(p, c.student)).to(p.device)
-            trainers[i] = make_trainer(models[i], p, c.distill, lambda_g=c.prune.lambda_g)
-        except Exception as e:  # noqa: BLE001 - one trial's failure, recorded by the caller
-            out[i] = e
-            models.pop(i, None)
-    shared = {i: 0.0 for i in models}
+    batch = _Batch(p, teacher, list(configs), list(seeds), steps or student_steps(p.cfg), progress)
+    batch.build()
+    if batch.trainers:
+        batch.lockstep(list(batch.trainers), batch.trainers, batch.steps, seeds[0], f"{len(batch.trainers)} students")
+    batch.prune_all()
+    batch.finetune_all()
+    return batch.records(latency_batch)
 
-    def lockstep(ids: list[int], group: dict, n: int, seed: int, desc: str) -> None:
+
+@dataclass
+class _Batch:
+    """One lockstep batch of trials: per trial its model, trainer, pruning and time, or the error that ended it."""
+
+    p: Prepared
+    teacher: TeacherResult
+    configs: list[StudyConfig]
+    seeds: list[int]
+    steps: int
+    progress: bool
+
+    def __post_init__(self) -> None:
+        self.out: list = [None] * len(self.configs)
+        self.models: dict[int, Net] = {}
+        self.trainers: dict = {}
+        self.pruning: dict[int, dict] = {}
+        self.shared: dict[int, float] = {}
+        self.own: dict[int, float] = {}
+
+    def fail(self, i: int, e: Exception) -> None:
+        self.out[i] = e
+        self.models.pop(i, None)
+
+    def build(self) -> None:
+        for i, (c, seed) in enumerate(zip(self.configs, self.seeds)):
+            try:
+                torch.manual_seed(seed)
+                self.models[i] = build(student_arch_for(self.p, c.student)).to(self.p.device)
+                self.trainers[i] = make_trainer(self.models[i], self.p, c.distill, lambda_g=c.prune.lambda_g)
+            except Exception as e:  # noqa: BLE001 - one trial's failure, recorded by the caller
+                self.fail(i, e)
+        self.shared = {i: 0.0 for i in self.models}
+        self.own = {i: 0.0 for i in self.models}
+
+    def lockstep(self, ids: list[int], group: dict, n: int, seed: int, desc: str) -> None:
+        """Train ``group``'s students together for ``n`` steps; each is charged an equal share of the time."""
         t0 = time.perf_counter()
         res = train_students(
             [group[i] for i in ids],
-            teacher,
-            p.bundle.transfer,
+            self.teacher,
+            self.p.bundle.transfer,
             n,
-            p.cfg.distill,
-            p.cfg.data,
+            self.p.cfg.distill,
+            self.p.cfg.data,
             seed=seed,
-            progress=progress,
+            progress=self.progress,
             desc=desc,
             leave=False,
         )
         for i in ids:
-            shared[i] += (time.perf_counter() - t0) / len(ids)
+            self.shared[i] += (time.perf_counter() - t0) / len(ids)
         for j, step in res["diverged"].items():
-            out[ids[j]] = student_diverged(step)
-            models.pop(ids[j], None)
+            self.fail(ids[j], student_diverged(step))
 
-    if trainers:
-        lockstep(list(trainers), trainers, steps, seeds[0], f"{len(trainers)} students")
-    pruning: dict[int, dict] = {}
-    own = {i: 0.0 for i in models}
-    for i in list(models):
-        if _needs_pruning(configs[i].prune):
+    def prune_all(self) -> None:
+        for i in list(self.models):
+            if _needs_pruning(self.configs[i].prune):
+                t0 = time.perf_counter()
+                try:
+                    self.pruning[i] = _prune(self.models[i], self.p, self.configs[i].prune)
+                except Exception as e:  # noqa: BLE001
+                    self.fail(i, e)
+                self.own[i] += time.perf_counter() - t0
+
+    def finetune_all(self) -> None:
+        """Pruned students with the same fine-tuning length are fine-tuned together."""
+        by_steps: dict[int, list[int]] = {}
+        for i, info in self.pruning.items():
+            if i in self.models and info["finetune_steps"] > 0:
+                by_steps.setdefault(info["finetune_steps"], []).append(i)
+        for n, ids in by_steps.items():
+            fine = {
+                i: make_trainer(
+                    self.models[i],
+                    self.p,
+                    self.configs[i].distill,
+                    lr=self.configs[i].distill.lr * self.configs[i].prune.finetune_lr_factor,
+                )
+                for i in ids
+            }
+            self.lockstep(ids, fine, n, derive_seed(self.seeds[0], "fine-tune"), "fine-tune")
+
+    def records(self, latency_batch: int) -> list:
+        for i in list(self.models):
             t0 = time.perf_counter()
             try:
-                pruning[i] = _prune(models[i], p, configs[i].prune)
+                rec = _finish_record(
+                    self.models[i],
+                    self.teacher,
+                    self.p,
+                    self.configs[i].prune,
+                    self.pruning.get(i),
+                    self.steps,
+                    latency_batch,
+                )
             except Exception as e:  # noqa: BLE001
-                out[i] = e
-                models.pop(i)
-            own[i] += time.perf_counter() - t0
-    by_steps: dict[int, list[int]] = {}
-    for i, info in pruning.items():
-        if i in models and info["finetune_steps"] > 0:
-            by_steps.setdefault(info["finetune_steps"], []).append(i)
-    for n, ids in by_steps.items():
-        fine = {
-            i: make_trainer(
-                models[i],
-                p,
-                configs[i].distill,
-                lr=configs[i].distill.lr * configs[i].prune.finetune_lr_factor,
-            )
-            for i in ids
-        }
-        lockstep(ids, fine, n, seeds[0] + 1, "fine-tune")
-    for i in list(models):
-        t0 = time.perf_counter()
-        try:
-            rec = _finish_record(models[i], teacher, p, configs[i].prune, pruning.get(i), steps, latency_batch)
-        except Exception as e:  # noqa: BLE001
-            out[i] = e
-            continue
-        rec["train_seconds"] = shared[i] + own[i] + time.perf_counter() - t0
-        rec["batch_students"] = len(configs)
-        rec["data_seed"] = seeds[0]  # the batch's shared minibatch stream (see train_trial's data_seed)
-        rec["_curve"] = list(trainers[i].curve)
-        out[i] = (models[i], rec)
-    return out
+                self.out[i] = e
+                continue
+            rec["train_seconds"] = self.shared[i] + self.own[i] + time.perf_counter() - t0
+            rec["batch_students"] = len(self.configs)
+            rec["data_seed"] = self.seeds[0]  # the batch's shared minibatch stream (see train_trial's data_seed)
+            rec["_curve"] = list(self.trainers[i].curve)
+            self.out[i] = (self.models[i], rec)
+        return self.out

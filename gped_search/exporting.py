@@ -29,6 +29,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,7 +39,7 @@ from gped_search.checkpoints import CheckpointError, _plain, load_checkpoint, sa
 from gped_search.data.recipe import input_recipe, reproduce_script
 from gped_search.errors import ExportError  # noqa: F401  (raised here; re-exported)
 from gped_search.modelcard import HEAD_MEANINGS, MUTUAL_INFORMATION, card_markdown, heads_of, load_snippets
-from gped_search.models.nets import arch_of
+from gped_search.models.nets import Arch, arch_of
 
 __all__ = ["ExportError", "FORMATS", "FILE_NAMES", "HEAD_MEANINGS", "export_student", "verify_pt2"]
 
@@ -213,6 +214,142 @@ def _cost(model: nn.Module, x: torch.Tensor, meta: dict):
         return None
 
 
+def _check_request(formats, meta: dict) -> tuple[str, ...]:
+    if isinstance(formats, str):
+        formats = (formats,)
+    formats = tuple(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ExportError(f"unknown export format(s) {unknown or list(formats)}; choose from {list(FORMATS)}")
+    if not isinstance(meta, dict):
+        raise ExportError(f"meta must be a dict, got {type(meta).__name__}")
+    if "onnx" in formats and _onnx_missing():
+        raise ExportError(ONNX_HINT)
+    return formats
+
+
+def _example(arch: Arch, dtype: torch.dtype, example: torch.Tensor | None) -> tuple[torch.Tensor, str]:
+    """The verification batch: ``example``, else 8 seeded uniform [0, 1] inputs of the model's shape."""
+    if example is None:
+        gen = torch.Generator().manual_seed(0)
+        return torch.rand(8, *arch.in_shape, generator=gen, dtype=dtype), "8 seeded uniform [0, 1] random inputs"
+    x = example.detach().cpu().to(dtype)
+    if tuple(x.shape[1:]) != tuple(arch.in_shape) or x.shape[0] < 1:
+        raise ExportError(f"example has shape {tuple(x.shape)}, expected (N, {', '.join(map(str, arch.in_shape))})")
+    return x, "the given example batch"
+
+
+@dataclass
+class _Written:
+    """What writing the formats left: max abs differences on reload, dynamic batch, notes per format."""
+
+    diffs: dict[str, float | None] = field(default_factory=dict)
+    dynamic: bool | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def _write_formats(
+    model: nn.Module, x: torch.Tensor, expected, stage: Path, formats, meta: dict, ck_extra: dict, atol: float
+) -> _Written:
+    """Write each format into ``stage`` and reload it against the model's outputs (``atol``)."""
+    w = _Written()
+    for fmt in formats:
+        path = stage / FILE_NAMES[fmt]
+        if fmt == "checkpoint":
+            try:
+                save_checkpoint(
+                    path,
+                    model,
+                    config=meta.get("config"),
+                    metrics=meta.get("metrics"),
+                    pruning=meta.get("pruning"),
+                    extra=ck_extra,
+                )
+                loaded, _ = load_checkpoint(path)
+            except (TypeError, CheckpointError) as e:
+                raise ExportError(f"checkpoint: {_one_line(e)}") from e
+            with torch.no_grad():
+                got = _as_tuple(loaded(x.to(next(loaded.parameters()).dtype)))
+            w.diffs[fmt] = max(_max_abs_diffs(got, expected, FILE_NAMES[fmt]), default=0.0)
+        elif fmt == "pt2":
+            program, w.dynamic, w.notes[fmt] = _export_program(model, x)
+            try:
+                torch.export.save(program, str(path))
+            except Exception as e:
+                raise ExportError(f"cannot save the exported program ({_one_line(e)})") from e
+            w.diffs[fmt] = verify_pt2(path, x, expected)
+            if w.dynamic:  # the batch dimension really is free: check a batch of one too
+                with torch.no_grad():
+                    one = _as_tuple(model(x[:1]))
+                w.diffs["pt2_batch1"] = verify_pt2(path, x[:1], one)
+        else:
+            _, w.notes[fmt] = _write_onnx(model, x, path, arch_of(model).head_names)
+            w.diffs[fmt] = _verify_onnx(path, x, expected)
+        bad = {k: v for k, v in w.diffs.items() if v is not None and not v <= atol}
+        if bad:
+            k, v = next(iter(bad.items()))
+            raise ExportError(f"{k}: reloaded outputs differ from the model by {v:.3g} > atol {atol:.3g}")
+    return w
+
+
+def _card(
+    model: nn.Module,
+    x: torch.Tensor,
+    x_desc: str,
+    w: _Written,
+    files: dict,
+    recipe: dict,
+    meta: dict,
+    cost,
+    extra: dict,
+    atol: float,
+) -> dict:
+    """The model card as plain data (``model_card.json``)."""
+    arch, dtype = arch_of(model), next(model.parameters()).dtype
+    derived = [MUTUAL_INFORMATION] if {"predictive", "expected_entropy"} <= set(arch.head_names) else []
+    batch = (
+        "dynamic (any N >= 1)"
+        if w.dynamic or w.dynamic is None
+        else f"static: the .pt2 program expects N = {x.shape[0]}"
+    )
+    card = {
+        "format": CARD_FORMAT,
+        "version": CARD_VERSION,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "torch_version": torch.__version__,
+        "study": {
+            "name": meta.get("study_name", meta.get("study")),
+            "trial_number": meta.get("trial_number", meta.get("trial")),
+        },
+        "architecture": {
+            "description": arch.describe(),
+            "arch": arch.to_dict(),
+            "n_params": sum(p.numel() for p in model.parameters()),
+        },
+        "heads": heads_of(arch),
+        "derived": derived,
+        "input": {"shape": ["N", *arch.in_shape], "dtype": str(dtype).removeprefix("torch."), **recipe, "batch": batch},
+        "metrics": meta.get("metrics"),
+        "cost": cost,
+        "config": meta.get("config"),
+        "pruning": meta.get("pruning"),
+        "extra": extra or None,
+        "files": files,
+        "verification": {
+            "atol": atol,
+            "batch": int(x.shape[0]),
+            "input": x_desc,
+            "max_abs_diff": w.diffs,
+            "passed": True,
+        },
+        "dynamic_batch": w.dynamic,
+    }
+    try:
+        return _plain(card, "card")
+    except TypeError as e:
+        raise ExportError(f"model card: {_one_line(e)}") from e
+
+
 def export_student(
     model_or_checkpoint_path: nn.Module | str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -229,19 +366,10 @@ def export_student(
     ``extra``. ``example`` is the verification batch (default: 8 seeded uniform [0, 1] images of
     the model's input shape). Returns ``{"out_dir", "files", "sha256", "verification",
     "dynamic_batch", "card"}``; raises :class:`ExportError` (nothing moved into ``out_dir``) when a
-    file cannot be written or reloads with a max abs difference above ``atol``.
+    file cannot be written or reloads with a max abs difference above ``atol``. Everything is
+    written into a staging folder first and moved into ``out_dir`` only once verified.
     """
-    if isinstance(formats, str):
-        formats = (formats,)
-    formats = tuple(dict.fromkeys(formats))
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise ExportError(f"unknown export format(s) {unknown or list(formats)}; choose from {list(FORMATS)}")
-    if not isinstance(meta, dict):
-        raise ExportError(f"meta must be a dict, got {type(meta).__name__}")
-    if "onnx" in formats and _onnx_missing():
-        raise ExportError(ONNX_HINT)
-
+    formats = _check_request(formats, meta)
     src, meta = _resolve(model_or_checkpoint_path, meta)
     if "config" in meta:
         meta["config"] = _portable(meta["config"])
@@ -250,81 +378,34 @@ def export_student(
         arch = arch_of(model)
     except Exception as e:
         raise ExportError(f"not a gped_search student network ({_one_line(e)})") from e
-    dtype = next(model.parameters()).dtype
-    if example is None:
-        gen = torch.Generator().manual_seed(0)
-        x = torch.rand(8, *arch.in_shape, generator=gen, dtype=dtype)
-        x_desc = "8 seeded uniform [0, 1] random inputs"
-    else:
-        x = example.detach().cpu().to(dtype)
-        x_desc = "the given example batch"
-        if tuple(x.shape[1:]) != tuple(arch.in_shape) or x.shape[0] < 1:
-            raise ExportError(f"example has shape {tuple(x.shape)}, expected (N, {', '.join(map(str, arch.in_shape))})")
+    x, x_desc = _example(arch, next(model.parameters()).dtype, example)
     with torch.no_grad():
         expected = _as_tuple(model(x))
-
-    study = meta.get("study_name", meta.get("study"))
-    trial = meta.get("trial_number", meta.get("trial"))
     cost = _cost(model, x, meta)
     known = {"config", "metrics", "pruning", "cost", "study_name", "study", "trial_number", "trial"}
     extra = {k: v for k, v in meta.items() if k not in known}
-    ck_extra = {"study_name": study, "trial_number": trial, "cost": cost, **extra}
+    ck_extra = {
+        "study_name": meta.get("study_name", meta.get("study")),
+        "trial_number": meta.get("trial_number", meta.get("trial")),
+        "cost": cost,
+        **extra,
+    }
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:
-        diffs: dict[str, float | None] = {}
-        dynamic, export_notes = None, {}
-        for fmt in formats:
-            path = stage / FILE_NAMES[fmt]
-            if fmt == "checkpoint":
-                try:
-                    save_checkpoint(
-                        path,
-                        model,
-                        config=meta.get("config"),
-                        metrics=meta.get("metrics"),
-                        pruning=meta.get("pruning"),
-                        extra=ck_extra,
-                    )
-                    loaded, _ = load_checkpoint(path)
-                except (TypeError, CheckpointError) as e:
-                    raise ExportError(f"checkpoint: {_one_line(e)}") from e
-                with torch.no_grad():
-                    got = _as_tuple(loaded(x.to(next(loaded.parameters()).dtype)))
-                diffs[fmt] = max(_max_abs_diffs(got, expected, FILE_NAMES[fmt]), default=0.0)
-            elif fmt == "pt2":
-                program, dynamic, note = _export_program(model, x)
-                export_notes[fmt] = note
-                try:
-                    torch.export.save(program, str(path))
-                except Exception as e:
-                    raise ExportError(f"cannot save the exported program ({_one_line(e)})") from e
-                diffs[fmt] = verify_pt2(path, x, expected)
-                if dynamic:  # the batch dimension really is free: check a batch of one too
-                    with torch.no_grad():
-                        one = _as_tuple(model(x[:1]))
-                    diffs["pt2_batch1"] = verify_pt2(path, x[:1], one)
-            else:
-                _, note = _write_onnx(model, x, path, arch.head_names)
-                export_notes[fmt] = note
-                diffs[fmt] = _verify_onnx(path, x, expected)
-            bad = {k: v for k, v in diffs.items() if v is not None and not v <= atol}
-            if bad:
-                k, v = next(iter(bad.items()))
-                raise ExportError(f"{k}: reloaded outputs differ from the model by {v:.3g} > atol {atol:.3g}")
-
-        files = {}
-        for fmt in formats:
-            p = stage / FILE_NAMES[fmt]
-            files[fmt] = {
-                "name": p.name,
-                "bytes": p.stat().st_size,
-                "sha256": sha256_of(p),
+        w = _write_formats(model, x, expected, stage, formats, meta, ck_extra, atol)
+        files = {
+            fmt: {
+                "name": FILE_NAMES[fmt],
+                "bytes": (stage / FILE_NAMES[fmt]).stat().st_size,
+                "sha256": sha256_of(stage / FILE_NAMES[fmt]),
                 "load": load_snippets(arch)[fmt],
-                "note": export_notes.get(fmt, ""),
+                "note": w.notes.get(fmt, ""),
             }
+            for fmt in formats
+        }
         recipe = input_recipe(meta.get("config"))
         script = (
             reproduce_script(meta.get("config"), arch.head_names.index("predictive"))
@@ -334,75 +415,27 @@ def export_student(
         if script is not None:
             (stage / REPRO_SCRIPT).write_text(script, encoding="utf-8")
             recipe["reproduce"] = f"python {REPRO_SCRIPT} --data-root PATH  (recomputes metrics.test_student_acc)"
-        derived = [MUTUAL_INFORMATION] if {"predictive", "expected_entropy"} <= set(arch.head_names) else []
-        card = {
-            "format": CARD_FORMAT,
-            "version": CARD_VERSION,
-            "created_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-            "torch_version": torch.__version__,
-            "study": {"name": study, "trial_number": trial},
-            "architecture": {
-                "description": arch.describe(),
-                "arch": arch.to_dict(),
-                "n_params": sum(p.numel() for p in model.parameters()),
-            },
-            "heads": heads_of(arch),
-            "derived": derived,
-            "input": {
-                "shape": ["N", *arch.in_shape],
-                "dtype": str(dtype).removeprefix("torch."),
-                **recipe,
-                "batch": (
-                    "dynamic (any N >= 1)"
-                    if dynamic or dynamic is None
-                    else f"static: the .pt2 program expects N = {x.shape[0]}"
-                ),
-            },
-            "metrics": meta.get("metrics"),
-            "cost": cost,
-            "config": meta.get("config"),
-            "pruning": meta.get("pruning"),
-            "extra": extra or None,
-            "files": files,
-            "verification": {
-                "atol": atol,
-                "batch": int(x.shape[0]),
-                "input": x_desc,
-                "max_abs_diff": diffs,
-                "passed": True,
-            },
-            "dynamic_batch": dynamic,
-        }
-        try:
-            card = _plain(card, "card")
-            text = json.dumps(card, indent=2, allow_nan=True, default=str)
-        except TypeError as e:
-            raise ExportError(f"model card: {_one_line(e)}") from e
-        (stage / "model_card.json").write_text(text + "\n", encoding="utf-8")
+        card = _card(model, x, x_desc, w, files, recipe, meta, cost, extra, atol)
+        (stage / "model_card.json").write_text(
+            json.dumps(card, indent=2, allow_nan=True, default=str) + "\n", encoding="utf-8"
+        )
         (stage / "model_card.md").write_text(card_markdown(card), encoding="utf-8")
-
-        written = {}
-        extras = [REPRO_SCRIPT] if script is not None else []
-        for name in [FILE_NAMES[f] for f in formats] + [
-            "model_card.json",
-            "model_card.md",
-            *extras,
-        ]:
+        names = [FILE_NAMES[f] for f in formats] + ["model_card.json", "model_card.md"]
+        names += [REPRO_SCRIPT] if script is not None else []
+        for name in names:
             os.replace(stage / name, out_dir / name)
-            written[name] = out_dir / name
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-
     return {
         "out_dir": out_dir,
         "files": {
-            **{f: written[FILE_NAMES[f]] for f in formats},
-            "card_json": written["model_card.json"],
-            "card_md": written["model_card.md"],
-            **({"reproduce": written[REPRO_SCRIPT]} if script is not None else {}),
+            **{f: out_dir / FILE_NAMES[f] for f in formats},
+            "card_json": out_dir / "model_card.json",
+            "card_md": out_dir / "model_card.md",
+            **({"reproduce": out_dir / REPRO_SCRIPT} if script is not None else {}),
         },
         "sha256": {f: files[f]["sha256"] for f in formats},
-        "verification": diffs,
-        "dynamic_batch": dynamic,
+        "verification": w.diffs,
+        "dynamic_batch": w.dynamic,
         "card": card,
     }

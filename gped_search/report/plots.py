@@ -130,6 +130,9 @@ def _complete_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------ pareto pair plot
+_POINT_STYLE: dict[str, Any] = {"s": 30, "alpha": 0.8, "linewidths": 0.4, "edgecolors": "white", "zorder": 2}
+
+
 def _draw_points(
     ax: Axes,
     fig: Figure,
@@ -140,76 +143,61 @@ def _draw_points(
     sy: float,
     color_by: str | None,
 ) -> None:
+    """Every trial as a point: marker shape by family, colour by ``color_by`` (categories or a scale)."""
     fam = pts["family"].astype(str) if "family" in pts.columns else pd.Series("", index=pts.index)
-    families = sorted(fam.unique())
-    marker = {f: _FAMILY_MARKERS[i % len(_FAMILY_MARKERS)] for i, f in enumerate(families)}
+    marker = {f: _FAMILY_MARKERS[i % len(_FAMILY_MARKERS)] for i, f in enumerate(sorted(fam.unique()))}
     xs, ys = pts[x].to_numpy(float) * sx, pts[y].to_numpy(float) * sy
-    kw: dict[str, Any] = {
-        "s": 30,
-        "alpha": 0.8,
-        "linewidths": 0.4,
-        "edgecolors": "white",
-        "zorder": 2,
-    }
     numeric = (
         color_by is not None
         and color_by in pts.columns
         and color_by != "family"
         and pd.api.types.is_numeric_dtype(pts[color_by])
     )
-    if not numeric:
-        col = fam if color_by in (None, "family") else pts[color_by].astype(str) if color_by in pts.columns else fam
-        for i, cat in enumerate(sorted(col.unique())):
-            m = (col == cat).to_numpy()
-            label = f"{cat} (n={m.sum()})" if cat else f"trials (n={m.sum()})"
-            ax.scatter(
-                xs[m],
-                ys[m],
-                color=f"C{i}" if color_by else "tab:blue",
-                label=label,
-                marker=marker.get(cat, "o"),
-                **kw,
-            )
+    if numeric:
+        _draw_scaled(ax, fig, pts[color_by].to_numpy(float), color_by, fam, marker, xs, ys)
         return
-    c = pts[color_by].to_numpy(float)
+    col = fam if color_by in (None, "family") else pts[color_by].astype(str) if color_by in pts.columns else fam
+    for i, cat in enumerate(sorted(col.unique())):
+        m = (col == cat).to_numpy()
+        label = f"{cat} (n={m.sum()})" if cat else f"trials (n={m.sum()})"
+        color = f"C{i}" if color_by else "tab:blue"
+        ax.scatter(xs[m], ys[m], color=color, label=label, marker=marker.get(cat, "o"), **_POINT_STYLE)
+
+
+def _color_norm(c: np.ndarray, name: str) -> tuple[Normalize, bool]:
+    """A log scale for λ-like or wide positive values (zeros drawn apart), else linear; (norm, logish)."""
     pos = c[np.isfinite(c) & (c > 0)]
-    logish = "lambda" in color_by.lower() or (
+    logish = "lambda" in name.lower() or bool(
         pos.size and (c[np.isfinite(c)] >= 0).all() and pos.max() / pos.min() > 10
     )
     if logish and pos.size:
         lo, hi = float(pos.min()), float(pos.max())
-        norm: Normalize = LogNorm(lo, hi if hi > lo else lo * 10)
-    else:
-        fin = c[np.isfinite(c)]
-        norm = Normalize(float(fin.min()), float(fin.max())) if fin.size else Normalize(0, 1)
+        return LogNorm(lo, hi if hi > lo else lo * 10), True
+    fin = c[np.isfinite(c)]
+    return (Normalize(float(fin.min()), float(fin.max())) if fin.size else Normalize(0, 1)), logish
+
+
+def _draw_scaled(
+    ax: Axes, fig: Figure, c: np.ndarray, color_by: str, fam: pd.Series, marker: dict, xs: np.ndarray, ys: np.ndarray
+) -> None:
+    """Points coloured on a colour scale of ``c`` (zeros of a log scale and missing values grey)."""
+    norm, logish = _color_norm(c, color_by)
     pretty = "λ_g" if "lambda_g" in color_by else color_by
     mappable, n_zero = None, 0
-    for f in families:
+    for f in sorted(fam.unique()):
         in_f = (fam == f).to_numpy()
         zero = in_f & ((c <= 0) | ~np.isfinite(c)) if logish else in_f & ~np.isfinite(c)
         colored = in_f & ~zero
         if colored.any():
             mappable = ax.scatter(
-                xs[colored],
-                ys[colored],
-                c=c[colored],
-                norm=norm,
-                cmap="viridis",
-                marker=marker[f],
-                **kw,
+                xs[colored], ys[colored], c=c[colored], norm=norm, cmap="viridis", marker=marker[f], **_POINT_STYLE
             )
         if zero.any():
-            ax.scatter(xs[zero], ys[zero], color="0.6", marker=marker[f], **kw)
+            ax.scatter(xs[zero], ys[zero], color="0.6", marker=marker[f], **_POINT_STYLE)
             n_zero += int(zero.sum())
         if f:  # legend proxy: the family's marker shape only
             ax.scatter(
-                [],
-                [],
-                marker=marker[f],
-                s=30,
-                facecolors="none",
-                edgecolors="0.15",
-                label=f"{f} (n={in_f.sum()})",
+                [], [], marker=marker[f], s=30, facecolors="none", edgecolors="0.15", label=f"{f} (n={in_f.sum()})"
             )
     if n_zero:
         what = "0" if logish else "missing"
@@ -275,6 +263,113 @@ def _annotate_front(
             ann.remove()  # no free spot: the point stays ringed but unlabelled
 
 
+def _draw_extra_fronts(ax: Axes, extra: Mapping[str, pd.DataFrame], x: str, y: str, scale, step: str) -> None:
+    """Other studies' pair fronts as dashed staircases (``report --compare``)."""
+    for i, (name, fr) in enumerate(extra.items()):
+        if fr.empty:
+            continue
+        fr = fr.sort_values(x, kind="stable")
+        ax.plot(
+            fr[x].to_numpy(float) * scale[0],
+            fr[y].to_numpy(float) * scale[1],
+            drawstyle=step,
+            ls="--",
+            lw=1.4,
+            marker="D",
+            ms=4.5,
+            color=_FRONT_COLORS[i % len(_FRONT_COLORS)],
+            zorder=3,
+            label=f"{name} front (n={len(fr)})",
+        )
+
+
+def _draw_front(
+    ax: Axes,
+    pts: pd.DataFrame,
+    feas,
+    pair: dict,
+    objectives: Mapping[str, Any],
+    x: str,
+    y: str,
+    scale,
+    step: str,
+    front_label: str,
+) -> pd.DataFrame:
+    """Ring the front (the study's own over all objectives when known, else this pair's); returns it sorted."""
+    pair_front = pareto_front(pts, pair)
+    full = "on_front" in pts.columns and len(objectives) > 2
+    front = pts[pts["on_front"].astype(bool) & feas] if full else pair_front
+    if full and not pair_front.empty:
+        pf = pair_front.sort_values(x, kind="stable")
+        ax.plot(
+            pf[x].to_numpy(float) * scale[0],
+            pf[y].to_numpy(float) * scale[1],
+            drawstyle=step,
+            color="0.55",
+            lw=1.0,
+            ls="--",
+            zorder=3,
+            label=f"best in these two objectives only (n={len(pf)})",
+        )
+    front = front.sort_values(x, kind="stable")
+    if not front.empty:
+        fx, fy = front[x].to_numpy(float) * scale[0], front[y].to_numpy(float) * scale[1]
+        if not full:
+            ax.plot(fx, fy, drawstyle=step, color="black", lw=1.5, zorder=4)
+        what = f"on the {len(objectives)}-objective front" if full else front_label
+        ax.scatter(
+            fx,
+            fy,
+            s=85,
+            facecolors="none",
+            edgecolors="black",
+            linewidths=1.5,
+            zorder=5,
+            label=f"{what} (n={len(front)}; labels = trial #)",
+        )
+    return front
+
+
+def _draw_highlight(ax: Axes, pts: pd.DataFrame, highlight: Mapping[int, str], x: str, y: str, scale) -> None:
+    """Stars for the highlighted trials (the recommended knee, exported students)."""
+    for k, (number, label) in enumerate(highlight.items()):
+        row = pts[pts["number"] == number] if "number" in pts.columns else pts.iloc[:0]
+        if row.empty:
+            continue
+        ax.scatter(
+            row[x].to_numpy(float) * scale[0],
+            row[y].to_numpy(float) * scale[1],
+            marker="*",
+            s=320,
+            color=("gold", "tab:cyan", "tab:pink")[k % 3],
+            edgecolors="black",
+            linewidths=0.8,
+            zorder=6,
+            label=f"#{number}: {label}",
+        )
+
+
+def _finish_axes(ax: Axes, all_x, all_y, spx: AxisSpec, spy: AxisSpec, dx: str, dy: str, title: str | None):
+    """Log scales where the data span decades, labels with units, the 'better' arrow, the legend."""
+    for axis, set_scale, vals, sp in ((ax.xaxis, ax.set_xscale, all_x, spx), (ax.yaxis, ax.set_yscale, all_y, spy)):
+        if _wants_log(vals):
+            set_scale("log")
+            v = _finite(vals) * sp.scale
+            if np.log10(v.max() / v.min()) <= 6:  # plain numbers read better than 10^k here
+                axis.set_major_formatter(FuncFormatter(lambda t, _: f"{t:g}"))
+    ax.set_xlabel(spx.label)
+    ax.set_ylabel(spy.label)
+    ax.grid(True, which="major", alpha=0.3)
+    sgx, sgy = direction_signs([dx, dy])
+    arrow = {(1, 1): "↙", (1, -1): "↖", (-1, 1): "↘", (-1, -1): "↗"}[(int(sgx), int(sgy))]
+    word = {1.0: "lower", -1.0: "higher"}
+    head = title or f"{spy.short} vs {spx.short}"
+    ax.set_title(f"{head}\nbetter {arrow}: {word[sgx]} {spx.short}, {word[sgy]} {spy.short}", fontsize=11)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, framealpha=0.9, loc="best")
+    return sgx, sgy
+
+
 def plot_pareto_pair(
     df: pd.DataFrame,
     x: str,
@@ -331,89 +426,12 @@ def plot_pareto_pair(
         _draw_points(ax, fig, pts[feas], x, y, spx.scale, spy.scale, color_by)
 
     step = _step_style(dx)
-    for i, (name, fr) in enumerate(extra.items()):
-        if fr.empty:
-            continue
-        fr = fr.sort_values(x, kind="stable")
-        ax.plot(
-            fr[x].to_numpy(float) * spx.scale,
-            fr[y].to_numpy(float) * spy.scale,
-            drawstyle=step,
-            ls="--",
-            lw=1.4,
-            marker="D",
-            ms=4.5,
-            color=_FRONT_COLORS[i % len(_FRONT_COLORS)],
-            zorder=3,
-            label=f"{name} front (n={len(fr)})",
-        )
-
-    pair_front = pareto_front(pts, pair)
-    full = "on_front" in pts.columns and len(objectives) > 2
-    front = pts[pts["on_front"].astype(bool) & feas] if full else pair_front
-    if full and not pair_front.empty:
-        pf = pair_front.sort_values(x, kind="stable")
-        ax.plot(
-            pf[x].to_numpy(float) * spx.scale,
-            pf[y].to_numpy(float) * spy.scale,
-            drawstyle=step,
-            color="0.55",
-            lw=1.0,
-            ls="--",
-            zorder=3,
-            label=f"best in these two objectives only (n={len(pf)})",
-        )
-    if not front.empty:
-        front = front.sort_values(x, kind="stable")
-        fx, fy = front[x].to_numpy(float) * spx.scale, front[y].to_numpy(float) * spy.scale
-        if not full:
-            ax.plot(fx, fy, drawstyle=step, color="black", lw=1.5, zorder=4)
-        what = f"on the {len(objectives)}-objective front" if full else front_label
-        ax.scatter(
-            fx,
-            fy,
-            s=85,
-            facecolors="none",
-            edgecolors="black",
-            linewidths=1.5,
-            zorder=5,
-            label=f"{what} (n={len(front)}; labels = trial #)",
-        )
-    for k, (number, label) in enumerate((highlight or {}).items()):
-        row = pts[pts["number"] == number] if "number" in pts.columns else pts.iloc[:0]
-        if row.empty:
-            continue
-        ax.scatter(
-            row[x].to_numpy(float) * spx.scale,
-            row[y].to_numpy(float) * spy.scale,
-            marker="*",
-            s=320,
-            color=("gold", "tab:cyan", "tab:pink")[k % 3],
-            edgecolors="black",
-            linewidths=0.8,
-            zorder=6,
-            label=f"#{number}: {label}",
-        )
-
-    for axis, set_scale, vals, sp in (
-        (ax.xaxis, ax.set_xscale, all_x, spx),
-        (ax.yaxis, ax.set_yscale, all_y, spy),
-    ):
-        if _wants_log(vals):
-            set_scale("log")
-            v = _finite(vals) * sp.scale
-            if np.log10(v.max() / v.min()) <= 6:  # plain numbers read better than 10^k here
-                axis.set_major_formatter(FuncFormatter(lambda t, _: f"{t:g}"))
-    ax.set_xlabel(spx.label)
-    ax.set_ylabel(spy.label)
-    ax.grid(True, which="major", alpha=0.3)
-    sgx, sgy = direction_signs([dx, dy])
-    arrow = {(1, 1): "↙", (1, -1): "↖", (-1, 1): "↘", (-1, -1): "↗"}[(int(sgx), int(sgy))]
-    word = {1.0: "lower", -1.0: "higher"}
-    head = title or f"{spy.short} vs {spx.short}"
-    ax.set_title(f"{head}\nbetter {arrow}: {word[sgx]} {spx.short}, {word[sgy]} {spy.short}", fontsize=11)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, framealpha=0.9, loc="best")
+    scale = (spx.scale, spy.scale)
+    _draw_extra_fronts(ax, extra, x, y, scale, step)
+    front = _draw_front(ax, pts, feas, pair, objectives, x, y, scale, step, front_label)
+    fx, fy = front[x].to_numpy(float) * spx.scale, front[y].to_numpy(float) * spy.scale
+    _draw_highlight(ax, pts, highlight or {}, x, y, scale)
+    sgx, sgy = _finish_axes(ax, all_x, all_y, spx, spy, dx, dy, title)
     if annotate and not front.empty:
         num = front["number"] if "number" in front.columns else pd.Series(front.index, index=front.index)
         keep = np.arange(len(front))
