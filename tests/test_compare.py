@@ -139,3 +139,18 @@ def test_compare_command_on_tiny_grid_prune_and_search_studies(tmp_path, capsys)
     # a folder with no study is one clear error
     assert main(["compare", str(tmp_path / "cmp"), "--out", str(tmp_path / "x")]) == 2
     assert "no study.db" in capsys.readouterr().err
+
+
+def test_best_under_caps_picks_the_lowest_validation_kl_that_fits_and_cuts_longer_runs():
+    from gped_search.report.compare import best_under_caps
+
+    df = _frame([(i, i + 1) for i in range(4)], [0.30, 0.10, 0.05, 0.20], [100, 900, 5000, 400])
+    df["test_kl"] = df["kl"] + 0.01
+    df["test_student_acc"] = 1 - df["kl"]
+    run = StudyRun("t", {"search": {"sampler": "tpe", "seed": 0}}, df)
+    out = best_under_caps([run], caps=(500, 1000, 10_000), budgets=(2,)).set_index(["trials", "cap"])
+    assert out.loc[(4, 500), "val_kl"] == pytest.approx(0.20)  # trial 3 (400 bytes) beats trial 0 (100)
+    assert out.loc[(4, 1000), "val_kl"] == pytest.approx(0.10)
+    assert out.loc[(4, 10_000), "test_kl"] == pytest.approx(0.06)
+    assert out.loc[(2, 500), "val_kl"] == pytest.approx(0.30)  # the first two trials only
+    assert (2, 10_000) in out.index and out.loc[(2, 10_000), "val_kl"] == pytest.approx(0.10)

@@ -40,6 +40,7 @@ __all__ = [
     "hv_summary",
     "front_members",
     "grid_scaling",
+    "best_under_caps",
     "plot_setting",
     "plot_grid_scaling",
     "plot_summary",
@@ -237,6 +238,58 @@ def front_members(runs: Sequence[StudyRun], budget: int | None = None) -> pd.Dat
     return out.sort_values(["_m", "seed", "bytes_fp32"]).drop(columns="_m").reset_index(drop=True)
 
 
+SIZE_CAPS = (50e3, 150e3, 500e3, 1.5e6)
+"""Student-size budgets (fp32 bytes) of :func:`best_under_caps`."""
+
+
+def best_under_caps(
+    runs: Sequence[StudyRun], caps: Sequence[float] = SIZE_CAPS, budgets: Sequence[int] = ()
+) -> pd.DataFrame:
+    """Per method, trial budget and size budget: the student a user would pick (lowest validation KL
+    among the complete trials no larger than the size budget) and its test KL and accuracy, mean and
+    sd over seeds. ``budgets``: trial counts a longer run is also cut at (its first n trials)."""
+    rows = []
+    for r in runs:
+        ordered = r.trials.sort_values("number")
+        for n in sorted({len(ordered), *[b for b in budgets if b < len(ordered)]}):
+            rows += _best_rows(r, ordered.head(n), caps)
+    if not rows:
+        return pd.DataFrame()
+    d = pd.DataFrame(rows)
+    g = d.groupby(["method", "trials", "cap"])
+    out = g.agg(
+        seeds=("seed", "nunique"),
+        val_kl=("kl", "mean"),
+        test_kl=("test_kl", "mean"),
+        test_kl_sd=("test_kl", "std"),
+        test_acc=("test_acc", "mean"),
+    ).reset_index()
+    out["_m"] = out["method"].map(lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
+    return out.sort_values(["cap", "_m", "trials"]).drop(columns="_m").reset_index(drop=True)
+
+
+def _best_rows(r: StudyRun, trials: pd.DataFrame, caps: Sequence[float]) -> list[dict]:
+    rows = []
+    done = trials[trials["state"] == "COMPLETE"]
+    for cap in caps:
+        fit = done[done["bytes_fp32"].astype(float) <= cap]
+        if fit.empty:
+            continue
+        best = fit.loc[fit["kl"].astype(float).idxmin()]
+        rows.append(
+            {
+                "method": r.method,
+                "seed": r.seed,
+                "cap": cap,
+                "kl": float(best["kl"]),
+                "test_kl": float(best.get("test_kl", np.nan)),
+                "test_acc": float(best.get("test_student_acc", np.nan)),
+                "trials": int(len(trials)),
+            }
+        )
+    return rows
+
+
 def grid_scaling(runs: Sequence[StudyRun]) -> pd.DataFrame:
     """The grid studies' students by size: mean and spread over seeds of KL and expected-entropy error.
 
@@ -304,6 +357,23 @@ def size_needed(scaling: pd.DataFrame, metric: str, tolerance: float = 0.10) -> 
 
 
 # ------------------------------------------------------------------ writing
+def _caps_digest(caps: pd.DataFrame) -> pd.DataFrame:
+    if caps.empty:
+        return caps
+    return pd.DataFrame(
+        {
+            "size budget [kB]": (caps["cap"] / 1e3).round(0).astype(int),
+            "method": caps["method"].map(lambda m: METHOD_NAMES.get(m, m)),
+            "trials/seed": caps["trials"],
+            "seeds": caps["seeds"],
+            "KL val": caps["val_kl"],
+            "KL test": caps["test_kl"],
+            "KL test sd": caps["test_kl_sd"],
+            "test acc [%]": (100 * caps["test_acc"]).round(2),
+        }
+    )
+
+
 def _front_digest(fronts: pd.DataFrame) -> pd.DataFrame:
     """The lowest seed's fronts, readable: method, student, KL val/test, kB, test accuracy, entropy MAE."""
     if fronts.empty:
@@ -363,6 +433,8 @@ def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Seq
         fig.savefig(out / f"{slug}.png", dpi=110)
         curves.to_csv(out / f"hv_{slug}.csv", index=False)
         fronts = front_members(rs)
+        caps = best_under_caps(rs, budgets=bs)
+        caps.to_csv(out / f"best_under_caps_{slug}.csv", index=False)
         fronts.to_csv(out / f"fronts_{slug}.csv", index=False)
         written[setting] = str(out / f"{slug}.png")
         summaries[setting] = summary
@@ -383,6 +455,11 @@ def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Seq
             f"seed in [fronts_{slug}.csv](fronts_{slug}.csv)) with its test metrics:",
             "",
             md_table(_front_digest(fronts)),
+            "",
+            "The student each method offers under a size budget (lowest validation KL among its trials no larger "
+            "than the budget), reported on test; mean (sd) over seeds:",
+            "",
+            md_table(_caps_digest(caps)),
             "",
         ]
     if summaries:
