@@ -421,6 +421,16 @@ def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Seq
     settings: dict[str, list[StudyRun]] = {}
     for r in runs:
         settings.setdefault(r.setting, []).append(r)
+
+    def order(item):  # MLP before CNN, then by dataset and occlusion size (numerically)
+        c = item[1][0].config
+        return (
+            str(c.get("student", {}).get("family", "")) != "mlp",
+            str(c.get("data", {}).get("dataset", "")),
+            int(c.get("data", {}).get("mask_size", 0) or 0),
+        )
+
+    settings = dict(sorted(settings.items(), key=order))
     written, summaries = {}, {}
     lines = ["# Grid vs pruning vs search", ""]
     for setting, rs in settings.items():

@@ -191,8 +191,8 @@ def plot_summary(summaries: Mapping[str, pd.DataFrame]) -> Figure:
     lows = [b[4] for b in bars]
     ax.set_ylim(max(0.0, min(lows) - 0.05), max(b[5] for b in bars) + 0.05)
     ax.set_title(
-        "Is the search worth it? Hypervolume in (val KL, log10 bytes) relative to the paper's grid "
-        "(mean over seeds, whiskers min-max)",
+        "Is the search worth it? Hypervolume in (val KL, log10 bytes) relative to the paper's grid\n"
+        "(mean over seeds, whiskers min-max; solid: at the grid's trial budget, hatched: longer runs)",
         fontsize=10,
     )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -216,7 +216,7 @@ def plot_grid_scaling(scaling: pd.DataFrame) -> Figure:
         color = colors[k % len(colors)]
         for depth, g in g0.groupby("depth", dropna=False):
             g = g.sort_values("params")
-            ls = "--" if depth == 1 else "-"
+            ls = "none" if pd.isna(depth) else "--" if depth == 1 else "-"  # CNN (m1 x m2): points
             name = f"{setting}" + ("" if pd.isna(depth) else f", {int(depth)} layer{'s' if depth != 1 else ''}")
             for ax, (m, _) in zip(axes, metrics):
                 if f"{m}_mean" not in g:
