@@ -412,8 +412,8 @@ def md_table(df: pd.DataFrame) -> str:
 def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Sequence[int] | None = None) -> dict:
     """Per setting: the figure, hypervolume table and test metrics of each front; plus the grid scaling.
 
-    ``budgets``: trial counts at which to compare hypervolume (default: the grid's trial count per
-    setting and the largest run's). Writes ``comparison.md``, ``<setting>.png``, ``hv_<setting>.csv``,
+    ``budgets``: trial counts at which to compare hypervolume (default: the grid's trial count and
+    every run's own length, per setting). Writes ``comparison.md``, ``<setting>.png``, ``hv_<setting>.csv``,
     ``fronts_<setting>.csv``, ``grid_scaling.png/csv``; returns what it wrote and the summaries.
     """
     out = Path(out_dir)
@@ -436,7 +436,7 @@ def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Seq
     for setting, rs in settings.items():
         slug = "".join(c if c.isalnum() else "_" for c in setting.lower()).strip("_")
         grid_n = max((len(r.trials) for r in rs if r.method == "grid"), default=None)
-        bs = list(budgets) if budgets else sorted({b for b in (grid_n, max(len(r.trials) for r in rs)) if b})
+        bs = list(budgets) if budgets else sorted({b for b in (grid_n, *(len(r.trials) for r in rs)) if b})
         curves = hv_curves(rs)
         summary = hv_summary(curves, bs)
         fig = plot_setting(rs, curves, budget=grid_n, title=setting, ref=hv_reference(rs))
