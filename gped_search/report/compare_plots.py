@@ -145,20 +145,16 @@ def plot_summary(summaries: Mapping[str, pd.DataFrame]) -> Figure:
         grid = summ[summ["method"] == "grid"]
         if grid.empty:
             continue
-        base = float(grid["hv_mean"].iloc[0])
-        g_budget = int(grid["trials"].iloc[0])
-        for _, r in summ.iterrows():
-            bars.append(
-                (
-                    k,
-                    r["method"],
-                    int(r["trials"]),
-                    r["hv_mean"] / base,
-                    r["hv_min"] / base,
-                    r["hv_max"] / base,
-                    int(r["trials"]) == g_budget,
-                )
-            )
+        g_full = int(grid["trials"].max())  # the whole grid
+        base = float(grid.loc[grid["trials"] == g_full, "hv_mean"].iloc[0])
+        for m, rows in summ.groupby("method", sort=False):
+            full = int(rows["trials"].max())
+            for _, r in rows.iterrows():
+                n = int(r["trials"])
+                if n != g_full and n != full:  # a longer run cut at a shorter run's length: not shown
+                    continue
+                rel = (r["hv_mean"] / base, r["hv_min"] / base, r["hv_max"] / base)
+                bars.append((k, m, n, *rel, n <= g_full))
     if not bars:
         ax.text(0.5, 0.5, "no setting with a grid study", ha="center", transform=ax.transAxes)
         return fig
@@ -170,7 +166,9 @@ def plot_summary(summaries: Mapping[str, pd.DataFrame]) -> Figure:
     for k, group in per.items():
         for j, (_, m, n, mean, lo, hi, at_grid) in enumerate(group):
             x = k - 0.4 + width * (j + 0.5)
-            label = f"{METHOD_NAMES.get(m, m)}, {'grid budget' if at_grid else f'{n} trials'}"
+            label = (
+                f"{METHOD_NAMES.get(m, m)}, {'at most the grid' + chr(39) + 's trials' if at_grid else f'{n} trials'}"
+            )
             ax.bar(
                 x,
                 mean,
