@@ -108,32 +108,31 @@ def cmd_run(args) -> int:
     plan.sort(key=lambda fs: (_setting_rank(fs[0], args.only), fs[1]))
     for f, seed in plan:
         want = _want(f)
-        if True:
-            name = cfg_name(f, seed)
-            if _done(name, want) >= want:
-                print(f"{name}: done ({want} trials)", flush=True)
-                continue
-            cmd = [
-                str(exe),
-                "run",
-                str(f),
-                "--set",
-                f"name={name}",
-                "--set",
-                f"search.seed={seed}",
-                "--threads",
-                str(args.threads),
-                "--no-report",
-                "--no-progress",
-            ]
-            print(f"{time.strftime('%H:%M:%S')} {name}: " + " ".join(cmd[1:]), flush=True)
-            t0 = time.time()
-            r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
-            print(
-                f"{time.strftime('%H:%M:%S')} {name}: exit {r.returncode} after {time.time() - t0:.0f} s",
-                flush=True,
-            )
-            rc = rc or r.returncode
+        name = cfg_name(f, seed)
+        if _done(name, want) >= want:
+            print(f"{name}: done ({want} trials)", flush=True)
+            continue
+        cmd = [
+            str(exe),
+            "run",
+            str(f),
+            "--set",
+            f"name={name}",
+            "--set",
+            f"search.seed={seed}",
+            "--threads",
+            str(args.threads),
+            "--no-report",
+            "--no-progress",
+        ]
+        print(f"{time.strftime('%H:%M:%S')} {name}: " + " ".join(cmd[1:]), flush=True)
+        t0 = time.time()
+        r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+        print(
+            f"{time.strftime('%H:%M:%S')} {name}: exit {r.returncode} after {time.time() - t0:.0f} s",
+            flush=True,
+        )
+        rc = rc or r.returncode
     return rc
 
 
