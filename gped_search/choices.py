@@ -12,6 +12,7 @@ __all__ = [
     "EntropyLoss",
     "StepSchedule",
     "PruneRule",
+    "PruneMethod",
 ]
 
 
@@ -51,3 +52,12 @@ class StepSchedule(str, enum.Enum):
 class PruneRule(str, enum.Enum):
     threshold = "threshold"
     ratio = "ratio"
+    budget = "budget"
+
+
+class PruneMethod(str, enum.Enum):
+    group_lasso = "group_lasso"
+    magnitude = "magnitude"
+    taylor = "taylor"
+    group_norm = "group_norm"
+    growing_reg = "growing_reg"

@@ -21,7 +21,16 @@ from typing import Any
 
 import yaml
 
-from gped_search.choices import Dataset, EntropyLoss, PruneRule, StepSchedule, StudentFamily, TargetMode, TeacherArch  # noqa: F401
+from gped_search.choices import (
+    Dataset,
+    EntropyLoss,
+    PruneMethod,
+    PruneRule,
+    StepSchedule,
+    StudentFamily,
+    TargetMode,
+    TeacherArch,
+)  # noqa: F401
 from gped_search.errors import ConfigError  # noqa: F401  (raised here; re-exported)
 from gped_search.schema import (  # noqa: F401  (re-exported)
     CHAIN_LENGTH_KEYS,
@@ -47,6 +56,7 @@ __all__ = [
     "EntropyLoss",
     "StepSchedule",
     "PruneRule",
+    "PruneMethod",
     "DataConfig",
     "TeacherConfig",
     "StudentConfig",

@@ -23,6 +23,7 @@ from gped_search.config import (
 from gped_search.data import DataBundle, make_bundle
 from gped_search.distill.loop import (
     TeacherResult,
+    accumulate_gradients,
     run_teacher,
     student_diverged,
     train_student,
@@ -34,7 +35,8 @@ from gped_search.metrics.quality import evaluate, student_outputs
 from gped_search.metrics.uncertainty import downstream_record
 from gped_search.models import Arch, Net, build, student_arch, teacher_arch
 from gped_search.posterior.expectations import Expectation, resolve, tempered
-from gped_search.prune import group_lasso_penalty, prune_model, unit_groups
+from gped_search.prune import GRAD_METHODS, REG_METHODS, group_lasso_penalty, prune_model, regulariser, unit_groups
+from gped_search.prune.methods import round_ratio
 from gped_search.seeds import derive_seed
 from gped_search.seeds import trial_seed as _trial_seed
 
@@ -111,14 +113,28 @@ def student_arch_for(p: Prepared, s: StudentConfig) -> Arch:
 
 
 def make_trainer(
-    model: Net, p: Prepared, dcfg: DistillConfig, lambda_g: float = 0.0, lr: float | None = None
+    model: Net,
+    p: Prepared,
+    dcfg: DistillConfig,
+    lambda_g: float = 0.0,
+    lr: float | None = None,
+    *,
+    prune: PruneConfig | None = None,
 ) -> StudentTrainer:
-    """A student trainer; with ``lambda_g > 0`` the group-LASSO penalty over Torch-Pruning's groups."""
-    penalty = None
+    """A student trainer; with ``lambda_g > 0`` the group-LASSO penalty over Torch-Pruning's groups.
+
+    With ``prune``, its method decides: group_lasso's ``lambda_g`` penalty, Torch-Pruning's
+    regulariser for group_norm / growing_reg (``prune.reg``), nothing for the one-shot criteria.
+    """
+    penalty = hook = None
+    if prune is not None:
+        lambda_g = prune.lambda_g if prune.method.value == "group_lasso" else 0.0
+        if prune.method.value in REG_METHODS and prune.reg > 0:
+            hook = regulariser(model, p.bundle.test.x[:1], prune.method.value, prune.reg, prune.delta_reg)
     if lambda_g > 0:
         groups = unit_groups(model, p.bundle.test.x[:1])
         penalty = lambda: group_lasso_penalty(groups)  # noqa: E731
-    return StudentTrainer(model, p.exps, dcfg, lr=lr, penalty=penalty, penalty_weight=lambda_g)
+    return StudentTrainer(model, p.exps, dcfg, lr=lr, penalty=penalty, penalty_weight=lambda_g, grad_hook=hook)
 
 
 def sample_teacher(
@@ -159,22 +175,76 @@ def student_steps(cfg: StudyConfig) -> int:
     return max(1, (cfg.teacher.iterations - cfg.teacher.burn_in) // cfg.distill.every)
 
 
-def _prune(model: Net, p: Prepared, prune: PruneConfig) -> dict:
-    before = [
-        m.out_features if hasattr(m, "out_features") else m.out_channels
-        for m in (lay for lay in model.body if isinstance(lay, (torch.nn.Linear, torch.nn.Conv2d)))
-    ]
-    res = prune_model(model, p.bundle.test.x[:1], prune.rule.value, tau=prune.tau, ratio=prune.ratio)
-    return {
-        "rule": prune.rule.value,
-        "tau": prune.tau,
-        "ratio": prune.ratio,
-        "units_before": before,
-        "units_kept": res.kept,
-        "units_removed": res.removed,
-        "history": res.history,
-        "finetune_steps": prune.finetune_steps if sum(res.removed) > 0 else 0,
-    }
+def _widths(model: Net) -> list[int]:
+    layers = (lay for lay in model.body if isinstance(lay, (torch.nn.Linear, torch.nn.Conv2d)))
+    return [m.out_features if isinstance(m, torch.nn.Linear) else m.out_channels for m in layers]
+
+
+def _finetune_split(prune: PruneConfig) -> list[int]:
+    """Fine-tuning steps after each round: ``finetune_steps`` shared out, the remainder first."""
+    n, r = divmod(prune.finetune_steps, prune.rounds)
+    return [n + (1 if i < r else 0) for i in range(prune.rounds)]
+
+
+def _prune_round(
+    model: Net, p: Prepared, prune: PruneConfig, r: int, info: dict | None, teacher: TeacherResult, seed: int
+) -> dict:
+    """Round ``r`` (0-based) of ``prune``'s schedule on ``model``; returns the pruning record so far.
+
+    Round r of R keeps ``budget ** ((r+1)/R)`` of the original parameters (budget rule) or removes
+    the per-round fraction ``1 - (1 - ratio) ** (1/R)`` of each layer's units (ratio rule), so the
+    last round lands on the requested size.
+    """
+    before = _widths(model)
+    params0 = info["params_before"] if info else sum(q.numel() for q in model.parameters())
+    method = prune.method.value
+    if method in GRAD_METHODS:
+        grads = make_trainer(model, p, p.cfg.distill)  # the penalty-free distillation loss
+        accumulate_gradients(
+            grads,
+            teacher,
+            p.bundle.transfer,
+            prune.taylor_batches,
+            p.cfg.distill,
+            p.cfg.data,
+            seed=seed,
+            index=r,
+        )
+    res = prune_model(
+        model,
+        p.bundle.test.x[:1],
+        prune.rule.value,
+        tau=prune.tau,
+        ratio=round_ratio(prune.ratio, prune.rounds),
+        method=method,
+        budget=prune.budget,
+        target_params=params0 * prune.budget ** ((r + 1) / prune.rounds),
+        norm=prune.norm,
+    )
+    model.zero_grad(set_to_none=True)
+    steps = _finetune_split(prune)[r] if sum(res.removed) > 0 or info else 0
+    if info is None:
+        info = {
+            "method": method,
+            "rule": prune.rule.value,
+            "tau": prune.tau,
+            "ratio": prune.ratio,
+            "budget": prune.budget,
+            "rounds": prune.rounds,
+            "units_before": before,
+            "units_removed": [0] * len(before),
+            "history": [],
+            "finetune_steps": 0,
+            "params_before": res.params_before,
+        }
+    info["units_kept"] = res.kept
+    info["units_removed"] = [a + b for a, b in zip(info["units_removed"], res.removed)]
+    info["history"] = info["history"] + res.history
+    info["params_after"] = res.params_after
+    info["params_kept_fraction"] = res.params_after / info["params_before"]
+    info["finetune_steps"] += steps
+    info["_round_steps"] = steps
+    return info
 
 
 def prune_and_finetune(
@@ -186,21 +256,25 @@ def prune_and_finetune(
     seed: int,
     progress: bool = False,
 ) -> dict:
-    """Prune (threshold or ratio rule), then fine-tune by penalty-free distillation at a lower lr."""
-    info = _prune(model, p, prune)
-    if info["finetune_steps"] > 0:
-        trainer = make_trainer(model, p, dcfg, lr=dcfg.lr * prune.finetune_lr_factor)
-        train_student(
-            trainer,
-            teacher,
-            p.bundle.transfer,
-            prune.finetune_steps,
-            dcfg,
-            p.cfg.data,
-            seed=derive_seed(seed, "fine-tune"),
-            progress=progress,
-            desc="fine-tune",
-        )
+    """``prune.rounds`` times: prune (``prune.method`` and rule), then fine-tune by penalty-free
+    distillation at a lower lr."""
+    info = None
+    for r in range(prune.rounds):
+        info = _prune_round(model, p, prune, r, info, teacher, seed)
+        steps = info.pop("_round_steps")
+        if steps > 0:
+            trainer = make_trainer(model, p, dcfg, lr=dcfg.lr * prune.finetune_lr_factor)
+            train_student(
+                trainer,
+                teacher,
+                p.bundle.transfer,
+                steps,
+                dcfg,
+                p.cfg.data,
+                seed=derive_seed(seed, "fine-tune") if r == 0 else derive_seed(seed, "fine-tune-round", r),
+                progress=progress,
+                desc="fine-tune",
+            )
     return info
 
 
@@ -271,10 +345,6 @@ def student_record(
     return rec
 
 
-def _needs_pruning(prune: PruneConfig) -> bool:
-    return prune.lambda_g > 0 or prune.rule.value == "ratio"
-
-
 def _finish_record(
     model: Net,
     teacher: TeacherResult,
@@ -289,6 +359,7 @@ def _finish_record(
         {
             "student_steps": steps,
             "lambda_g": prune.lambda_g,
+            "prune_method": prune.method.value,
             "units_removed": sum(pruning["units_removed"]) if pruning else 0,
         }
     )
@@ -317,7 +388,7 @@ def train_trial(
     data_seed = seed if data_seed is None else data_seed
     torch.manual_seed(seed)
     model = build(student_arch_for(p, student)).to(p.device)
-    trainer = make_trainer(model, p, p.cfg.distill, lambda_g=prune.lambda_g)
+    trainer = make_trainer(model, p, p.cfg.distill, prune=prune)
     steps = steps or student_steps(p.cfg)
     t0 = time.perf_counter()
     timing = train_student(
@@ -330,11 +401,7 @@ def train_trial(
         seed=data_seed,
         progress=progress,
     )
-    pruning = (
-        prune_and_finetune(model, teacher, p, prune, p.cfg.distill, data_seed, progress)
-        if _needs_pruning(prune)
-        else None
-    )
+    pruning = prune_and_finetune(model, teacher, p, prune, p.cfg.distill, data_seed, progress) if prune.active else None
     rec = _finish_record(model, teacher, p, prune, pruning, timing["steps"], latency_batch)
     rec["train_seconds"] = time.perf_counter() - t0
     rec["data_seed"] = data_seed
@@ -367,7 +434,6 @@ def train_trials(
     if batch.trainers:
         batch.lockstep(list(batch.trainers), batch.trainers, batch.steps, seeds[0], f"{len(batch.trainers)} students")
     batch.prune_all()
-    batch.finetune_all()
     return batch.records(latency_batch)
 
 
@@ -399,7 +465,7 @@ class _Batch:
             try:
                 torch.manual_seed(seed)
                 self.models[i] = build(student_arch_for(self.p, c.student)).to(self.p.device)
-                self.trainers[i] = make_trainer(self.models[i], self.p, c.distill, lambda_g=c.prune.lambda_g)
+                self.trainers[i] = make_trainer(self.models[i], self.p, c.distill, prune=c.prune)
             except Exception as e:  # noqa: BLE001 - one trial's failure, recorded by the caller
                 self.fail(i, e)
         self.shared = {i: 0.0 for i in self.models}
@@ -426,32 +492,42 @@ class _Batch:
             self.fail(ids[j], student_diverged(step))
 
     def prune_all(self) -> None:
-        for i in list(self.models):
-            if _needs_pruning(self.configs[i].prune):
+        """Every pruning trial's schedule, round by round: prune each, then fine-tune those of a round
+        with the same number of steps together."""
+        ids = [i for i in self.models if self.configs[i].prune.active]
+        for r in range(max((self.configs[i].prune.rounds for i in ids), default=0)):
+            by_steps: dict[int, list[int]] = {}
+            for i in ids:
+                prune = self.configs[i].prune
+                if i not in self.models or r >= prune.rounds:
+                    continue
                 t0 = time.perf_counter()
                 try:
-                    self.pruning[i] = _prune(self.models[i], self.p, self.configs[i].prune)
+                    info = _prune_round(
+                        self.models[i], self.p, prune, r, self.pruning.get(i), self.teacher, self.seeds[0]
+                    )
                 except Exception as e:  # noqa: BLE001
                     self.fail(i, e)
-                self.own[i] += time.perf_counter() - t0
-
-    def finetune_all(self) -> None:
-        """Pruned students with the same fine-tuning length are fine-tuned together."""
-        by_steps: dict[int, list[int]] = {}
-        for i, info in self.pruning.items():
-            if i in self.models and info["finetune_steps"] > 0:
-                by_steps.setdefault(info["finetune_steps"], []).append(i)
-        for n, ids in by_steps.items():
-            fine = {
-                i: make_trainer(
-                    self.models[i],
-                    self.p,
-                    self.configs[i].distill,
-                    lr=self.configs[i].distill.lr * self.configs[i].prune.finetune_lr_factor,
-                )
-                for i in ids
-            }
-            self.lockstep(ids, fine, n, derive_seed(self.seeds[0], "fine-tune"), "fine-tune")
+                    continue
+                finally:
+                    self.own[i] = self.own.get(i, 0.0) + time.perf_counter() - t0
+                self.pruning[i] = info
+                steps = info.pop("_round_steps")
+                if steps > 0:
+                    by_steps.setdefault(steps, []).append(i)
+            for n, group in by_steps.items():
+                fine = {
+                    i: make_trainer(
+                        self.models[i],
+                        self.p,
+                        self.configs[i].distill,
+                        lr=self.configs[i].distill.lr * self.configs[i].prune.finetune_lr_factor,
+                    )
+                    for i in group
+                }
+                seed0 = self.seeds[0]
+                seed = derive_seed(seed0, "fine-tune") if r == 0 else derive_seed(seed0, "fine-tune-round", r)
+                self.lockstep(group, fine, n, seed, "fine-tune")
 
     def records(self, latency_batch: int) -> list:
         for i in list(self.models):

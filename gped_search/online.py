@@ -54,7 +54,7 @@ def distill_online(
     p = prepare(cfg)
     torch.manual_seed(cfg.seed)
     model = build(student_arch_for(p, cfg.student)).to(p.device)
-    trainer = make_trainer(model, p, cfg.distill, lambda_g=cfg.prune.lambda_g)
+    trainer = make_trainer(model, p, cfg.distill, prune=cfg.prune)
     online = cfg.distill.target_mode != TargetMode.cached
 
     with file_lock(out / (DISTILL_CHAIN_DIR + ".lock")):  # one run per folder; the OS frees it if we die
@@ -79,7 +79,7 @@ def distill_online(
             progress=progress,
         )
     pruning = None
-    if cfg.prune.lambda_g > 0 or cfg.prune.rule.value == "ratio":
+    if cfg.prune.active:
         before = student_record(model, teacher, p)
         pruning = prune_and_finetune(model, teacher, p, cfg.prune, cfg.distill, cfg.seed, progress)
         pruning["before"] = {k: v for k, v in before.items() if k in ("kl", "student_acc", "params", "bytes_fp32")}

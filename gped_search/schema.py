@@ -33,6 +33,7 @@ __all__ = [
 from gped_search.choices import (
     Dataset,
     EntropyLoss,
+    PruneMethod,
     PruneRule,
     StepSchedule,
     StudentFamily,
@@ -227,14 +228,33 @@ class DistillConfig:
 
 @dataclass(frozen=True)
 class PruneConfig:
+    method: PruneMethod = PruneMethod.group_lasso
+    """How units are chosen: group_lasso (lambda_g penalty while distilling, the paper's), magnitude or
+    taylor (Torch-Pruning's group importance, one-shot after plain distillation), group_norm or
+    growing_reg (Torch-Pruning's GroupNormPruner / GrowingRegPruner regulariser while distilling,
+    then group magnitude)."""
     lambda_g: float = 0.0
-    """Group-LASSO strength (0 = off): lambda_g * sum over groups of ||w_group||_2."""
+    """Group-LASSO strength (0 = off): lambda_g * sum over groups of ||w_group||_2 (method group_lasso)."""
     rule: PruneRule = PruneRule.threshold
-    """threshold: prune groups whose norm <= tau; ratio: prune a fraction per layer by group norm."""
+    """threshold: prune groups whose norm <= tau (group_lasso only); ratio: a fraction of units per layer;
+    budget: the same fraction in every layer, chosen so the student keeps `budget` of its parameters."""
     tau: float = 1e-3
     """Threshold on a unit's group norm."""
     ratio: float = 0.5
     """Fraction of units per layer to prune under the ratio rule."""
+    budget: float = 0.5
+    """Fraction of the student's parameters kept under the budget rule (the nearest achievable count)."""
+    reg: float = 1e-4
+    """Regulariser strength of group_norm / growing_reg (Torch-Pruning's `reg`)."""
+    delta_reg: float = 1e-5
+    """growing_reg: per-update growth of the regulariser of unimportant groups (every 10 steps)."""
+    rounds: int = 1
+    """Iterative schedule: prune -> fine-tune this many times (keep fraction budget**(r/rounds) or
+    ratio split likewise; the fine-tuning steps are shared out over the rounds)."""
+    norm: int = 2
+    """magnitude: the group norm that ranks units (1 or 2)."""
+    taylor_batches: int = 16
+    """taylor: transfer minibatches whose distillation-loss gradients score the units."""
     finetune_steps: int = 0
     """Student steps of fine-tuning (distillation without the penalty) after pruning."""
     finetune_lr_factor: float = 0.1
@@ -244,8 +264,27 @@ class PruneConfig:
         _check(self.lambda_g >= 0, "prune.lambda_g must be >= 0")
         _check(self.tau >= 0, "prune.tau must be >= 0")
         _check(0 <= self.ratio < 1, "prune.ratio must be in [0, 1)")
+        _check(0 < self.budget <= 1, "prune.budget must be in (0, 1]")
+        _check(self.reg >= 0 and self.delta_reg >= 0, "prune.reg and prune.delta_reg must be >= 0")
+        _check(self.rounds >= 1, "prune.rounds must be >= 1")
+        _check(self.taylor_batches >= 1, "prune.taylor_batches must be >= 1")
+        _check(self.norm in (1, 2), "prune.norm must be 1 or 2")
         _check(self.finetune_steps >= 0, "prune.finetune_steps must be >= 0")
         _check(self.finetune_lr_factor > 0, "prune.finetune_lr_factor must be > 0")
+        _check(
+            self.method == PruneMethod.group_lasso or self.rule != PruneRule.threshold,
+            f"prune.rule threshold needs prune.method group_lasso (method "
+            f"{getattr(self.method, 'value', self.method)} ranks units: use rule budget or ratio)",
+        )
+        _check(
+            self.rounds == 1 or self.rule != PruneRule.threshold,
+            "prune.rounds > 1 needs prune.rule budget or ratio (a threshold has no intermediate steps)",
+        )
+
+    @property
+    def active(self) -> bool:
+        """Whether a trial with these settings prunes at all."""
+        return self.method != PruneMethod.group_lasso or self.lambda_g > 0 or self.rule != PruneRule.threshold
 
 
 @dataclass(frozen=True)
@@ -325,6 +364,13 @@ class StudyConfig:
                 not any(isinstance(v, float) and not math.isfinite(v) for v in vals),
                 f"search.space.{s.name}: numbers must be finite",
             )
+        methods = specs["method"].values() if "method" in specs else [self.prune.method.value]
+        rules = specs["rule"].values() if "rule" in specs else [self.prune.rule.value]
+        _check(
+            not ("threshold" in rules and any(m != "group_lasso" for m in methods)),
+            "search.space.method: methods other than group_lasso rank units and need prune.rule budget or "
+            "ratio, but the study may use rule threshold (set prune.rule: budget)",
+        )
         if self.search.sampler == "grid":
             from gped_search.search.space import grid_space
 

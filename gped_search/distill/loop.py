@@ -45,6 +45,7 @@ __all__ = [
     "train_students",
     "transfer_batch",
     "student_diverged",
+    "accumulate_gradients",
 ]
 
 
@@ -255,3 +256,24 @@ def train_student(
         raise student_diverged(trainer.steps)
     del out["students"]
     return out
+
+
+def accumulate_gradients(
+    trainer: StudentTrainer,
+    teacher: TeacherResult,
+    transfer: torch.Tensor,
+    batches: int,
+    dcfg: DistillConfig,
+    data_cfg: DataConfig,
+    *,
+    seed: int = 0,
+    index: int = 0,
+) -> None:
+    """Average the distillation loss's gradients over ``batches`` transfer minibatches into ``.grad``
+    (no step): what a gradient-based importance (Taylor) reads. ``index`` numbers the pruning round."""
+    gen = torch.Generator(device=transfer.device).manual_seed(derive_seed(seed, "importance-batches", index))
+    source = _artifact_targets(teacher, dcfg, trainer.exps, gen, transfer.device, transfer.shape[0])
+    trainer.model.zero_grad(set_to_none=True)
+    for _ in range(batches):
+        idx, x = transfer_batch(transfer, dcfg.transfer_batch, data_cfg, gen)
+        (trainer.loss(x, source(idx, x)) / batches).backward()

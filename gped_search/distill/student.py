@@ -1,4 +1,4 @@
-"""One student step: losses per target, optional group-LASSO penalty, Adam + StepLR.
+"""One student step: losses per target, optional group-LASSO penalty or gradient regulariser, Adam + StepLR.
 
 The step never synchronises with the host: losses stay on the device and a non-finite flag is
 accumulated there; callers read it every few thousand steps.
@@ -51,8 +51,10 @@ class StudentTrainer:
         lr: float | None = None,
         penalty: Callable[[], torch.Tensor] | None = None,
         penalty_weight: float = 0.0,
+        grad_hook: Callable[[], None] | None = None,
     ):
         self.model, self.exps, self.cfg = model, tuple(exps), cfg
+        self.grad_hook = grad_hook  # runs after backward, before the step (Torch-Pruning's regularisers)
         self.opt = torch.optim.Adam(model.parameters(), lr=lr or cfg.lr)
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt, cfg.lr_step, cfg.lr_gamma)
         self.penalty, self.penalty_weight = penalty, penalty_weight
@@ -76,6 +78,8 @@ class StudentTrainer:
         loss = self.loss(x, targets)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.grad_hook is not None:
+            self.grad_hook()
         self.opt.step()
         self.sched.step()
         self.steps += 1
@@ -124,6 +128,9 @@ class LockstepTrainer:
         losses = torch.stack([self.trainers[i].loss(x, targets) for i in self.active])
         self.opt.zero_grad(set_to_none=True)  # dropped students keep grad None: Adam skips them
         losses.sum().backward()
+        for i in self.active:
+            if self.trainers[i].grad_hook is not None:
+                self.trainers[i].grad_hook()
         self.opt.step()
         self.sched.step()
         losses = losses.detach()

@@ -11,6 +11,14 @@ from gped_search.prune.groups import (
     unit_groups,
     unit_groups_from_graph,
 )
+from gped_search.prune.methods import (
+    GRAD_METHODS,
+    METHODS,
+    REG_METHODS,
+    keep_for_budget,
+    params_after,
+    regulariser,
+)
 from gped_search.prune.structured import (
     SCORES,
     PruneResult,
@@ -21,6 +29,12 @@ from gped_search.prune.structured import (
 )
 
 __all__ = [
+    "GRAD_METHODS",
+    "METHODS",
+    "REG_METHODS",
+    "keep_for_budget",
+    "params_after",
+    "regulariser",
     "SCORES",
     "PruneResult",
     "Slice",

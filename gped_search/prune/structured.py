@@ -4,7 +4,10 @@ Which units go (per prunable hidden layer, see :mod:`gped_search.prune.groups`):
 
 * ``rule="threshold"``: every unit whose score is ``<= tau``;
 * ``rule="ratio"``: the ``floor(ratio * n)`` units with the smallest score (stable ties: lower
-  index first).
+  index first);
+* ``rule="budget"``: the same fraction of units in every layer, the one whose parameter count is
+  nearest to ``target_params`` (default ``budget`` x the model's count; see
+  :func:`gped_search.prune.methods.keep_for_budget`), smallest scores first.
 
 The score (``score=``) is one of
 
@@ -14,7 +17,8 @@ The score (``score=``) is one of
 * ``"group_l2"`` -- L2 norm of the whole group that the penalty shrinks (incoming weights, bias
   and the consumer's input columns) (default for ``ratio``).
 
-A layer is never emptied: if every unit qualifies, the highest-scoring one stays.
+With ``method`` other than ``group_lasso`` the score is Torch-Pruning's importance of that method
+(:mod:`gped_search.prune.methods`). A layer is never emptied: if every unit qualifies, the highest-scoring one stays.
 
 Removing a unit whose incoming weights and bias are zero is exact (ReLU(0) = 0 feeds nothing into
 the next layer); :func:`mask_model` builds that masked network for comparison. Pruning replaces
@@ -38,11 +42,12 @@ from gped_search.prune.groups import (
     unit_groups,
     unit_groups_from_graph,
 )
+from gped_search.prune.methods import importance, keep_for_budget, layer_importance
 
 __all__ = ["PruneResult", "SCORES", "unit_scores", "select_units", "prune_model", "mask_model"]
 
 SCORES = ("incoming_max", "incoming_l2", "group_l2")
-_DEFAULT_SCORE = {"threshold": "incoming_max", "ratio": "group_l2"}
+_DEFAULT_SCORE = {"threshold": "incoming_max", "ratio": "group_l2", "budget": "group_l2"}
 
 
 @dataclass
@@ -59,6 +64,10 @@ class PruneResult:
     score: str = "incoming_max"
     tau: float | None = None
     ratio: float | None = None
+    method: str = "group_lasso"
+    budget: float | None = None
+    params_before: int = 0
+    params_after: int = 0
 
     def to_dict(self) -> dict:
         """Plain summary (for a checkpoint's ``pruning`` entry)."""
@@ -67,6 +76,10 @@ class PruneResult:
             "score": self.score,
             "tau": self.tau,
             "ratio": self.ratio,
+            "method": self.method,
+            "budget": self.budget,
+            "params_before": self.params_before,
+            "params_after": self.params_after,
             "layers": list(self.layers),
             "kept": list(self.kept),
             "removed": list(self.removed),
@@ -111,12 +124,36 @@ def prune_model(
     tau: float = 1e-3,
     ratio: float = 0.5,
     score: str | None = None,
+    *,
+    method: str = "group_lasso",
+    budget: float = 0.5,
+    target_params: float | None = None,
+    norm: int = 2,
 ) -> PruneResult:
-    """Remove units of every hidden layer in place; ``model.arch`` is updated to the new widths."""
+    """Remove units of every hidden layer in place; ``model.arch`` is updated to the new widths.
+
+    ``method="taylor"`` reads the gradients already in ``.grad`` (accumulate the loss's first).
+    """
     score = score or _DEFAULT_SCORE.get(rule, "incoming_max")
+    if method != "group_lasso" and rule == "threshold":
+        raise ValueError(f"method {method!r} ranks units: use rule 'ratio' or 'budget', not 'threshold'")
+    params_before = sum(p.numel() for p in model.parameters())
     dg = dependency_graph(model, example_input)
     groups = unit_groups_from_graph(model, dg)
-    drops = [select_units(s, rule, tau, ratio) for s in unit_scores(groups, score)]
+    if method == "group_lasso":
+        scores = unit_scores(groups, score)
+    else:
+        scores = layer_importance(dg, groups, importance(method, norm))
+        score = method if method != "magnitude" else f"magnitude_l{norm}"
+    if rule == "budget":
+        target = budget * params_before if target_params is None else target_params
+        keep = keep_for_budget(model, groups, target)
+        drops = [
+            sorted(int(i) for i in torch.argsort(s, stable=True)[: g.n_units - k])
+            for g, s, k in zip(groups, scores, keep)
+        ]
+    else:
+        drops = [select_units(s, rule, tau, ratio) for s in scores]
     for g, drop in zip(groups, drops):
         if drop:  # indices of one layer's own units stay valid while other layers shrink
             group = dg.get_pruning_group(g.layer, g.prune_fn, drop)
@@ -135,6 +172,10 @@ def prune_model(
         score=score,
         tau=tau if rule == "threshold" else None,
         ratio=ratio if rule == "ratio" else None,
+        method=method,
+        budget=budget if rule == "budget" else None,
+        params_before=params_before,
+        params_after=sum(p.numel() for p in model.parameters()),
     )
 
 

@@ -16,8 +16,11 @@ mlp_width       width of each MLP hidden layer (sampled per layer as ``width_0``
                 ``shared: true`` samples one width for every layer, as in the paper's grid)
 m1, m2          CNN conv-channel and fully-connected multiplication factors
 lambda_g        group-LASSO strength (0 = no pruning)
-rule            pruning rule (threshold | ratio)
+method          pruning method (group_lasso | magnitude | taylor | group_norm | growing_reg)
+rule            pruning rule (threshold | ratio | budget)
 tau, ratio      pruning threshold / per-layer fraction
+budget          fraction of the student's parameters kept (rule budget)
+reg, rounds     regulariser strength (group_norm, growing_reg) / prune -> fine-tune rounds
 lr, dropout     student learning rate and dropout
 ==============  ===========================================================================
 """
@@ -28,7 +31,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from gped_search.choices import PruneRule, StudentFamily
+from gped_search.choices import PruneMethod, PruneRule, StudentFamily
 from gped_search.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -52,9 +55,13 @@ PARAMS = (
     "m1",
     "m2",
     "lambda_g",
+    "method",
     "rule",
     "tau",
     "ratio",
+    "budget",
+    "reg",
+    "rounds",
     "lr",
     "dropout",
 )
@@ -89,12 +96,13 @@ METRICS = (
 )
 """Metric names an objective or constraint may use (plus ``<target>_mae`` for every target)."""
 
-_INT_PARAMS = {"mlp_depth", "mlp_width"}
+_INT_PARAMS = {"mlp_depth", "mlp_width", "rounds"}
 _CATEGORICAL_ONLY = {
     "family": {m.value for m in StudentFamily},
     "rule": {r.value for r in PruneRule},
+    "method": {m.value for m in PruneMethod},
 }
-_POSITIVE = {"mlp_depth", "mlp_width", "m1", "m2", "lr"}
+_POSITIVE = {"mlp_depth", "mlp_width", "m1", "m2", "lr", "rounds"}
 
 
 @dataclass(frozen=True)
@@ -184,10 +192,12 @@ def _check_value(spec: Spec, v: Any) -> None:
         raise ConfigError(f"{where}: {v!r} is not an integer")
     if spec.name in _POSITIVE and v <= 0:
         raise ConfigError(f"{where}: {v!r} must be > 0")
-    if spec.name in {"lambda_g", "tau"} and v < 0:
+    if spec.name in {"lambda_g", "tau", "reg"} and v < 0:
         raise ConfigError(f"{where}: {v!r} must be >= 0")
     if spec.name in {"ratio", "dropout"} and not 0 <= v < 1:
         raise ConfigError(f"{where}: {v!r} must be in [0, 1)")
+    if spec.name == "budget" and not 0 < v <= 1:
+        raise ConfigError(f"{where}: {v!r} must be in (0, 1]")
 
 
 def parse_space(space: dict) -> dict[str, Spec]:
@@ -261,10 +271,14 @@ def suggest(trial, cfg: StudyConfig, specs: dict[str, Spec] | None = None) -> Tr
     rule = PruneRule(get("rule", pr.rule.value))
     prune = replace(
         pr,
+        method=PruneMethod(get("method", pr.method.value)),
         lambda_g=lambda_g,
         rule=rule,
         tau=float(get("tau", pr.tau)),
         ratio=float(get("ratio", pr.ratio)),
+        budget=float(get("budget", pr.budget)),
+        reg=float(get("reg", pr.reg)),
+        rounds=int(get("rounds", pr.rounds)),
     )
     distill = replace(d, lr=float(get("lr", d.lr)))
     return TrialChoice(replace(cfg, student=student, prune=prune, distill=distill), dict(trial.params))

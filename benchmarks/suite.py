@@ -1,0 +1,147 @@
+"""Run a folder of study files once per search seed, resumably (the headline and prune-peer comparisons).
+
+Every study file ``studies/<suite>/<setting>_<kind>.yaml`` runs once per search seed as the Optuna
+study ``<prefix>_<setting>_<kind>_s<seed>`` in the suite's report folder (one SQLite file per study).
+Re-running resumes: a study that already has its trials is skipped, a teacher chain that was stopped
+resumes from its checkpoint, and every study of one setting reuses that setting's teacher artifact.
+Each study runs in its own ``gped-search run`` process with ``--threads`` torch threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class Suite:
+    studies: Path  # folder of study files
+    reports: Path  # report folder of every study
+    prefix: str  # study name = f"{prefix}_{file stem}_s{seed}"
+    order: tuple[str, ...]  # kinds in run order (the part of the stem after the setting)
+    last: tuple[str, ...] = ()  # kinds run after everything else of their setting
+    before_run: Callable[[Path, int], None] | None = field(default=None, compare=False)
+
+    def split(self, f: Path) -> tuple[str, str]:
+        """(setting, kind) of a study file: the kind is the longest known suffix."""
+        for kind in sorted(self.order, key=len, reverse=True):
+            if f.stem.endswith("_" + kind):
+                return f.stem[: -len(kind) - 1], kind
+        raise ValueError(f"{f}: kind not one of {self.order}")
+
+    def files(self, only: list[str] | None) -> list[Path]:
+        files = sorted(
+            self.studies.glob("*.yaml"),
+            key=lambda f: (
+                self.split(f)[0].startswith("cnn"),
+                self.split(f)[0],
+                self.order.index(self.split(f)[1]),
+            ),
+        )
+        if only:
+            files = [f for f in files if any(f.stem.startswith(o) for o in only)]
+        return files
+
+    def name(self, f: Path, seed: int) -> str:
+        return f"{self.prefix}_{f.stem}_s{seed}"
+
+    def done(self, name: str) -> int:
+        db = self.reports / name / "study.db"
+        if not db.is_file():
+            return 0
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        try:
+            s = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+        except KeyError:
+            return 0
+        return sum(t.state.name == "COMPLETE" for t in s.get_trials(deepcopy=False))
+
+    def _rank(self, f: Path, only: list[str] | None) -> tuple:
+        setting, kind = self.split(f)
+        first = next((i for i, o in enumerate(only or []) if f.stem.startswith(o)), 0)
+        return (first, setting, kind in self.last)
+
+    def teachers(self, args) -> int:
+        import torch
+
+        from gped_search.config import load_study
+        from gped_search.engine import prepare
+        from gped_search.search.study import ensure_teacher
+
+        torch.set_num_threads(args.threads)
+        seen = set()
+        for f in self.files(args.only):
+            setting = self.split(f)[0]
+            if setting in seen:
+                continue
+            seen.add(setting)
+            cfg = load_study(f, [f"name={self.name(f, 0)}"])
+            if self.before_run is not None:
+                self.before_run(f, 0)
+            t0 = time.time()
+            teacher, info = ensure_teacher(prepare(cfg), cfg.out_dir.resolve(), progress=not args.no_progress)
+            print(
+                f"{setting}: teacher {info['teacher_iterations']} iterations, test acc "
+                f"{teacher.metrics.get('teacher_acc', float('nan')):.4f}, "
+                f"{time.time() - t0:.0f} s here ({'sampled' if info['teacher_sampled_here'] else 'loaded'})",
+                flush=True,
+            )
+        return 0
+
+    def run(self, args) -> int:
+        from gped_search.config import load_study
+
+        exe = Path(sys.executable).with_name("gped-search")
+        rc = 0
+        # setting by setting; within a setting seed by seed, so that a stopped run has whole seeds
+        plan = [(f, seed) for f in self.files(args.only) for seed in args.seeds]
+        plan.sort(key=lambda fs: (self._rank(fs[0], args.only), fs[1]))
+        for f, seed in plan:
+            want = load_study(f).search.n_trials
+            name = self.name(f, seed)
+            if self.done(name) >= want:
+                print(f"{name}: done ({want} trials)", flush=True)
+                continue
+            if self.before_run is not None:
+                self.before_run(f, seed)
+            cmd = [str(exe), "run", str(f), "--set", f"name={name}", "--set", f"search.seed={seed}"]
+            cmd += ["--threads", str(args.threads), "--no-report", "--no-progress"]
+            print(f"{time.strftime('%H:%M:%S')} {name}: " + " ".join(cmd[1:]), flush=True)
+            t0 = time.time()
+            r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+            print(f"{time.strftime('%H:%M:%S')} {name}: exit {r.returncode} after {time.time() - t0:.0f} s", flush=True)
+            rc = rc or r.returncode
+        return rc
+
+    def plan(self, args) -> int:
+        from gped_search.config import load_study
+
+        for f in self.files(args.only):
+            want = load_study(f).search.n_trials
+            for seed in args.seeds:
+                name = self.name(f, seed)
+                print(f"{name:44s} {self.done(name):3d}/{want}")
+        return 0
+
+
+def parser(description: str, commands: tuple[str, ...]) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=description)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in commands:
+        sp = sub.add_parser(name)
+        sp.add_argument("--only", nargs="*", help="study-file name prefixes, e.g. mlp_mask0 cnn")
+        sp.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
+        sp.add_argument("--threads", type=int, default=1)
+        sp.add_argument("--no-progress", action="store_true")
+    return ap
