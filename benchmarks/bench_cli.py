@@ -35,7 +35,7 @@ def heavy_modules(args: list[str]) -> list[str]:
     code = (
         "import sys\nfrom gped_search.cli import main\n"
         f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('torch', 'matplotlib', 'scipy', 'sklearn') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'matplotlib', 'scipy', 'sklearn', 'pandas') if m in sys.modules))"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     return json.loads(r.stdout.strip().splitlines()[-1].replace("'", '"')) if r.stdout.strip() else ["?"]

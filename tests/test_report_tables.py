@@ -329,3 +329,29 @@ def test_latency_inside_its_spread_is_a_tie():
     assert set(pareto_front(df, objs)["number"]) == {0, 2}  # 1 ties 0 on latency and is worse on kl
     assert set(pareto_front(df, objs, spread=False)["number"]) == {0, 1, 2}
     assert set(pareto_front(df.drop(columns=["latency_p10_ms"]), objs)["number"]) == {0, 1, 2}
+
+
+def test_status_front_size_matches_the_frame_without_pandas():
+    """``study_status`` counts the front from plain rows (no pandas); it must agree with
+    ``trials_frame``'s ``on_front``, latency spread ties and infeasible trials included."""
+    import optuna
+
+    from gped_search.search.results import study_status, trials_frame
+
+    rng = np.random.default_rng(0)
+    study = optuna.create_study(directions=["minimize", "minimize", "minimize"])
+    study.set_user_attr("objectives", ["kl", "bytes_fp32", "latency_ms"])
+    for i in range(40):
+        kl, size, lat = rng.uniform(0, 1), float(rng.integers(1, 6)), rng.uniform(1, 2)
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[kl, size, lat],
+                user_attrs={"latency_p10_ms": lat - 0.2, "latency_p90_ms": lat + 0.2},
+                system_attrs={"constraints": [1.0 if i % 7 == 0 else -1.0]},
+            )
+        )
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    df = trials_frame(study)
+    st = study_status(study)
+    assert st["front_size"] == int(df["on_front"].sum()) > 0
+    assert st["trials"] == {"COMPLETE": 40, "FAIL": 1}

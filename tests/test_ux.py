@@ -198,7 +198,7 @@ def test_status_and_help_do_not_import_torch(study):
     root, _ = study
     code = ("import sys\nfrom gped_search.cli import main\n"
             f"rc = main(['status', {QUICKSTART!r}] + {sets(root)!r})\n"
-            "heavy = sorted(m for m in ('torch', 'matplotlib', 'scipy', 'sklearn') if m in sys.modules)\n"
+            "heavy = sorted(m for m in ('torch', 'matplotlib', 'scipy', 'sklearn', 'pandas') if m in sys.modules)\n"
             "print('HEAVY', heavy, rc)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -22,10 +22,12 @@ Directions may be written ``"minimize"``/``"min"`` or ``"maximize"``/``"max"``
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "direction_signs",
@@ -128,6 +130,8 @@ def eligible_mask(
 
     Only an explicit ``False`` in ``feasible_col`` marks a row infeasible.
     """
+    import pandas as pd
+
     keep = pd.Series(True, index=df.index)
     if state_col is not None and state_col in df.columns:
         keep &= _state_is_complete(df[state_col])
@@ -139,6 +143,8 @@ def eligible_mask(
 
 
 def _sort_best_first(df: pd.DataFrame, objectives: Objectives) -> pd.DataFrame:
+    import pandas as pd
+
     names = list(objectives)
     signs = direction_signs(list(objectives.values()))
     key = pd.DataFrame({f"_k{i}": df[c].astype(float) * s for i, (c, s) in enumerate(zip(names, signs))})
@@ -289,6 +295,8 @@ def hypervolume_history(
     decreases.  ``ref`` may be an array in objective order or a mapping by
     objective name; ``None`` uses :func:`reference_point` of ``df``.
     """
+    import pandas as pd
+
     if df.empty:
         return pd.DataFrame({"trial": pd.Series(dtype="int64"), "hypervolume": pd.Series(dtype=float)})
     if ref is None and not eligible_mask(df, feasible_col, state_col).any():

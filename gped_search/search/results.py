@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import optuna
-import pandas as pd
 from optuna.trial import TrialState
 
-from gped_search.report.tables import pareto_front
+from gped_search.report.tables import SPREAD, pareto_front, pareto_mask
 
 from .storage import mask_url
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "CALIBRATION_ATTR",
@@ -28,13 +32,8 @@ def _scalar(v) -> bool:
     return isinstance(v, (bool, int, float, str)) and not (isinstance(v, float) and not math.isfinite(v))
 
 
-def trials_frame(study: optuna.Study, calibrated: bool = True) -> pd.DataFrame:
-    """Every trial: number, state, parameters, objectives by name, every scalar metric, failure reason.
-
-    With ``calibrated`` (default), latencies re-measured by :func:`calibrate_front` replace the
-    trial-time figures (kept as ``latency_trial_ms``), and ``on_front`` treats latency differences
-    inside their p10..p90 spread as ties.
-    """
+def _trial_rows(study: optuna.Study, calibrated: bool = True) -> tuple[list[str], list[dict]]:
+    """Objective names and one plain dict per trial (what :func:`trials_frame` tabulates)."""
     names = study.user_attrs.get("objectives") or [f"objective_{i}" for i in range(len(study.directions))]
     cal = study.user_attrs.get(CALIBRATION_ATTR, {}) if calibrated else {}
     rows = []
@@ -58,6 +57,19 @@ def trials_frame(study: optuna.Study, calibrated: bool = True) -> pd.DataFrame:
         row["feasible"] = all(c <= 0 for c in cons.values()) if cons else True
         row.setdefault("fail_reason", None)
         rows.append(row)
+    return names, rows
+
+
+def trials_frame(study: optuna.Study, calibrated: bool = True) -> pd.DataFrame:
+    """Every trial: number, state, parameters, objectives by name, every scalar metric, failure reason.
+
+    With ``calibrated`` (default), latencies re-measured by :func:`calibrate_front` replace the
+    trial-time figures (kept as ``latency_trial_ms``), and ``on_front`` treats latency differences
+    inside their p10..p90 spread as ties.
+    """
+    import pandas as pd
+
+    names, rows = _trial_rows(study, calibrated)
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=["number", "state", *names, "feasible", "fail_reason", "on_front"])
@@ -69,24 +81,45 @@ def trials_frame(study: optuna.Study, calibrated: bool = True) -> pd.DataFrame:
     return df
 
 
+def _front_size(rows: list[dict], objectives: dict[str, str]) -> int:
+    """How many COMPLETE, feasible trials are non-dominated: :func:`pareto_front`'s rule (latency
+    differences inside the p10..p90 spread are ties) on plain rows, without pandas."""
+    nan = float("nan")
+    pool = [r for r in rows if r["state"] == "COMPLETE" and r.get("feasible") is not False]
+    if not pool:
+        return 0
+    names = list(objectives)
+
+    values = [[_num(r.get(n, nan)) for n in names] for r in pool]
+    low = [[_num(r.get(SPREAD[n][0], nan)) if n in SPREAD else nan for n in names] for r in pool]
+    high = [[_num(r.get(SPREAD[n][1], nan)) if n in SPREAD else nan for n in names] for r in pool]
+    return int(pareto_mask(np.array(values), list(objectives.values()), np.array(low), np.array(high)).sum())
+
+
+def _num(v) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+
+
 def study_status(study: optuna.Study, url: str | None = None) -> dict:
-    df = trials_frame(study)
-    states = {s.name: 0 for s in TrialState}
-    for s in df["state"]:
-        states[s] += 1
+    """Trial counts by state, the front's size, the teacher: read without pandas (``status`` stays fast)."""
+    _, rows = _trial_rows(study)
+    states: dict[str, int] = {}
+    for r in rows:
+        states[r["state"]] = states.get(r["state"], 0) + 1
     teacher = study.user_attrs.get("teacher", {})
-    used = {}
-    if "teacher_iterations" in df:
-        done = df[df["state"] == "COMPLETE"]
-        for (k, it), n in done.groupby(["teacher_key", "teacher_iterations"], dropna=True).size().items():
-            used[f"{k}@{int(it)}"] = int(n)
+    used: dict[str, int] = {}
+    for r in rows:
+        k, it = r.get("teacher_key"), r.get("teacher_iterations")
+        if r["state"] == "COMPLETE" and k is not None and isinstance(it, (int, float)):
+            used[f"{k}@{int(it)}"] = used.get(f"{k}@{int(it)}", 0) + 1
+    objectives = study_objectives(study)
     return {
         "study": study.study_name,
         "storage": mask_url(url) if url else None,
         "teachers_used": used,
-        "trials": {k: v for k, v in states.items() if v},
-        "front_size": int(df["on_front"].sum()),
-        "objectives": study_objectives(study),
+        "trials": {s.name: states[s.name] for s in TrialState if states.get(s.name)},
+        "front_size": _front_size(rows, objectives),
+        "objectives": objectives,
         "teacher": {k: teacher.get(k) for k in ("teacher_acc", "teacher_nll", "seconds", "iterations") if k in teacher},
         "teacher_artifact": study.user_attrs.get("teacher_artifact"),
     }
