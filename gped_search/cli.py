@@ -336,6 +336,49 @@ def cmd_downstream(args) -> int:
     return 0
 
 
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    from gped_search.config import ConfigError
+
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{flag}: {text!r} is not a comma-separated list of numbers") from None
+    if not values:
+        raise ConfigError(f"{flag}: give at least one number")
+    return values
+
+
+def cmd_robustness(args) -> int:
+    from gped_search.config import ConfigError
+    from gped_search.metrics.adversarial import ATTACKS
+    from gped_search.search.jobs import run_robustness
+
+    eps = _floats(args.eps, "--eps")
+    if any(not 0 < e <= 1 for e in eps):
+        raise ConfigError(f"--eps: every radius must be in (0, 1] (pixels in [0, 1]), got {args.eps}")
+    attacks = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
+    bad = [a for a in attacks if a not in ATTACKS]
+    if bad or not attacks:
+        raise ConfigError(f"--attacks: unknown {', '.join(bad) or '(none given)'}; valid: {', '.join(ATTACKS)}")
+    if args.n < 1 or args.pgd_steps < 1:
+        raise ConfigError("--n and --pgd-steps must be >= 1")
+    cfg, study = _open(args)
+    table, out = run_robustness(
+        cfg,
+        study,
+        trials=args.trials,
+        eps=eps,
+        attacks=attacks,
+        pgd_steps=args.pgd_steps,
+        n=args.n,
+        baseline_steps=args.baseline_steps,
+        out=args.out,
+    )
+    _print_table(table)
+    print(f"wrote {out}/robustness.csv, robustness.md and robustness.png")
+    return 0
+
+
 COMMANDS = {
     "distill": cmd_distill,
     "run": cmd_run,
@@ -343,6 +386,7 @@ COMMANDS = {
     "pareto": cmd_pareto,
     "report": cmd_report,
     "downstream": cmd_downstream,
+    "robustness": cmd_robustness,
     "export": cmd_export,
     "evaluate": cmd_evaluate,
     "compare": cmd_compare,

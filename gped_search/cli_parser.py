@@ -213,6 +213,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="output folder (default reports/<name>/downstream/)")
 
+    p = sub.add_parser(
+        "robustness",
+        help="adversarial robustness: accuracy, entropy and MI under FGSM / PGD of the teacher, "
+        "front students and a deterministic baseline (table + plot)",
+    )
+    _study_args(p)
+    p.add_argument(
+        "--trials",
+        help="comma-separated trial numbers (default: up to 3 front trials, spread over the first objective)",
+    )
+    p.add_argument("--eps", default="0.05,0.1,0.2", help="comma-separated L-infinity radii on [0, 1] pixels")
+    p.add_argument("--attacks", default="fgsm,pgd", help="comma-separated: fgsm, pgd (default both)")
+    p.add_argument("--pgd-steps", type=int, default=10, help="PGD steps (step size 2.5 eps / steps)")
+    p.add_argument("--n", type=int, default=1000, help="test images attacked (the first n; default 1000)")
+    p.add_argument(
+        "--baseline-steps",
+        type=int,
+        default=5000,
+        help="Adam steps of the deterministic baseline (0 = no baseline)",
+    )
+    p.add_argument("--out", help="output folder (default reports/<name>/robustness/)")
+
     p = sub.add_parser("evaluate", help="evaluate one exported student: accuracy, calibration, OOD detection")
     p.add_argument("checkpoint", help="student checkpoint (.pt) written by export or distill")
     p.add_argument("--ood", help="OOD test set: fashion_mnist, mnist, or 'occlusion:<size>'")

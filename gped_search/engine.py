@@ -292,6 +292,32 @@ def _quality(
     return rec
 
 
+ROBUST_METRICS = ("robust_acc", "robust_error")
+
+
+def _robustness(model: Net, p: Prepared) -> dict:
+    """PGD accuracy (``search.robust_eps``, ``robust_steps``) on the first ``robust_n`` images of the
+    selection split (``robust_acc``, ``robust_error``) and the test split (``test_...``), when an
+    objective or constraint of the study names one of them; else nothing."""
+    s = p.cfg.search
+    if not any(m in s.objectives or m in s.constraints for m in ROBUST_METRICS):
+        return {}
+    from gped_search.metrics.adversarial import attack, student_probs_fn
+
+    probs = student_probs_fn(model.eval())
+    out = {}
+    splits = [("test_", p.bundle.test)] + ([("", p.bundle.val)] if p.bundle.val is not None else [])
+    for prefix, split in splits:
+        x, y = split.x[: s.robust_n], split.y[: s.robust_n]
+        xa = attack("pgd", probs, x, y, s.robust_eps, steps=s.robust_steps, seed=p.cfg.seed)
+        with torch.no_grad():
+            acc = float((probs(xa).argmax(1) == y).float().mean())
+        out[f"{prefix}robust_acc"], out[f"{prefix}robust_error"] = acc, 1.0 - acc
+    if p.bundle.val is None:
+        out["robust_acc"], out["robust_error"] = out["test_robust_acc"], out["test_robust_error"]
+    return out
+
+
 def student_record(
     model: Net,
     teacher: TeacherResult,
@@ -316,6 +342,7 @@ def student_record(
         rec = dict(test)
         rec["selection_split"] = "test"
     rec.update({f"test_{k}": v for k, v in test.items()})
+    rec.update(_robustness(model, p))
     cost = cost_figures(model, b.test.x[:1])
     lat = measure_latency(
         model,

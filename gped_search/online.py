@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from gped_search.checkpoints import save_checkpoint
-from gped_search.config import StudyConfig, TargetMode, chain_settings, settings_digest, to_dict
+from gped_search.config import ConfigError, StudyConfig, TargetMode, chain_settings, settings_digest, to_dict
 from gped_search.distill.loop import train_student
 from gped_search.engine import (
     make_trainer,
@@ -49,13 +49,18 @@ def distill_online(
     that was stopped resumes there, and raising ``teacher.iterations`` after a finished run goes on
     from its final state (``restart`` discards the checkpoints).
     """
+    online = cfg.distill.target_mode != TargetMode.cached
+    if online and (cfg.distill.derivative_weight > 0 or cfg.distill.transfer_size):
+        raise ConfigError(
+            "distill.derivative_weight / distill.transfer_size: online distillation learns from the live chain; "
+            "use distill.target_mode cached here, or `gped-search run` (students trained from the finished teacher)"
+        )
     out = Path(out_dir) if out_dir else cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
     p = prepare(cfg)
     torch.manual_seed(cfg.seed)
     model = build(student_arch_for(p, cfg.student)).to(p.device)
     trainer = make_trainer(model, p, cfg.distill, prune=cfg.prune)
-    online = cfg.distill.target_mode != TargetMode.cached
 
     with file_lock(out / (DISTILL_CHAIN_DIR + ".lock")):  # one run per folder; the OS frees it if we die
         teacher = sample_teacher(

@@ -199,6 +199,16 @@ class DistillConfig:
     """Softmax temperature for the predictive target and student (1 = none)."""
     plugins: tuple[str, ...] = ()
     """Python modules imported before targets are resolved (to register custom expectations)."""
+    derivative_weight: float = 0.0
+    """Derivative matching (0 = off): weight of the squared error of the predictive's directional input
+    derivatives, student vs the posterior mean over the teacher's sample bank (random unit directions)."""
+    derivative_directions: int = 1
+    """Random directions per transfer input and step for derivative matching."""
+    relational_weight: float = 0.0
+    """Relational distillation (0 = off): weight of the squared error of the minibatch's cosine-similarity
+    graph of predictive probabilities, student vs teacher."""
+    transfer_size: int | None = None
+    """Students see only the first k transfer images (None = all): distillation with scarce transfer data."""
 
     def __post_init__(self) -> None:
         _check(
@@ -211,6 +221,12 @@ class DistillConfig:
             "distill.every and transfer_batch must be >= 1",
         )
         _check(self.steps is None or self.steps >= 1, "distill.steps must be >= 1")
+        _check(
+            self.derivative_weight >= 0 and self.relational_weight >= 0,
+            "distill.derivative_weight and distill.relational_weight must be >= 0",
+        )
+        _check(self.derivative_directions >= 1, "distill.derivative_directions must be >= 1")
+        _check(self.transfer_size is None or self.transfer_size >= 1, "distill.transfer_size must be >= 1")
         _check(
             self.lr > 0 and self.lr_step >= 1 and 0 < self.lr_gamma <= 1,
             "distill lr/lr_step/lr_gamma out of range",
@@ -305,6 +321,12 @@ class SearchConfig:
     """Optuna storage URL; default: SQLite file in the study's report folder."""
     latency_batch: int = 1
     """Batch size of the latency objective."""
+    robust_eps: float = 0.1
+    """L-infinity radius (pixels in [0, 1]) of the PGD attack behind the robust_acc / robust_error metrics."""
+    robust_steps: int = 10
+    """PGD steps of robust_acc (computed only when an objective or constraint names it)."""
+    robust_n: int = 1000
+    """Images of the selection (and test) split attacked for robust_acc (the first n)."""
     batch: int = 1
     """Trials asked together and trained in lockstep against the teacher (ask-and-tell batch mode)."""
     seed: int | None = None
@@ -312,6 +334,8 @@ class SearchConfig:
     teacher depends on the study ``seed`` only, so studies that differ in ``search.seed`` share it."""
 
     def __post_init__(self) -> None:
+        _check(0 < self.robust_eps <= 1, "search.robust_eps must be in (0, 1]")
+        _check(self.robust_steps >= 1 and self.robust_n >= 1, "search.robust_steps and search.robust_n must be >= 1")
         _check(
             self.sampler in {"tpe", "nsga2", "random", "grid"},
             "search.sampler must be tpe|nsga2|random|grid",

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from gped_search.config import DataConfig, DistillConfig, TargetMode, TeacherConfig
 from gped_search.data import DataBundle
+from gped_search.distill.auxiliary import random_directions, teacher_predictive_jvp
 from gped_search.distill.chain import TeacherChain, transfer_batch
 from gped_search.distill.student import LockstepTrainer, StudentTrainer
 from gped_search.distill.targets import BankTargets, CachedTargets, RunningMeanTargets
@@ -172,6 +173,27 @@ def _artifact_targets(
     return bank
 
 
+def _with_derivatives(source, teacher: TeacherResult, dcfg: DistillConfig, seed: int):
+    """``source`` plus, with derivative matching on, random directions and the teacher's derivatives."""
+    if dcfg.derivative_weight <= 0:
+        return source
+    if not teacher.bank:
+        raise ValueError("distill.derivative_weight > 0 needs the teacher's sample bank (teacher.bank_size > 0)")
+    bank = {k: v for k, v in teacher.bank.items()}
+    device = next(iter(bank.values())).device
+    model = build(teacher.arch).to(device).eval()
+    gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "derivative-directions"))
+
+    def targets(idx: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = dict(source(idx, x))
+        v = random_directions(x, dcfg.derivative_directions, gen)
+        out["_dir"] = v
+        out["_jvp"] = teacher_predictive_jvp(model, bank, x, v, dcfg.temperature)
+        return out
+
+    return targets
+
+
 def train_students(
     trainers: Sequence[StudentTrainer],
     teacher: TeacherResult,
@@ -198,7 +220,10 @@ def train_students(
     check_every = check_every or max(1, steps // 20)
     device = transfer.device
     gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "student-batches"))
-    source = _artifact_targets(teacher, dcfg, trainers[0].exps, gen, device, transfer.shape[0])
+    transfer = transfer[: dcfg.transfer_size] if dcfg.transfer_size else transfer
+    source = _with_derivatives(
+        _artifact_targets(teacher, dcfg, trainers[0].exps, gen, device, transfer.shape[0]), teacher, dcfg, seed
+    )
     lock = LockstepTrainer(trainers)
     diverged: dict[int, int] = {}
     start = time.perf_counter()
@@ -272,7 +297,10 @@ def accumulate_gradients(
     """Average the distillation loss's gradients over ``batches`` transfer minibatches into ``.grad``
     (no step): what a gradient-based importance (Taylor) reads. ``index`` numbers the pruning round."""
     gen = torch.Generator(device=transfer.device).manual_seed(derive_seed(seed, "importance-batches", index))
-    source = _artifact_targets(teacher, dcfg, trainer.exps, gen, transfer.device, transfer.shape[0])
+    transfer = transfer[: dcfg.transfer_size] if dcfg.transfer_size else transfer
+    source = _with_derivatives(
+        _artifact_targets(teacher, dcfg, trainer.exps, gen, transfer.device, transfer.shape[0]), teacher, dcfg, seed
+    )
     trainer.model.zero_grad(set_to_none=True)
     for _ in range(batches):
         idx, x = transfer_batch(transfer, dcfg.transfer_batch, data_cfg, gen)

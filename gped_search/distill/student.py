@@ -12,6 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from gped_search.config import DistillConfig
+from gped_search.distill.auxiliary import derivative_loss, relational_loss, student_predictive_jvp
 from gped_search.posterior.expectations import Expectation
 
 __all__ = ["soft_cross_entropy", "target_losses", "StudentTrainer", "LockstepTrainer"]
@@ -29,6 +30,8 @@ def target_losses(
 ) -> dict[str, torch.Tensor]:
     losses = {}
     for name, target in targets.items():
+        if name.startswith("_"):  # auxiliary inputs (derivative directions), not a head's target
+            continue
         out = outputs[name]
         if name == "predictive":  # the student's net already divides its logits by the temperature
             losses[name] = soft_cross_entropy(out, target)
@@ -70,6 +73,14 @@ class StudentTrainer:
         outputs = self.model.named_outputs(x)
         parts = target_losses(outputs, targets, self.cfg)
         loss = sum(v if k == "predictive" else self.cfg.entropy_weight * v for k, v in parts.items())
+        if self.cfg.relational_weight > 0:
+            probs = F.softmax(outputs["predictive"], -1)
+            loss = loss + self.cfg.relational_weight * relational_loss(probs, targets["predictive"])
+        if self.cfg.derivative_weight > 0:
+            if "_jvp" not in targets:
+                raise ValueError("distill.derivative_weight > 0 needs the teacher's derivatives in the targets")
+            jv = student_predictive_jvp(self.model, x, targets["_dir"])
+            loss = loss + self.cfg.derivative_weight * derivative_loss(jv, targets["_jvp"])
         if self.penalty is not None and self.penalty_weight > 0:
             loss = loss + self.penalty_weight * self.penalty()
         return loss

@@ -13,7 +13,7 @@ from matplotlib.ticker import EngFormatter
 from .plots import _complete_rows, _finite, _guess_direction, _new_axes, _wants_log, axis_spec
 from .tables import direction_signs
 
-__all__ = ["plot_hypervolume", "plot_roc", "plot_accuracy_rejection", "plot_parallel"]
+__all__ = ["plot_hypervolume", "plot_roc", "plot_accuracy_rejection", "plot_parallel", "plot_robustness"]
 
 
 def plot_hypervolume(
@@ -101,6 +101,31 @@ def plot_accuracy_rejection(curves: Mapping[str, Sequence[Any]], *, title: str =
     ax.set_title(f"{title} (higher is better)", fontsize=11)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+    return fig
+
+
+def plot_robustness(table: pd.DataFrame, *, title: str = "Adversarial robustness (L-infinity)") -> Figure:
+    """Accuracy and predictive entropy against eps, one line per model and attack (eps 0 = clean)."""
+    from matplotlib.figure import Figure as _Figure
+
+    fig = _Figure(figsize=(11.5, 4.4))
+    axes = fig.subplots(1, 2)
+    clean = table[table["attack"] == "clean"].set_index("model")
+    for (model, attack), d in table[table["attack"] != "clean"].groupby(["model", "attack"], sort=False):
+        d = d.sort_values("eps")
+        eps = np.concatenate(([0.0], d["eps"].to_numpy(float)))
+        for ax, col, scale in ((axes[0], "accuracy", 100.0), (axes[1], "entropy", 1.0)):
+            y = np.concatenate(([clean.loc[model, col]], d[col].to_numpy(float))) * scale
+            ax.plot(eps, y, marker="o", ls="-" if attack == "pgd" else "--", lw=1.6, label=f"{model}, {attack}")
+    axes[0].set(xlabel="eps [pixel value, inputs in [0, 1]]", ylabel="accuracy under attack [%]")
+    axes[1].set(xlabel="eps [pixel value, inputs in [0, 1]]", ylabel="mean predictive entropy [nats]")
+    axes[0].set_title("accuracy (higher is better)", fontsize=11)
+    axes[1].set_title("predictive entropy (rises when the model notices)", fontsize=11)
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{title}; solid PGD, dashed FGSM", fontsize=11)
+    fig.tight_layout()
     return fig
 
 

@@ -22,6 +22,8 @@ tau, ratio      pruning threshold / per-layer fraction
 budget          fraction of the student's parameters kept (rule budget)
 reg, rounds     regulariser strength (group_norm, growing_reg) / prune -> fine-tune rounds
 lr, dropout     student learning rate and dropout
+derivative_weight, relational_weight
+                derivative matching and relational distillation weights (0 = off)
 ==============  ===========================================================================
 """
 
@@ -64,6 +66,8 @@ PARAMS = (
     "rounds",
     "lr",
     "dropout",
+    "derivative_weight",
+    "relational_weight",
 )
 """Valid names under ``search.space``."""
 
@@ -83,6 +87,8 @@ METRICS = (
     "macs",
     "macs_conv_linear",
     "latency_ms",
+    "robust_acc",
+    "robust_error",
     "latency_p10_ms",
     "latency_p90_ms",
     "train_seconds",
@@ -192,7 +198,7 @@ def _check_value(spec: Spec, v: Any) -> None:
         raise ConfigError(f"{where}: {v!r} is not an integer")
     if spec.name in _POSITIVE and v <= 0:
         raise ConfigError(f"{where}: {v!r} must be > 0")
-    if spec.name in {"lambda_g", "tau", "reg"} and v < 0:
+    if spec.name in {"lambda_g", "tau", "reg", "derivative_weight", "relational_weight"} and v < 0:
         raise ConfigError(f"{where}: {v!r} must be >= 0")
     if spec.name in {"ratio", "dropout"} and not 0 <= v < 1:
         raise ConfigError(f"{where}: {v!r} must be in [0, 1)")
@@ -280,7 +286,12 @@ def suggest(trial, cfg: StudyConfig, specs: dict[str, Spec] | None = None) -> Tr
         reg=float(get("reg", pr.reg)),
         rounds=int(get("rounds", pr.rounds)),
     )
-    distill = replace(d, lr=float(get("lr", d.lr)))
+    distill = replace(
+        d,
+        lr=float(get("lr", d.lr)),
+        derivative_weight=float(get("derivative_weight", d.derivative_weight)),
+        relational_weight=float(get("relational_weight", d.relational_weight)),
+    )
     return TrialChoice(replace(cfg, student=student, prune=prune, distill=distill), dict(trial.params))
 
 
