@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import one_error_line, tiny_sets
 from torch import nn
 from torch.nn import functional as F
 
@@ -36,8 +37,6 @@ from gped_search.metrics.adversarial import (
     teacher_probs_fn,
 )
 from gped_search.models import build, student_arch, teacher_arch
-
-from conftest import one_error_line, tiny_sets
 
 QUICKSTART = str(Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml")
 HEADS = (("predictive", 0), ("expected_entropy", 1))
