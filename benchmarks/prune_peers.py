@@ -20,7 +20,6 @@ KL; every number in the tables is then the test split's. Output: ``reports/prune
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import replace
@@ -46,32 +45,12 @@ METRICS = (
 )
 
 
-def link_teacher(f: Path, seed: int) -> None:
-    """Hard-link the headline comparison's teacher of the same key and length into the study folder."""
-    from gped_search.config import load_study
-    from gped_search.search.teacher import TEACHER_FILE, teacher_key
-
-    cfg = load_study(f, [f"name={SUITE.name(f, seed)}"])
-    out = cfg.out_dir.resolve()
-    if (out / TEACHER_FILE).exists():
-        return
-    stamp = f"{teacher_key(cfg)} {cfg.teacher.iterations}"
-    for sidecar in sorted(TEACHERS.glob(f"*/{TEACHER_FILE}.key")):
-        if sidecar.read_text().strip() == stamp:
-            out.mkdir(parents=True, exist_ok=True)
-            for suffix in (".sha256", ".key", ""):  # the artifact last: never one without its checksum
-                src = sidecar.with_name(TEACHER_FILE + suffix)
-                os.link(src, out / (TEACHER_FILE + suffix))
-            return
-    print(f"{f.stem}: no headline teacher with key {stamp}; the study will sample its own", flush=True)
-
-
 SUITE = Suite(
     studies=ROOT / "studies" / "prune_peers",
     reports=REPORTS,
     prefix="peers",
     order=("oneshot", "group_lasso", "regularised"),
-    before_run=link_teacher,
+    teacher_source=TEACHERS,
 )
 
 

@@ -14,8 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +28,27 @@ class Suite:
     prefix: str  # study name = f"{prefix}_{file stem}_s{seed}"
     order: tuple[str, ...]  # kinds in run order (the part of the stem after the setting)
     last: tuple[str, ...] = ()  # kinds run after everything else of their setting
-    before_run: Callable[[Path, int], None] | None = field(default=None, compare=False)
+    teacher_source: Path | None = None  # a report folder whose teacher artifacts are linked in, not re-sampled
+
+    def link_teacher(self, f: Path, seed: int) -> None:
+        """Hard-link a teacher artifact of the same key and length from ``teachers`` into the study folder."""
+        from gped_search.config import load_study
+        from gped_search.search.teacher import TEACHER_FILE, teacher_key
+
+        if self.teacher_source is None:
+            return
+        cfg = load_study(f, [f"name={self.name(f, seed)}"])
+        out = cfg.out_dir.resolve()
+        if (out / TEACHER_FILE).exists():
+            return
+        stamp = f"{teacher_key(cfg)} {cfg.teacher.iterations}"
+        for sidecar in sorted(self.teacher_source.glob(f"*/{TEACHER_FILE}.key")):
+            if sidecar.read_text().strip() == stamp:
+                out.mkdir(parents=True, exist_ok=True)
+                for suffix in (".sha256", ".key", ""):  # the artifact last: never one without its checksum
+                    os.link(sidecar.with_name(TEACHER_FILE + suffix), out / (TEACHER_FILE + suffix))
+                return
+        print(f"{f.stem}: no teacher with key {stamp} in {self.teacher_source}; the study samples its own", flush=True)
 
     def split(self, f: Path) -> tuple[str, str]:
         """(setting, kind) of a study file: the kind is the longest known suffix."""
@@ -87,8 +106,7 @@ class Suite:
                 continue
             seen.add(setting)
             cfg = load_study(f, [f"name={self.name(f, 0)}"])
-            if self.before_run is not None:
-                self.before_run(f, 0)
+            self.link_teacher(f, 0)
             t0 = time.time()
             teacher, info = ensure_teacher(prepare(cfg), cfg.out_dir.resolve(), progress=not args.no_progress)
             print(
@@ -113,8 +131,7 @@ class Suite:
             if self.done(name) >= want:
                 print(f"{name}: done ({want} trials)", flush=True)
                 continue
-            if self.before_run is not None:
-                self.before_run(f, seed)
+            self.link_teacher(f, seed)
             cmd = [str(exe), "run", str(f), "--set", f"name={name}", "--set", f"search.seed={seed}"]
             cmd += ["--threads", str(args.threads), "--no-report", "--no-progress"]
             print(f"{time.strftime('%H:%M:%S')} {name}: " + " ".join(cmd[1:]), flush=True)

@@ -373,6 +373,7 @@ def cmd_robustness(args) -> int:
         n=args.n,
         baseline_steps=args.baseline_steps,
         out=args.out,
+        seed=args.seed,
     )
     _print_table(table)
     print(f"wrote {out}/robustness.csv, robustness.md and robustness.png")

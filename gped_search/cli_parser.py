@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=5000,
         help="Adam steps of the deterministic baseline (0 = no baseline)",
     )
+    p.add_argument(
+        "--seed", type=int, help="seed of the baseline and PGD's random starts (default: search.seed, else seed)"
+    )
     p.add_argument("--out", help="output folder (default reports/<name>/robustness/)")
 
     p = sub.add_parser("evaluate", help="evaluate one exported student: accuracy, calibration, OOD detection")

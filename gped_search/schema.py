@@ -204,6 +204,9 @@ class DistillConfig:
     derivatives, student vs the posterior mean over the teacher's sample bank (random unit directions)."""
     derivative_directions: int = 1
     """Random directions per transfer input and step for derivative matching."""
+    derivative_samples: int | None = None
+    """Bank samples averaged per step for the teacher's derivative (None = the whole bank; fewer = a random
+    subset each step, an unbiased and cheaper estimate of the posterior mean's derivative)."""
     relational_weight: float = 0.0
     """Relational distillation (0 = off): weight of the squared error of the minibatch's cosine-similarity
     graph of predictive probabilities, student vs teacher."""
@@ -226,6 +229,9 @@ class DistillConfig:
             "distill.derivative_weight and distill.relational_weight must be >= 0",
         )
         _check(self.derivative_directions >= 1, "distill.derivative_directions must be >= 1")
+        _check(
+            self.derivative_samples is None or self.derivative_samples >= 1, "distill.derivative_samples must be >= 1"
+        )
         _check(self.transfer_size is None or self.transfer_size >= 1, "distill.transfer_size must be >= 1")
         _check(
             self.lr > 0 and self.lr_step >= 1 and 0 < self.lr_gamma <= 1,

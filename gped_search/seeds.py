@@ -30,7 +30,10 @@ STREAMS: dict[str, tuple[int, int]] = {
     "fine-tune": (1, 1),  # the data seed of fine-tuning after pruning
     "fine-tune-round": (7919, 17),  # ... after round ``index`` >= 1 of an iterative schedule
     "importance-batches": (7919, 19),
-    "derivative-directions": (7919, 23),  # random directions of derivative matching  # transfer minibatches whose gradients score units (round ``index``)
+    "derivative-directions": (
+        7919,
+        23,
+    ),  # random directions of derivative matching  # transfer minibatches whose gradients score units (round ``index``)
     "chain-init": (1000, 0),  # initial weights of chain ``index``
 }
 

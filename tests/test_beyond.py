@@ -200,7 +200,7 @@ def test_auxiliary_losses_train_and_add_to_the_loss(tiny):
     gen = torch.Generator().manual_seed(0)
     x = p.bundle.transfer[:20]
     idx = torch.arange(20)
-    targets = _with_derivatives(_artifact_targets(teacher, d, p.exps, gen, x.device, 50), teacher, d, 0)(idx, x)
+    targets = _with_derivatives(_artifact_targets(teacher, d, p.exps, gen, x.device, 50), teacher, [d], 0)(idx, x)
     plain = api.make_trainer(model, p, cfg.distill).loss(x, targets)
     full = api.make_trainer(model, p, d).loss(x, targets)
     model.train()
@@ -210,6 +210,18 @@ def test_auxiliary_losses_train_and_add_to_the_loss(tiny):
                                                           targets["_jvp"])
     assert float(full) == pytest.approx(float(plain + extra), rel=1e-5)
     assert targets["_dir"].shape[0] == 40
+    # a lockstep batch whose study has no derivative matching still gets derivatives for its trial that has
+    sub = replace(d, derivative_samples=2)
+    t2 = _with_derivatives(_artifact_targets(teacher, d, p.exps, gen, x.device, 50), teacher, [cfg.distill, sub], 0)
+    assert t2(idx, x)["_jvp"].shape == (40, 10)
+
+
+def test_a_searched_derivative_weight_trains_in_lockstep(tiny):
+    """derivative_weight searched per trial (the study's own is 0): the batch computes the derivatives."""
+    cfg, p, teacher = tiny
+    configs = [replace(cfg, distill=replace(cfg.distill, derivative_weight=w, derivative_samples=2)) for w in (0.0, 50.0)]
+    out = api.train_trials(p, teacher, configs, [1, 2])
+    assert all(not isinstance(r, Exception) for r in out), out
 
 
 def test_online_distill_refuses_derivative_matching(tmp_path):

@@ -173,22 +173,31 @@ def _artifact_targets(
     return bank
 
 
-def _with_derivatives(source, teacher: TeacherResult, dcfg: DistillConfig, seed: int):
-    """``source`` plus, with derivative matching on, random directions and the teacher's derivatives."""
-    if dcfg.derivative_weight <= 0:
+def _with_derivatives(source, teacher: TeacherResult, cfgs: Sequence[DistillConfig], seed: int):
+    """``source`` plus, when a student matches derivatives (any of ``cfgs``), random directions and the
+    teacher's directional derivatives (the mean over the whole bank or a random subset of it)."""
+    on = [c for c in cfgs if c.derivative_weight > 0]
+    if not on:
         return source
     if not teacher.bank:
         raise ValueError("distill.derivative_weight > 0 needs the teacher's sample bank (teacher.bank_size > 0)")
-    bank = {k: v for k, v in teacher.bank.items()}
+    k = max(c.derivative_directions for c in on)
+    samples = max((c.derivative_samples or 0) for c in on) or None
+    bank = dict(teacher.bank)
+    size = next(iter(bank.values())).shape[0]
     device = next(iter(bank.values())).device
     model = build(teacher.arch).to(device).eval()
     gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "derivative-directions"))
 
     def targets(idx: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = dict(source(idx, x))
-        v = random_directions(x, dcfg.derivative_directions, gen)
+        v = random_directions(x, k, gen)
+        sub = bank
+        if samples is not None and samples < size:
+            pick = torch.randperm(size, device=device, generator=gen)[:samples]
+            sub = {n: t.index_select(0, pick) for n, t in bank.items()}
         out["_dir"] = v
-        out["_jvp"] = teacher_predictive_jvp(model, bank, x, v, dcfg.temperature)
+        out["_jvp"] = teacher_predictive_jvp(model, sub, x, v, on[0].temperature)
         return out
 
     return targets
@@ -222,7 +231,10 @@ def train_students(
     gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "student-batches"))
     transfer = transfer[: dcfg.transfer_size] if dcfg.transfer_size else transfer
     source = _with_derivatives(
-        _artifact_targets(teacher, dcfg, trainers[0].exps, gen, device, transfer.shape[0]), teacher, dcfg, seed
+        _artifact_targets(teacher, dcfg, trainers[0].exps, gen, device, transfer.shape[0]),
+        teacher,
+        [tr.cfg for tr in trainers],
+        seed,
     )
     lock = LockstepTrainer(trainers)
     diverged: dict[int, int] = {}
@@ -299,7 +311,10 @@ def accumulate_gradients(
     gen = torch.Generator(device=transfer.device).manual_seed(derive_seed(seed, "importance-batches", index))
     transfer = transfer[: dcfg.transfer_size] if dcfg.transfer_size else transfer
     source = _with_derivatives(
-        _artifact_targets(teacher, dcfg, trainer.exps, gen, transfer.device, transfer.shape[0]), teacher, dcfg, seed
+        _artifact_targets(teacher, dcfg, trainer.exps, gen, transfer.device, transfer.shape[0]),
+        teacher,
+        [trainer.cfg],
+        seed,
     )
     trainer.model.zero_grad(set_to_none=True)
     for _ in range(batches):

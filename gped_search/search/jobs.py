@@ -297,11 +297,13 @@ def run_robustness(
     n: int = 1000,
     baseline_steps: int = 5000,
     out: str | Path | None = None,
+    seed: int | None = None,
 ) -> tuple[pd.DataFrame, Path]:
     """Accuracy, predictive entropy and MI under FGSM / PGD (L-infinity) of the teacher (attacked through its
     posterior predictive over the bank), front students and a deterministic baseline, on the first ``n``
     test images. Writes ``robustness.csv``, ``robustness.md`` and ``robustness.png`` into ``out``
-    (default ``reports/<name>/robustness/``)."""
+    (default ``reports/<name>/robustness/``). ``seed`` (default: the search seed, else the study seed)
+    seeds the baseline's initialisation and minibatches and PGD's random starts."""
     from gped_search.downstream import train_baseline
     from gped_search.engine import prepare, teacher_arch_for
     from gped_search.metrics import adversarial as adv
@@ -309,6 +311,7 @@ def run_robustness(
     from gped_search.report.figures import plot_robustness
     from gped_search.report.writer import _png, markdown_table
 
+    seed = seed if seed is not None else (cfg.search.seed if cfg.search.seed is not None else cfg.seed)
     p = prepare(cfg)
     teacher, students = _teacher_and_students(cfg, study, trials, p)
     x, y = p.bundle.test.x[:n], p.bundle.test.y[:n]
@@ -325,11 +328,11 @@ def run_robustness(
     for name, model in students.items():
         models[f"student {name}"] = (adv.student_probs_fn(model), adv.student_mi_fn(model))
     if baseline_steps > 0:
-        base = train_baseline(p, steps=baseline_steps, seed=cfg.seed)
+        base = train_baseline(p, steps=baseline_steps, seed=seed)
         models["baseline (deterministic)"] = (adv.baseline_probs_fn(base), None)
     rows = []
     for name, (probs, mi) in models.items():
-        for r in adv.attack_record(probs, x, y, eps, attacks, steps=pgd_steps, seed=cfg.seed, mi_fn=mi):
+        for r in adv.attack_record(probs, x, y, eps, attacks, steps=pgd_steps, seed=seed, mi_fn=mi):
             rows.append({"model": name, **r})
     table = pd.DataFrame(rows)
     folder = Path(out) if out else cfg.out_dir / "robustness"
