@@ -19,9 +19,12 @@ teacher and student widths differ, their outputs do not). Loss: mean over i, j o
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
-from torch.func import functional_call, jvp, vmap
+from torch.func import functional_call, vmap
+from torch.func import jvp as _jvp
 from torch.nn import functional as F
 
 __all__ = [
@@ -32,6 +35,14 @@ __all__ = [
     "similarity_graph",
     "relational_loss",
 ]
+
+
+def jvp(fn, primals: tuple, tangents: tuple):
+    """``torch.func.jvp``, without the FutureWarning torch emits when forward AD first loads its
+    decompositions (``torch.jit.script`` is deprecated; not ours to act on)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+        return _jvp(fn, primals, tangents)
 
 
 def random_directions(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
