@@ -3,7 +3,7 @@
 The teacher-sized students (400-400 MLP on MNIST at masks 0 and 14, the m = 1 CNN at mask 0) are
 pruned to 25 / 50 / 75 % of their parameters by every method of ``prune.method`` with the same
 200 fine-tuning steps (``studies/prune_peers/``: one-shot magnitude and Taylor in 1 or 3 rounds,
-group LASSO at two strengths, GroupNormPruner / GrowingRegPruner regularisers at two strengths),
+group LASSO at three strengths, GroupNormPruner / GrowingRegPruner regularisers at four strengths),
 and compared with plain students of the same final widths trained from scratch for the same total
 steps (1,000 + 200). Three search seeds (student initialisations and minibatch streams); each
 setting uses the headline comparison's teacher (``reports/headline``), linked, not re-sampled.
@@ -49,7 +49,7 @@ SUITE = Suite(
     studies=ROOT / "studies" / "prune_peers",
     reports=REPORTS,
     prefix="peers",
-    order=("oneshot", "group_lasso", "regularised"),
+    order=("oneshot", "group_lasso", "regularised", "group_lasso_weak", "regularised_weak"),
     teacher_source=TEACHERS,
 )
 
