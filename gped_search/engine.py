@@ -388,6 +388,7 @@ def _finish_record(
             "lambda_g": prune.lambda_g,
             "prune_method": prune.method.value,
             "units_removed": sum(pruning["units_removed"]) if pruning else 0,
+            "params_kept_fraction": pruning["params_kept_fraction"] if pruning else 1.0,
         }
     )
     rec["_pruning"] = pruning
