@@ -25,7 +25,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from suite import ROOT, SEEDS, Suite, parser
+from suite import ROOT, Suite, parser
 
 REPORTS = ROOT / "reports" / "prune_peers"
 OUT = ROOT / "reports" / "prune_peers_comparison"
@@ -55,28 +55,11 @@ SUITE = Suite(
 
 
 def _frames():
-    """Every trial of every peer study (one row per trial), with setting, seed and method label."""
-    import optuna
-    import pandas as pd
-
-    from gped_search.search.results import trials_frame
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    rows = []
-    for f in SUITE.files(None):
-        setting, _ = SUITE.split(f)
-        for seed in SEEDS:
-            name = SUITE.name(f, seed)
-            db = REPORTS / name / "study.db"
-            if not db.is_file():
-                continue
-            df = trials_frame(optuna.load_study(study_name=name, storage=f"sqlite:///{db}"))
-            df = df[df["state"] == "COMPLETE"].copy()
-            df["setting"], df["seed"] = setting, seed
-            for k, default in (("budget", float("nan")), ("rounds", 1), ("reg", float("nan"))):
-                df[k] = df[f"param_{k}"] if f"param_{k}" in df.columns else default
-            rows.append(df)
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    """Every peer trial, with ``budget``, ``rounds`` and ``reg`` from its parameters."""
+    df = SUITE.trials()
+    for k, default in (("budget", float("nan")), ("rounds", 1), ("reg", float("nan"))):
+        df[k] = df[f"param_{k}"] if f"param_{k}" in df.columns else default
+    return df
 
 
 def _label(row) -> str:

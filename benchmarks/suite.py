@@ -86,6 +86,28 @@ class Suite:
             return 0
         return sum(t.state.name == "COMPLETE" for t in s.get_trials(deepcopy=False))
 
+    def trials(self):
+        """Every COMPLETE trial of every study of the suite, with ``setting``, ``kind`` and ``seed``."""
+        import optuna
+        import pandas as pd
+
+        from gped_search.search.results import trials_frame
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        frames = []
+        for f in self.files(None):
+            setting, kind = self.split(f)
+            for seed in SEEDS:
+                name = self.name(f, seed)
+                db = self.reports / name / "study.db"
+                if not db.is_file():
+                    continue
+                df = trials_frame(optuna.load_study(study_name=name, storage=f"sqlite:///{db}"))
+                df = df[df["state"] == "COMPLETE"].copy()
+                df["setting"], df["kind"], df["seed"] = setting, kind, seed
+                frames.append(df)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
     def _rank(self, f: Path, only: list[str] | None) -> tuple:
         setting, kind = self.split(f)
         first = next((i for i, o in enumerate(only or []) if f.stem.startswith(o)), 0)

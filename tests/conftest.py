@@ -30,6 +30,23 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
+def tiny_engine(*extra: str):
+    """For a module fixture (``yield from``): (config, prepared data, teacher) of the quickstart with a
+    400-iteration teacher on one torch thread, plus ``extra`` overrides; restores the thread count."""
+    import torch
+
+    from gped_search import engine
+    from gped_search.config import load_study
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cfg = load_study(QUICKSTART, ["device=cpu", "teacher.iterations=400", "teacher.burn_in=100", "teacher.thin=20",
+                                  "teacher.bank_size=4", *extra])
+    p = engine.prepare(cfg)
+    yield cfg, p, engine.sample_teacher(p, progress=False)
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def quickstart() -> str:
     return QUICKSTART

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import one_error_line, tiny_sets
+from conftest import one_error_line, tiny_engine, tiny_sets
 from torch import nn
 from torch.nn import functional as F
 
 from gped_search import engine as api
 from gped_search.cli import main
-from gped_search.config import load_study
 from gped_search.distill.auxiliary import (
     derivative_loss,
     random_directions,
@@ -177,14 +176,7 @@ def test_attack_lowers_accuracy_and_records_rows():
 
 @pytest.fixture(scope="module")
 def tiny():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    cfg = load_study(QUICKSTART, ["device=cpu", "teacher.iterations=400", "teacher.burn_in=100", "teacher.thin=20",
-                                  "teacher.bank_size=4", "distill.steps=30", "prune.finetune_steps=0"])
-    p = api.prepare(cfg)
-    teacher = api.sample_teacher(p, progress=False)
-    yield cfg, p, teacher
-    torch.set_num_threads(before)
+    yield from tiny_engine("distill.steps=30", "prune.finetune_steps=0")
 
 
 def test_auxiliary_losses_train_and_add_to_the_loss(tiny):

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_engine
 
 from gped_search import engine as api
-from gped_search.config import StudentFamily, TargetMode, load_study
+from gped_search.config import StudentFamily, TargetMode
 from gped_search.distill.loop import train_student, train_students
 from gped_search.distill.student import LockstepTrainer
 from gped_search.models import build
@@ -23,14 +24,7 @@ QUICKSTART = str(Path(__file__).resolve().parents[1] / "studies" / "quickstart.y
 
 @pytest.fixture(scope="module")
 def setup():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    cfg = load_study(QUICKSTART, ["device=cpu", "teacher.iterations=400", "teacher.burn_in=100", "teacher.thin=20",
-                                  "teacher.bank_size=4", "distill.steps=60", "prune.finetune_steps=20"])
-    p = api.prepare(cfg)
-    teacher = api.sample_teacher(p, progress=False)
-    yield cfg, p, teacher
-    torch.set_num_threads(before)
+    yield from tiny_engine("distill.steps=60", "prune.finetune_steps=20")
 
 
 def _students(cfg, p, seed=5, lambda_g=1e-3):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch_pruning as tp
+from conftest import tiny_engine
 from torch import nn
 
 from gped_search import engine as api
@@ -177,14 +178,7 @@ def test_growing_reg_grows_on_weak_groups():
 
 @pytest.fixture(scope="module")
 def tiny():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    cfg = load_study(QUICKSTART, ["device=cpu", "teacher.iterations=400", "teacher.burn_in=100", "teacher.thin=20",
-                                  "teacher.bank_size=4", "distill.steps=30", "prune.finetune_steps=12"])
-    p = api.prepare(cfg)
-    teacher = api.sample_teacher(p, progress=False)
-    yield cfg, p, teacher
-    torch.set_num_threads(before)
+    yield from tiny_engine("distill.steps=30", "prune.finetune_steps=12")
 
 
 @pytest.mark.parametrize("family", ["mlp", "cnn"])
