@@ -255,3 +255,20 @@ def test_robust_acc_as_objective_and_the_robustness_command(tmp_path):
     with contextlib.redirect_stderr(err := io.StringIO()):
         rc = main(["robustness", QUICKSTART, *s, "--attacks", "fgsm,cw"])
     assert rc == 2 and "cw" in one_error_line(err.getvalue()) and "pgd" in err.getvalue()
+
+
+def test_searched_derivative_and_relational_weights_through_the_cli(tmp_path):
+    """`gped-search run` with derivative_weight and relational_weight in the search space on a scarce
+    transfer set: every trial completes and records its weights."""
+    space = "search.space={mlp_depth: 1, mlp_width: [16], derivative_weight: [0.0, 50.0], relational_weight: [0.0, 5.0]}"
+    s = tiny_sets(tmp_path, space, "search.sampler=grid", "search.batch=4", "distill.transfer_size=64",
+                  "distill.derivative_samples=2")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["run", QUICKSTART, "--n-trials", "4", "--no-progress", "--no-report", *s]) == 0
+    import optuna
+
+    study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{tmp_path / 'quickstart' / 'study.db'}")
+    done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert len(done) == 4
+    assert {(t.params["derivative_weight"], t.params["relational_weight"]) for t in done} == {
+        (0.0, 0.0), (0.0, 5.0), (50.0, 0.0), (50.0, 5.0)}
