@@ -6,7 +6,8 @@ headline comparison is linked in, not re-sampled):
 * ``derivative_n{100,1000,10000}``: a 100-100 MLP student distilled from the first 100 / 1,000 /
   10,000 transfer images, derivative_weight 0 (values only) or 3 / 10 / 30 / 100 / 1,000 / 10,000
   (``derivative_n*low``: the three weakest);
-* ``relational_mlp``: 20-20 and 50-50 MLP students, relational_weight 0 / 1 / 10 / 100.
+* ``relational_mlp``: 20-20 and 50-50 MLP students, relational_weight 0 / 1 / 10 / 100
+  (``relational_mlplow``: 0.1 / 0.3).
 
 Robustness: ``gped-search robustness`` on the headline grid studies of MNIST mask 0 (one per seed):
 the teacher (PGD through its posterior predictive over 16 bank samples), three front students and a
@@ -38,7 +39,7 @@ SUITE = Suite(
     studies=ROOT / "studies" / "beyond",
     reports=REPORTS,
     prefix="beyond",
-    order=("n100", "n1000", "n10000", "mlp", "n100low", "n1000low", "n10000low"),
+    order=("n100", "n1000", "n10000", "mlp", "n100low", "n1000low", "n10000low", "mlplow"),
     teacher_source=ROOT / "reports" / "headline",
 )
 ROBUST_STUDY = ROOT / "studies" / "headline" / "mlp_mask0_grid.yaml"
@@ -150,7 +151,7 @@ def cmd_report(args) -> int:
     ]
     if rob:
         r = pd.concat(rob, ignore_index=True)
-        r["kind"] = r["model"].str.split(" ").str[0]
+        r["kind"] = r["model"].str.replace(r"#\d+ ", "", regex=True)  # a student by its architecture
         r.to_csv(OUT / "robustness.csv", index=False)
         g = r.groupby(["kind", "attack", "eps"])
         table = pd.DataFrame(
