@@ -6,8 +6,9 @@ pruned to 25 / 50 / 75 % of their parameters by every method of ``prune.method``
 group LASSO at three strengths, GroupNormPruner / GrowingRegPruner regularisers at four strengths),
 and compared with plain students of the same final widths trained from scratch for the same total
 steps (1,000 + 200). Three search seeds (student initialisations and minibatch streams); each
-setting uses the headline comparison's teacher (``reports/headline``), linked, not re-sampled.
+setting's teacher (MLP: 3*10^4 SGLD iterations, CNN: 5*10^3) is sampled once and shared by its studies.
 
+    python benchmarks/prune_peers.py teachers                                # the three teachers
     python benchmarks/prune_peers.py run [--only mlp_mask0] [--seeds 0 1 2]   # the studies
     python benchmarks/prune_peers.py scratch                                 # the from-scratch students
     python benchmarks/prune_peers.py report                                  # figure, tables, CSVs
@@ -29,7 +30,6 @@ from suite import ROOT, Suite, parser
 
 REPORTS = ROOT / "reports" / "prune_peers"
 OUT = ROOT / "reports" / "prune_peers_comparison"
-TEACHERS = ROOT / "reports" / "headline"
 SCRATCH = REPORTS / "scratch.jsonl"
 BUDGETS = (0.25, 0.5, 0.75)
 SETTINGS = ("mlp_mask0", "mlp_mask14", "cnn_mask0")
@@ -50,7 +50,6 @@ SUITE = Suite(
     reports=REPORTS,
     prefix="peers",
     order=("oneshot", "group_lasso", "regularised", "group_lasso_weak", "regularised_weak"),
-    teacher_source=TEACHERS,
 )
 
 
