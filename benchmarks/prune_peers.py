@@ -213,6 +213,16 @@ def _markdown(agg) -> str:
     return "\n".join(lines) + "\n"
 
 
+COLORS = {
+    "group_lasso": "tab:blue",
+    "magnitude": "tab:red",
+    "taylor": "tab:brown",
+    "group_norm": "tab:orange",
+    "growing_reg": "tab:green",
+    "scratch": "black",
+}
+
+
 def _figure(agg, path: Path) -> None:
     import matplotlib
 
@@ -239,8 +249,8 @@ def _figure(agg, path: Path) -> None:
                     d[f"{metric}_mean"],
                     yerr=d[f"{metric}_std"].fillna(0),
                     marker="o" if m != "scratch" else "s",
-                    ls="--" if m == "scratch" else "-",
-                    color="black" if m == "scratch" else None,
+                    ls="--" if m == "scratch" else (":" if " x" in m else "-"),
+                    color=COLORS.get(m.split(" x")[0]),
                     capsize=3,
                     label=m,
                 )
@@ -252,7 +262,10 @@ def _figure(agg, path: Path) -> None:
                 ax.set_title(setting.replace("_", ", "))
             ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
-    fig.suptitle("Pruning methods at equal parameter budgets and fine-tuning (mean, sd over seeds)")
+    fig.suptitle(
+        "Pruning methods at equal parameter budgets and fine-tuning (mean, sd over seeds; "
+        "dotted: 3 prune -> fine-tune rounds; dashed: trained from scratch)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -254,3 +254,16 @@ def test_each_trial_records_its_learning_curve(study):
         assert steps[0] == 3 and steps[-1] == 60 and len(steps) == 20, steps  # 60 steps, a point every 3
         assert all(np.isfinite(v) and v > 0 for v in curve.values())
         assert curve[steps[-1]] < curve[steps[0]]  # the loss went down
+
+
+@pytest.mark.parametrize(
+    "path", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "studies").rglob("*.yaml")), ids=lambda p: p
+)
+def test_every_shipped_study_file_is_valid(path):
+    """Every study file in ``studies/`` loads and validates, its name and report folder set, so a
+    README or benchmark command that names one cannot fail on a typo in the file."""
+    from gped_search.config import load_study
+
+    cfg = load_study(ROOT / path)
+    assert cfg.name and cfg.search.n_trials >= 1
+    assert not Path(cfg.report_dir).is_absolute()
