@@ -67,6 +67,11 @@ def main() -> int:
     ap.add_argument("--study", default="studies/quickstart.yaml")
     ap.add_argument("--contention", action="store_true")
     args = ap.parse_args()
+    probe = subprocess.run([EXE, "status", args.study], cwd=ROOT, capture_output=True, text=True)
+    if probe.returncode != 0:  # timing an error path would flatter status
+        last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"bench_cli: `gped-search status {args.study}` fails ({last}); run that study first", file=sys.stderr)
+        return 1
     out = {"cpu_count": os.cpu_count(), "load_avg_1min": os.getloadavg()[0], "commands": {}}
     for name, cmd in {
         "--version": ["--version"],
