@@ -27,7 +27,7 @@ EXAMPLES = """examples:
   gped-search export studies/quickstart.yaml --knee --out exported/
   gped-search distill studies/quickstart.yaml --set distill.target_mode=online
   gped-search distill studies/paper/mlp_mask0_distill_1e6.yaml --threads 1   # re-run to resume after a stop
-  gped-search evaluate exported/student.pt --ood fashion_mnist
+  gped-search evaluate exported/student.pt --ood occlusion:4   # --ood fashion_mnist: 28x28 students only
   gped-search compare reports/headline --out reports/headline_comparison   # grid vs pruning vs search
 """
 
@@ -202,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SET",
-        help="OOD set: a dataset (fashion_mnist, mnist) or occlusion:<size>; repeatable "
+        help="OOD set: a dataset whose images have the study's shape (fashion_mnist, mnist: 28x28) or "
+        "occlusion:<size> (1 to the image side - 1 pixels); repeatable "
         "(default: the study's data.ood and occlusion:<half the image side>)",
     )
     p.add_argument(
@@ -240,7 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate one exported student: accuracy, calibration, OOD detection")
     p.add_argument("checkpoint", help="student checkpoint (.pt) written by export or distill")
-    p.add_argument("--ood", help="OOD test set: fashion_mnist, mnist, or 'occlusion:<size>'")
+    p.add_argument(
+        "--ood",
+        help="OOD test set: fashion_mnist or mnist (28x28 students), or 'occlusion:<size>' "
+        "(1 to the image side - 1 pixels)",
+    )
     p.add_argument("--data-root", help="data root (default: $GPED_DATA_ROOT, then ../shared/data)")
     p.add_argument(
         "--teacher",

@@ -10,8 +10,9 @@ import dataclasses
 
 import torch
 
-from gped_search.config import ConfigError, Dataset, study_from_dict
+from gped_search.config import ConfigError, study_from_dict
 from gped_search.data import DataError, ood_set, test_split
+from gped_search.data.transforms import check_ood_spec
 from gped_search.metrics.quality import evaluate, predictive_metrics, student_outputs
 from gped_search.metrics.uncertainty import (
     downstream_record,
@@ -41,11 +42,11 @@ def evaluate_student(
     """
     cfg = study_from_dict(meta.get("config") or {})
     data = dataclasses.replace(cfg.data, root=data_root) if data_root else cfg.data
-    if ood and not ood.startswith("occlusion:"):
-        try:
-            Dataset(ood)
-        except ValueError:
-            raise ConfigError(f"--ood {ood!r}: use one of {[d.value for d in Dataset]} or occlusion:<size>") from None
+    if ood:
+        try:  # before any data is loaded: a wrong shape or patch size is one line, not a traceback
+            check_ood_spec(data.dataset, ood)
+        except ValueError as e:
+            raise ConfigError(f"--ood {ood}: {e}") from None
     try:
         test = test_split(data, cfg.seed)
         spec = ood or (data.ood.value if data.ood is not None else None)

@@ -17,7 +17,12 @@ __all__ = [
     "VAL_SEED",
     "test_split",
     "ood_set",
+    "IMAGE_SHAPES",
+    "check_ood_spec",
 ]
+
+IMAGE_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28)}
+"""Each dataset's image shape (C, H, W): what a student of that dataset takes as input."""
 
 VAL_SEED = 4321
 """The validation split's permutation seed: fixed, so every study and seed sees the same split."""
@@ -120,6 +125,39 @@ def test_split(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") -
     return Split(x, test.y).to(device)
 
 
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def check_ood_spec(dataset, spec: str) -> None:
+    """Refuse an OOD set a student of ``dataset`` cannot be scored on, before any data is loaded: another
+    dataset whose images have another shape (Fashion-MNIST for an 8x8 digits student), or an occlusion
+    patch that is not 1..side-1 pixels (a patch as large as the image blanks every pixel). One-line
+    :class:`ValueError` (the caller names its flag)."""
+    name = getattr(dataset, "value", dataset)
+    ours = IMAGE_SHAPES[name]
+    if spec.startswith("occlusion:"):
+        try:
+            size = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"{spec!r}: use occlusion:<size in pixels>") from None
+        side = min(ours[1:])
+        if not 1 <= size < side:
+            raise ValueError(
+                f"an occlusion patch of {size} px on {_shape(ours[1:])} {name} images "
+                + ("blanks every pixel" if size >= side else "occludes nothing")
+                + f"; give occlusion:1..{side - 1}"
+            )
+        return
+    if spec not in IMAGE_SHAPES:
+        raise ValueError(f"use one of {sorted(IMAGE_SHAPES)} or occlusion:<size>")
+    if IMAGE_SHAPES[spec] != ours:
+        raise ValueError(
+            f"{spec} images are {_shape(IMAGE_SHAPES[spec])}, this {name} student takes "
+            f"{_shape(ours)} inputs (shape mismatch); use a {_shape(ours)} dataset or occlusion:<size>"
+        )
+
+
 def ood_set(cfg: DataConfig, spec: str, seed: int, device: torch.device | str = "cpu") -> tuple[str, torch.Tensor]:
     """An OOD test set by name: ``occlusion:<size>`` (the study's test images, occluded with masks
     from the ``ood-occlusion`` seed, in ``evaluate`` and ``downstream`` alike) or a
@@ -127,11 +165,9 @@ def ood_set(cfg: DataConfig, spec: str, seed: int, device: torch.device | str = 
     Returns (label, inputs)."""
     import dataclasses
 
+    check_ood_spec(cfg.dataset, spec)
     if spec.startswith("occlusion:"):
-        try:
-            size = int(spec.split(":", 1)[1])
-        except ValueError:
-            raise ValueError(f"{spec!r}: use occlusion:<size in pixels>") from None
+        size = int(spec.split(":", 1)[1])
         occl = dataclasses.replace(cfg, mask_size=size, ood=None)
         return f"occlusion {size}px", test_split(occl, derive_seed(seed, "ood-occlusion"), device).x
     o = load_split(spec, False, cfg.root)

@@ -260,11 +260,17 @@ def run_downstream(
     Writes ``downstream.csv``, ``downstream.md``, ROC and accuracy-rejection plots into ``out``
     (default ``reports/<name>/downstream/``); returns the table (its main columns) and the folder.
     """
+    from gped_search.data.transforms import check_ood_spec
     from gped_search.downstream import downstream_table, train_baseline
     from gped_search.engine import prepare
     from gped_search.report.figures import plot_accuracy_rejection, plot_roc
     from gped_search.report.writer import _png, markdown_table
 
+    for o in oods:  # before the data and the teacher are loaded
+        try:
+            check_ood_spec(cfg.data.dataset, o)
+        except ValueError as e:
+            raise ConfigError(f"--ood {o}: {e}") from None
     p = prepare(cfg)
     teacher, students = _teacher_and_students(cfg, study, trials, p)
     oods = list(oods) or ([cfg.data.ood.value] if cfg.data.ood else []) + [f"occlusion:{p.bundle.in_shape[-1] // 2}"]

@@ -1,0 +1,79 @@
+"""Issue 28: suggested and wrong inputs end in one line and a non-zero exit, never a traceback; the study
+folder is found from anywhere; exports do not keep another model's files; selection stays on validation."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import pytest
+from conftest import QUICKSTART, one_error_line, tiny_sets
+
+from gped_search.cli import main
+
+
+def cli(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A 3-trial tiny quickstart study, run through the CLI: (report_dir, --set arguments)."""
+    root = tmp_path_factory.mktemp("wrong")
+    sets = tiny_sets(root, "device=cpu")
+    rc, _, err = cli(["run", QUICKSTART, "--n-trials", "3", "--no-progress", *sets])
+    assert rc == 0, err
+    return root, sets
+
+
+@pytest.fixture(scope="module")
+def digits_student(tmp_path_factory) -> Path:
+    """An (untrained) 8x8 digits MLP student checkpoint carrying the quickstart's config."""
+    import torch
+
+    from gped_search.checkpoints import save_checkpoint
+    from gped_search.config import load_study, to_dict
+    from gped_search.models import build, student_arch
+
+    torch.manual_seed(0)
+    heads = (("predictive", 10), ("expected_entropy", 1))
+    model = build(student_arch("mlp", (1, 8, 8), 10, heads, widths=(16,)))
+    path = tmp_path_factory.mktemp("ckpt") / "student.pt"
+    return save_checkpoint(path, model, config=to_dict(load_study(QUICKSTART, ["device=cpu"])))
+
+
+# ----------------------------------------------------------------------------------- item 1: --ood
+
+
+@pytest.mark.parametrize("ood", ["fashion_mnist", "mnist"])
+def test_evaluate_ood_of_another_shape_is_one_line(digits_student, ood):
+    rc, out, err = cli(["evaluate", str(digits_student), "--ood", ood])
+    line = one_error_line(err)
+    assert rc == 2 and "--ood" in line and ood in line and "shape mismatch" in line and "1x28x28" in line
+    assert "1x8x8" in line
+
+
+@pytest.mark.parametrize("ood", ["occlusion:8", "occlusion:20", "occlusion:0", "occlusion:x", "svhn"])
+def test_evaluate_refuses_an_occlusion_that_blanks_everything(digits_student, ood):
+    rc, _, err = cli(["evaluate", str(digits_student), "--ood", ood])
+    line = one_error_line(err)
+    assert rc == 2 and f"--ood {ood}" in line
+
+
+def test_evaluate_occlusion_inside_the_image_still_works(digits_student):
+    rc, out, err = cli(["evaluate", str(digits_student), "--ood", "occlusion:4"])
+    assert rc == 0, err
+    assert "occlusion 4px" in out
+
+
+@pytest.mark.parametrize("ood", ["fashion_mnist", "mnist", "occlusion:8"])
+def test_downstream_ood_of_another_shape_is_one_line(study, ood):
+    root, sets = study
+    rc, _, err = cli(["downstream", QUICKSTART, "--ood", ood, "--baseline-steps", "0", *sets])
+    line = one_error_line(err)
+    assert rc == 2 and f"--ood {ood}" in line
+    assert not (root / "quickstart" / "downstream").exists()
