@@ -8,6 +8,7 @@ are applied after the file itself is validated, so an error is blamed on the fil
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import enum
@@ -65,6 +66,7 @@ __all__ = [
     "SearchConfig",
     "StudyConfig",
     "load_study",
+    "report_base",
     "parse_overrides",
     "study_from_dict",
     "to_dict",
@@ -225,8 +227,40 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def report_base(study_file: str | os.PathLike, report_dir: str, name: str) -> Path:
+    """Where a study file's relative ``report_dir`` starts: the nearest folder at or above the study
+    file's folder that holds the study folder ``<report_dir>/<name>``, else the nearest one holding
+    ``<report_dir>``, else the current directory. So ``run studies/x.yaml`` from the project root and
+    ``status /abs/project/studies/x.yaml`` from anywhere find the same folder (a path given with
+    ``--set report_dir=...`` is relative to the current directory, as every command-line path)."""
+    here = Path(study_file).resolve().parent
+    ancestors = [here, *here.parents]
+    for want in (Path(report_dir) / name, Path(report_dir)):
+        for a in ancestors:
+            if (a / want).is_dir():
+                return a
+    return Path.cwd()
+
+
+def _resolve_report_dir(cfg: StudyConfig, path: Path, overrides) -> StudyConfig:
+    if Path(cfg.report_dir).is_absolute() or "report_dir" in parse_overrides(overrides):
+        return cfg
+    base = report_base(path, cfg.report_dir, cfg.name)
+    with contextlib.suppress(OSError):
+        if base.samefile(Path.cwd()):
+            return cfg  # the usual case: run from the project root; report_dir stays as written
+    return dataclasses.replace(cfg, report_dir=str(base / cfg.report_dir))
+
+
 def load_study(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
-    """Read a YAML study file, apply ``--set`` overrides, validate. Errors are :class:`ConfigError`."""
+    """Read a YAML study file, apply ``--set`` overrides, validate. Errors are :class:`ConfigError`.
+
+    A relative ``report_dir`` in the file is resolved by :func:`report_base` (the study folder is found
+    from the study file, whatever the current directory)."""
+    return _resolve_report_dir(_load_study(path, overrides), Path(path), overrides)
+
+
+def _load_study(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"study file not found: {p}")

@@ -77,3 +77,39 @@ def test_downstream_ood_of_another_shape_is_one_line(study, ood):
     line = one_error_line(err)
     assert rc == 2 and f"--ood {ood}" in line
     assert not (root / "quickstart" / "downstream").exists()
+
+
+# ------------------------------------------------------------------- item 5: the study folder from anywhere
+
+
+def test_study_folder_is_found_from_the_study_file_not_the_current_directory(tmp_path, monkeypatch):
+    import shutil
+
+    import yaml
+    from conftest import TINY
+
+    proj = tmp_path / "proj"
+    (proj / "studies").mkdir(parents=True)
+    data = yaml.safe_load(Path(QUICKSTART).read_text())
+    data["name"] = "q"  # report_dir: the default, relative "reports"
+    study_file = proj / "studies" / "q.yaml"
+    study_file.write_text(yaml.safe_dump(data))
+    sets = [a for o in (*TINY, "device=cpu") for a in ("--set", o)]
+    monkeypatch.chdir(proj)
+    rc, _, err = cli(["run", "studies/q.yaml", "--n-trials", "1", "--no-progress", "--no-report", *sets])
+    assert rc == 0, err
+    assert (proj / "reports" / "q" / "study.db").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    rc, out, err = cli(["status", str(study_file), *sets])
+    assert rc == 0, err
+    assert "complete 1" in out and str(proj / "reports" / "q" / "study.db") in out
+    rc, out, err = cli(["report", str(study_file), *sets])
+    assert rc == 0, err
+    assert (proj / "reports" / "q" / "index.html").is_file() and not (elsewhere / "reports").exists()
+    # a relocated folder is still found with --set report_dir, relative to the current directory
+    shutil.move(proj / "reports" / "q", elsewhere / "moved" / "q")
+    rc, out, err = cli(["status", str(study_file), "--set", "report_dir=moved", *sets])
+    assert rc == 0, err
+    assert "complete 1" in out
