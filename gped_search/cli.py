@@ -298,8 +298,19 @@ def cmd_export(args) -> int:
     cfg, study = _open(args)
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     res = export_trial(cfg, study, args.out, trial=args.trial, knee=args.knee, formats=formats)
-    keep = ("trial", "files", "verification", "dynamic_batch")
-    print(json.dumps({k: v for k, v in res.items() if k in keep}, indent=2, default=str))
+    if args.json:
+        keep = ("trial", "files", "verification", "dynamic_batch", "removed_stale")
+        print(json.dumps({k: v for k, v in res.items() if k in keep}, indent=2, default=str))
+        return 0
+    from pathlib import Path
+
+    print(f"exported trial {res['trial']} to {res['out_dir']}:")
+    for path in res["files"].values():
+        print(f"  {Path(path).name:<24} {Path(path).stat().st_size / 1000:>9.1f} kB")
+    diffs = ", ".join(f"{k} {v:.2g}" if v is not None else f"{k} not checked" for k, v in res["verification"].items())
+    print(f"verified: every model file reloads to the stored student's outputs (largest difference: {diffs})")
+    if res.get("removed_stale"):
+        print("removed the files of an earlier export this one did not write: " + ", ".join(res["removed_stale"]))
     return 0
 
 

@@ -350,6 +350,16 @@ def _card(
         raise ExportError(f"model card: {_one_line(e)}") from e
 
 
+def _remove_stale(out_dir: Path, written: list[str]) -> list[str]:
+    """Remove the files an earlier export wrote into ``out_dir`` that this one did not (a ``student.onnx``
+    of another model beside a new card). Only the names the exporter itself writes are touched."""
+    ours = {*FILE_NAMES.values(), "model_card.json", "model_card.md", REPRO_SCRIPT}
+    stale = sorted(n for n in ours - set(written) if (out_dir / n).is_file())
+    for n in stale:
+        (out_dir / n).unlink()
+    return stale
+
+
 def export_student(
     model_or_checkpoint_path: nn.Module | str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -367,7 +377,9 @@ def export_student(
     the model's input shape). Returns ``{"out_dir", "files", "sha256", "verification",
     "dynamic_batch", "card"}``; raises :class:`ExportError` (nothing moved into ``out_dir``) when a
     file cannot be written or reloads with a max abs difference above ``atol``. Everything is
-    written into a staging folder first and moved into ``out_dir`` only once verified.
+    written into a staging folder first and moved into ``out_dir`` only once verified; then the files an
+    earlier export left there that this one did not write (only names the exporter writes, e.g.
+    ``student.onnx``) are removed and listed under ``"removed_stale"``.
     """
     formats = _check_request(formats, meta)
     src, meta = _resolve(model_or_checkpoint_path, meta)
@@ -424,10 +436,12 @@ def export_student(
         names += [REPRO_SCRIPT] if script is not None else []
         for name in names:
             os.replace(stage / name, out_dir / name)
+        stale = _remove_stale(out_dir, names)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return {
         "out_dir": out_dir,
+        "removed_stale": stale,
         "files": {
             **{f: out_dir / FILE_NAMES[f] for f in formats},
             "card_json": out_dir / "model_card.json",

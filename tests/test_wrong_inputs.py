@@ -113,3 +113,24 @@ def test_study_folder_is_found_from_the_study_file_not_the_current_directory(tmp
     rc, out, err = cli(["status", str(study_file), "--set", "report_dir=moved", *sets])
     assert rc == 0, err
     assert "complete 1" in out
+
+
+# ------------------------------------------------------------------- item 6: an export into a used folder
+
+
+def test_export_into_a_used_folder_removes_the_earlier_exports_files_only(study, tmp_path):
+    root, sets = study
+    out = tmp_path / "exported"
+    rc, _, err = cli(["export", QUICKSTART, "--trial", "0", "--out", str(out), *sets])
+    assert rc == 0, err
+    assert {"student.pt", "student.pt2", "reproduce_accuracy.py"} <= {p.name for p in out.iterdir()}
+    (out / "student.onnx").write_bytes(b"another model's ONNX")  # as a --format onnx export would leave
+    (out / "notes.txt").write_text("the user's own file")
+    rc, stdout, err = cli(["export", QUICKSTART, "--trial", "1", "--format", "checkpoint", "--out", str(out), *sets])
+    assert rc == 0, err
+    names = {p.name for p in out.iterdir()}
+    assert names == {"student.pt", "model_card.json", "model_card.md", "notes.txt"}, names
+    assert "removed the files of an earlier export" in stdout and "student.onnx" in stdout
+    assert "student.pt2" in stdout.splitlines()[-1]
+    assert not stdout.lstrip().startswith("{")  # lines, not raw JSON (issue 28 item 15)
+    assert "exported trial 1" in stdout and "verified:" in stdout
