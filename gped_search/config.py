@@ -125,8 +125,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return tp(value)
         raise ConfigError(f"{where} must be one of {valid}, got {value!r}")
     if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            value = [value] if isinstance(value, (int, float, str)) else value
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            raise ConfigError(f"{where} must be a list, e.g. [{value}], got the single value {value!r}")
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {type(value).__name__}")
         (elem,) = typing.get_args(tp)[:1]

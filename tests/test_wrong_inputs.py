@@ -134,3 +134,49 @@ def test_export_into_a_used_folder_removes_the_earlier_exports_files_only(study,
     assert "student.pt2" in stdout.splitlines()[-1]
     assert not stdout.lstrip().startswith("{")  # lines, not raw JSON (issue 28 item 15)
     assert "exported trial 1" in stdout and "verified:" in stdout
+
+
+# ------------------------------------------------------------------- item 14: no silent changes
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("teacher.widths=100", "teacher.widths"),
+        ("student.widths=64", "student.widths"),
+        ("distill.targets=predictive", "distill.targets"),
+    ],
+)
+def test_a_scalar_where_a_list_is_expected_is_one_line(override, key, tmp_path):
+    from gped_search.config import ConfigError, load_study
+
+    with pytest.raises(ConfigError, match=rf"{key} must be a list"):
+        load_study(QUICKSTART, [override])
+    rc, _, err = cli(["status", QUICKSTART, "--set", override, "--set", f"report_dir={tmp_path}"])
+    assert rc == 2 and key in one_error_line(err)
+
+
+def test_widening_the_search_space_keeps_the_earlier_space(tmp_path, caplog):
+    import yaml
+
+    sets = tiny_sets(tmp_path, "device=cpu", "search.space={mlp_width: {low: 4, high: 16}}")
+    rc, _, err = cli(["run", QUICKSTART, "--n-trials", "1", "--no-progress", "--no-report", *sets])
+    assert rc == 0, err
+    folder = tmp_path / "quickstart"
+    assert not (folder / "study.history.yaml").exists()
+    rc, _, err = cli(["run", QUICKSTART, "--n-trials", "1", "--no-progress", "--no-report", *sets])  # same: no entry
+    assert rc == 0 and not (folder / "study.history.yaml").exists()
+    wider = tiny_sets(tmp_path, "device=cpu", "search.space={mlp_width: {low: 4, high: 48}}")
+    rc, _, err = cli(["run", QUICKSTART, "--n-trials", "2", "--no-progress", "--no-report", *wider])
+    assert rc == 0, err
+    assert "search.space" in err and "study.history.yaml" in err
+    history = yaml.safe_load((folder / "study.history.yaml").read_text())
+    assert [h["settings"]["search"]["space"] for h in history] == [{"mlp_width": {"low": 4, "high": 16}}]
+    assert yaml.safe_load((folder / "study.yaml").read_text())["search"]["space"] == {
+        "mlp_width": {"low": 4, "high": 48}
+    }
+    # a list of choices cannot change within an Optuna study: one line, not Optuna's traceback
+    listed = tiny_sets(tmp_path, "device=cpu", "search.space={mlp_width: [8, 16]}")
+    rc, _, err = cli(["run", QUICKSTART, "--n-trials", "3", "--no-progress", "--no-report", *listed])
+    assert rc == 2 and "search.space.mlp_width" in one_error_line(err)
+    assert len(yaml.safe_load((folder / "study.history.yaml").read_text())) == 1  # nothing recorded on refusal
