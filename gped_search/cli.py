@@ -219,6 +219,11 @@ def _objectives_arg(text: str | None, study) -> dict[str, str]:
         }.get(d)
         if not name or d is None:
             raise ConfigError(f"--objectives: {part!r} is not NAME or NAME:min|max")
+        if name.startswith("test_"):
+            raise ConfigError(
+                f"--objectives {name}: a front chosen on the test set would select on test data; use "
+                f"{name.removeprefix('test_')} (validation); the report and `pareto --csv` show every test_ figure"
+            )
         out[name] = d
     return out
 

@@ -285,10 +285,12 @@ def _quality(
     means: dict,
     teacher: TeacherResult,
     s_ood: dict | None,
+    student_only_ood: bool = False,
 ) -> dict:
     s = student_outputs(model, x)
     rec = evaluate(model, x, y, means, outputs=s)
-    rec.update(downstream_record(means, s, y, teacher.ood if s_ood is not None else None, s_ood))
+    t_ood = teacher.ood if s_ood is not None and not student_only_ood else None
+    rec.update(downstream_record(means, s, y, t_ood, s_ood, student_only_ood=student_only_ood))
     return rec
 
 
@@ -336,7 +338,9 @@ def student_record(
     s_ood = student_outputs(model, b.ood.x) if b.ood is not None and teacher.ood is not None else None
     test = _quality(model, b.test.x, b.test.y, teacher.test, teacher, s_ood)
     if b.val is not None and teacher.val is not None:
-        rec = _quality(model, b.val.x, b.val.y, teacher.val, teacher, s_ood)
+        # ood_auroc (selection) on OOD images test_ood_auroc never sees: the OOD dataset's training images
+        s_val_ood = student_outputs(model, b.val_ood.x) if b.val_ood is not None and s_ood is not None else None
+        rec = _quality(model, b.val.x, b.val.y, teacher.val, teacher, s_val_ood, student_only_ood=True)
         rec["selection_split"] = "validation"
     else:
         rec = dict(test)

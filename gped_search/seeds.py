@@ -17,6 +17,7 @@ STREAMS: dict[str, tuple[int, int]] = {
         2,
     ),  # ... of the test images (data.recipe writes this formula into model cards)
     "ood-mask": (7919, 3),  # ... of the OOD dataset's images
+    "ood-val-mask": (7919, 29),  # ... of the validation OOD images (the OOD dataset's training images)
     "ood-occlusion": (
         1,
         101,

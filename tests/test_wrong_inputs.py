@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 
 import pytest
-from conftest import QUICKSTART, one_error_line, tiny_sets
+from conftest import QUICKSTART, ROOT, one_error_line, tiny_sets
 
 from gped_search.cli import main
 
@@ -180,3 +180,72 @@ def test_widening_the_search_space_keeps_the_earlier_space(tmp_path, caplog):
     rc, _, err = cli(["run", QUICKSTART, "--n-trials", "3", "--no-progress", "--no-report", *listed])
     assert rc == 2 and "search.space.mlp_width" in one_error_line(err)
     assert len(yaml.safe_load((folder / "study.history.yaml").read_text())) == 1  # nothing recorded on refusal
+
+
+# ------------------------------------------------------------------- item 17: selection hygiene
+
+
+def test_validation_ood_images_are_the_ood_datasets_training_images():
+    from gped_search.config import load_study
+    from gped_search.data import load_split, make_bundle, resolve_root
+
+    if not (resolve_root(None) / "FashionMNIST" / "raw").is_dir():
+        pytest.skip("no MNIST / Fashion-MNIST data root")
+    cfg = load_study(ROOT / "studies" / "mnist_cnn.yaml", ["data.train_subset=100", "data.validation=500"])
+    assert cfg.data.mask_size == 0 and cfg.data.ood is not None
+    b = make_bundle(cfg.data, cfg.seed)
+    assert b.val_ood is not None and len(b.val_ood) == len(b.val) == 500 and len(b.ood) == 10_000
+
+    def rows(x):
+        return {hash(tuple(r)) for r in x.flatten(1).mul(255).round().int().tolist()}
+
+    val_ood = rows(b.val_ood.x)
+    assert val_ood <= rows(load_split("fashion_mnist", True, cfg.data.root).x)  # Fashion-MNIST training images
+    assert not val_ood & rows(b.ood.x)  # none of them is a test OOD image
+
+
+def test_selection_ood_auroc_scores_other_ood_images_than_the_test_one():
+    """``ood_auroc`` (selection) is scored on ``val_ood``, ``test_ood_auroc`` on ``ood``: a student that tells
+    the test OOD images apart perfectly and the validation ones not at all gets 1.0 and 0.5."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from gped_search import engine
+    from gped_search.data import Split
+    from gped_search.models import build, student_arch
+
+    torch.manual_seed(0)
+    model = build(student_arch("mlp", (1, 8, 8), 10, (("predictive", 10),), widths=(8,))).eval()
+    with torch.no_grad():  # a bright input gets a confident (low-entropy) prediction, a dark one uniform
+        for prm in model.parameters():
+            prm.zero_()
+        model.body[1].weight.fill_(1.0 / 64)
+        model.heads[0].weight[0] = 20.0
+    n = 40
+    dark = torch.zeros(n, 1, 8, 8)
+    y = torch.zeros(n, dtype=torch.long)
+
+    def means(k):
+        return {"predictive": torch.full((k, 10), 0.1)}
+
+    bundle = SimpleNamespace(
+        test=Split(dark, y), val=Split(dark, y), ood=Split(torch.ones(n, 1, 8, 8), y), val_ood=Split(dark.clone(), y)
+    )
+    teacher = SimpleNamespace(test=means(n), val=means(n), ood=means(n))
+    rec = engine._scores(model, teacher, SimpleNamespace(bundle=bundle))
+    assert rec["selection_split"] == "validation"
+    assert "ood_auroc" in rec and "test_ood_auroc" in rec and "teacher_ood_auroc" not in rec
+    # the test OOD images (bright) are told apart (inverted: the student is sure of them), the validation
+    # OOD images (dark, like the in-distribution ones) are not: the selection never saw the test images
+    assert rec["test_ood_auroc"] == pytest.approx(0.0) and rec["ood_auroc"] == pytest.approx(0.5)
+    assert rec["test_teacher_ood_auroc"] == pytest.approx(0.5)
+
+
+def test_pareto_refuses_objectives_on_test_metrics(study):
+    root, sets = study
+    rc, out, err = cli(["pareto", QUICKSTART, "--objectives", "test_kl,bytes_fp32", *sets])
+    line = one_error_line(err)
+    assert rc == 2 and "--objectives test_kl" in line and "use kl" in line and not out
+    rc, out, err = cli(["pareto", QUICKSTART, "--objectives", "kl,bytes_fp32", *sets])
+    assert rc == 0, err

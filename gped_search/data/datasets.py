@@ -47,7 +47,9 @@ class DataBundle:
     ``train`` is the teacher's training set (occluded, possibly a subset); ``transfer`` the
     unlabelled inputs the student learns from (occluded, the training set less the validation
     split); ``val`` the validation split (model selection; None with ``data.validation: 0``);
-    ``test`` the occluded test set; ``ood`` an optional out-of-distribution test set.
+    ``test`` the occluded test set; ``ood`` an optional out-of-distribution test set; ``val_ood`` as many
+    OOD images for the validation split, from the OOD dataset's *training* images, so the selection
+    metric ``ood_auroc`` never scores an image ``test_ood_auroc`` scores.
     """
 
     name: str
@@ -58,6 +60,7 @@ class DataBundle:
     ood: Split | None = None
     ood_name: str | None = None
     val: Split | None = None  # validation split carved from the training set (never trained on)
+    val_ood: Split | None = None  # OOD images for the validation side (the OOD dataset's training images)
 
     @property
     def in_shape(self) -> tuple[int, int, int]:

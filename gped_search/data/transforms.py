@@ -93,7 +93,7 @@ def make_bundle(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") 
         train_x, train_y = train_x[keep].contiguous(), train_y[keep].contiguous()
     k = cfg.train_subset
     teacher = Split(train_x[:k], train_y[:k]) if k else Split(train_x, train_y)
-    ood = None
+    ood = val_ood = None
     if cfg.ood is not None:
         o = load_split(cfg.ood.value, False, cfg.root)
         if o.x.shape[1:] != test.x.shape[1:]:
@@ -104,6 +104,11 @@ def make_bundle(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") 
             occlude(o.x, cfg.mask_size, torch.Generator().manual_seed(derive_seed(seed, "ood-mask"))),
             o.y,
         )
+        if val is not None:  # the validation side's OOD images: the OOD dataset's training images
+            ot = load_split(cfg.ood.value, True, cfg.root)
+            pick = torch.randperm(len(ot), generator=torch.Generator().manual_seed(VAL_SEED))[: len(val)]
+            g = torch.Generator().manual_seed(derive_seed(seed, "ood-val-mask"))
+            val_ood = Split(occlude(ot.x[pick], cfg.mask_size, g).contiguous(), ot.y[pick].contiguous())
     n_classes = int(train.y.max().item()) + 1
     return DataBundle(
         name=name,
@@ -114,6 +119,7 @@ def make_bundle(cfg: DataConfig, seed: int, device: torch.device | str = "cpu") 
         ood=ood.to(device) if ood is not None else None,
         ood_name=cfg.ood.value if cfg.ood is not None else None,
         val=val.to(device) if val is not None else None,
+        val_ood=val_ood.to(device) if val_ood is not None else None,
     )
 
 

@@ -197,6 +197,7 @@ def downstream_record(
     y,
     teacher_ood: Mapping[str, torch.Tensor] | None = None,
     student_ood: Mapping[str, torch.Tensor] | None = None,
+    student_only_ood: bool = False,
 ) -> dict[str, float]:
     """Flat scalar downstream metrics of one student (the search's objectives).
 
@@ -208,7 +209,8 @@ def downstream_record(
     With both ``teacher_ood`` and ``student_ood`` (outputs on an OOD set): ``ood_auroc`` and
     ``ood_aupr`` (student, predictive entropy), ``ood_auroc_mi`` (student, mutual information, when
     available), ``ood_auroc_<score>`` for every student score, and ``teacher_ood_auroc`` (teacher,
-    predictive entropy).
+    predictive entropy). ``student_only_ood``: the student's OOD scores without the teacher's (OOD
+    images the teacher has no means on, e.g. the validation side's); no ``teacher_ood_auroc`` then.
     """
     t_in, s_in = uncertainty_scores(teacher_test), uncertainty_scores(student_test)
     rank = ranking_metrics(t_in["predictive_entropy"], s_in["predictive_entropy"])
@@ -221,9 +223,8 @@ def downstream_record(
         rec["rank_spearman_mi"] = ranking_metrics(t_in["mutual_information"], s_in["mutual_information"])["spearman"]
     rec["rejection_auc"] = rejection_auc(student_test["predictive"], y, s_in["predictive_entropy"])
     rec["teacher_rejection_auc"] = rejection_auc(teacher_test["predictive"], y, t_in["predictive_entropy"])
-    if teacher_ood is not None and student_ood is not None:
+    if student_ood is not None and (teacher_ood is not None or student_only_ood):
         s_ood = ood_metrics(s_in, uncertainty_scores(student_ood))
-        t_ood = ood_metrics(t_in, uncertainty_scores(teacher_ood))
         rec["ood_auroc"] = s_ood["auroc_predictive_entropy"]
         rec["ood_aupr"] = s_ood["aupr_predictive_entropy"]
         if "auroc_mutual_information" in s_ood:
@@ -231,5 +232,6 @@ def downstream_record(
         for name in s_in:
             if f"auroc_{name}" in s_ood:
                 rec[f"ood_auroc_{name}"] = s_ood[f"auroc_{name}"]
-        rec["teacher_ood_auroc"] = t_ood["auroc_predictive_entropy"]
+        if teacher_ood is not None:
+            rec["teacher_ood_auroc"] = ood_metrics(t_in, uncertainty_scores(teacher_ood))["auroc_predictive_entropy"]
     return rec
