@@ -94,11 +94,8 @@ def cmd_run(args) -> int:
         announce=not args.json,
     )
     st = study_status(study, storage_url(cfg, args.storage, args.workers))
-    report = (
-        None
-        if args.no_report
-        else _report(cfg, study, study_file=args.study, overrides=args.overrides)["written"]["index_html"]
-    )
+    written = {} if args.no_report else _report(cfg, study, study_file=args.study, overrides=args.overrides)
+    report = written["written"]["index_html"] if written else None
     if args.json:
         print(json.dumps({**st, "report": report}, indent=2))
         return 0
@@ -109,6 +106,9 @@ def cmd_run(args) -> int:
         from gped_search.search.jobs import export_command
 
         print(f"export the recommended (knee) student: {export_command(args.study, args.overrides)}")
+        warning = (written.get("summary", {}).get("recommended") or {}).get("warning")
+        if warning:
+            print(f"warning: {warning}")
     return 0
 
 
@@ -298,13 +298,29 @@ def cmd_compare(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from gped_search.config import ConfigError
+    from gped_search.search.selection import parse_requirement, parse_size
+
+    best_under = parse_size(args.best_under) if args.best_under is not None else None
+    require = tuple(parse_requirement(r) for r in args.require)
+    if args.trial is None and not args.knee and best_under is None and not require:
+        raise ConfigError("export: say which student: --trial N|best:<objective>, --knee, --best-under or --require")
     from gped_search.search.jobs import export_trial
 
     cfg, study = _open(args)
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    res = export_trial(cfg, study, args.out, trial=args.trial, knee=args.knee, formats=formats)
+    res = export_trial(
+        cfg,
+        study,
+        args.out,
+        trial=args.trial,
+        knee=args.knee,
+        formats=formats,
+        best_under=best_under,
+        require=require,
+    )
     if args.json:
-        keep = ("trial", "files", "verification", "dynamic_batch", "removed_stale")
+        keep = ("trial", "files", "verification", "dynamic_batch", "removed_stale", "warning")
         print(json.dumps({k: v for k, v in res.items() if k in keep}, indent=2, default=str))
         return 0
     from pathlib import Path
@@ -314,6 +330,8 @@ def cmd_export(args) -> int:
         print(f"  {Path(path).name:<24} {Path(path).stat().st_size / 1000:>9.1f} kB")
     diffs = ", ".join(f"{k} {v:.2g}" if v is not None else f"{k} not checked" for k, v in res["verification"].items())
     print(f"verified: every model file reloads to the stored student's outputs (largest difference: {diffs})")
+    if res.get("warning"):
+        print(f"warning: {res['warning']}")
     if res.get("removed_stale"):
         print("removed the files of an earlier export this one did not write: " + ", ".join(res["removed_stale"]))
     return 0

@@ -177,9 +177,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="export a trial's student: checkpoint, torch.export program, ONNX, model card",
     )
     _study_args(p)
-    pick = p.add_mutually_exclusive_group(required=True)
+    pick = p.add_mutually_exclusive_group()
     pick.add_argument("--trial", help="trial number, or best:<objective> (the front's best on that objective)")
     pick.add_argument("--knee", action="store_true", help="the knee of the Pareto front")
+    p.add_argument(
+        "--best-under",
+        metavar="SIZE",
+        help="only trials whose fp32 size is at most SIZE (500kB, 1.5MB, bytes); without --trial/--knee: "
+        "the best of them on the study's first objective (validation figures)",
+    )
+    p.add_argument(
+        "--require",
+        action="append",
+        default=[],
+        metavar="METRIC>=X",
+        help="only trials whose validation METRIC meets the bound, e.g. acc>=0.95 or kl<=0.05 (repeatable; "
+        "combines with --best-under, --knee, --trial best:<objective>)",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--format",

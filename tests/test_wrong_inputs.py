@@ -249,3 +249,78 @@ def test_pareto_refuses_objectives_on_test_metrics(study):
     assert rc == 2 and "--objectives test_kl" in line and "use kl" in line and not out
     rc, out, err = cli(["pareto", QUICKSTART, "--objectives", "kl,bytes_fp32", *sets])
     assert rc == 0, err
+
+
+# ------------------------------------------------------------------- item 2: a recommendation users can steer
+
+
+def _frame(root):
+    from gped_search.config import load_study
+    from gped_search.search import open_study, trials_frame
+
+    cfg = load_study(QUICKSTART, [f"report_dir={root}", "device=cpu"])
+    return trials_frame(open_study(cfg, create=False))
+
+
+def test_export_best_under_and_require_pick_on_validation_figures(study, tmp_path):
+    root, sets = study
+    df = _frame(root)
+    done = df[df["state"] == "COMPLETE"]
+    limit = float(done["bytes_fp32"].median())
+    ok = done[done["bytes_fp32"] <= limit]
+    want = int(ok.loc[ok["kl"].astype(float).idxmin(), "number"])
+    rc, out, err = cli(["export", QUICKSTART, "--best-under", f"{limit / 1000}kB", "--out", str(tmp_path / "a"), *sets])
+    assert rc == 0, err
+    assert f"exported trial {want} " in out
+    acc = float(done["student_acc"].max())
+    best_acc = done[done["student_acc"] >= acc]
+    want = int(best_acc.loc[best_acc["kl"].astype(float).idxmin(), "number"])
+    rc, out, err = cli(["export", QUICKSTART, "--require", f"acc>={acc}", "--out", str(tmp_path / "b"), *sets])
+    assert rc == 0, err
+    assert f"exported trial {want} " in out
+    both = done[(done["student_acc"] >= float(done["student_acc"].min())) & (done["bytes_fp32"] <= limit)]
+    rc, out, err = cli(["export", QUICKSTART, "--require", f"acc>={float(done['student_acc'].min())}",
+                        "--best-under", str(int(limit)), "--trial", "best:bytes_fp32", "--out", str(tmp_path / "c"),
+                        *sets])
+    assert rc == 0, err
+    assert f"exported trial {int(both.loc[both['bytes_fp32'].astype(float).idxmin(), 'number'])} " in out
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--best-under", "1B"], ["no complete trial", "bytes_fp32 <= 1"]),
+        (["--best-under", "5 parsecs"], ["--best-under"]),
+        (["--best-under", "0kB"], ["--best-under"]),
+        (["--require", "acc=>0.9"], ["--require"]),
+        (["--require", "test_acc>=0.9"], ["--require", "test figures never select"]),
+        (["--require", "accuracy_top5>=0.9"], ["--require accuracy_top5", "valid:"]),
+        (["--require", "acc>=2"], ["no complete trial", "student_acc >= 2"]),
+        (["--require", "acc>=0.1", "--trial", "0"], ["--trial 0 names one trial"]),
+        ([], ["say which student"]),
+    ],
+)
+def test_export_steering_errors_are_one_line(study, tmp_path, args, words):
+    _, sets = study
+    rc, out, err = cli(["export", QUICKSTART, *args, "--out", str(tmp_path / "x"), *sets])
+    line = one_error_line(err)
+    assert rc == 2 and all(w in line for w in words), line
+    assert not (tmp_path / "x").exists()
+
+
+def test_knee_far_below_another_front_member_on_accuracy_is_warned():
+    import pandas as pd
+
+    from gped_search.report.tables import knee_accuracy_gap, knee_point
+    from gped_search.report.writer import recommendation
+
+    front = pd.DataFrame({"number": [0, 1, 2], "kl": [0.01, 0.05, 0.3], "bytes_fp32": [9e5, 1e5, 1e4],
+                          "student_acc": [0.97, 0.80, 0.5], "state": "COMPLETE", "arch": ["CNN", "MLP", "MLP"]})
+    obj = {"kl": "minimize", "bytes_fp32": "minimize"}
+    assert int(front.loc[knee_point(front, obj), "number"]) == 1
+    gap = knee_accuracy_gap(front, knee_point(front, obj))
+    assert gap["trial"] == 0 and gap["knee"] == 1 and "17.0 points below trial 0" in gap["warning"]
+    rec = recommendation(front, obj)
+    assert "--trial 0" in rec["warning"]
+    front.loc[0, "student_acc"] = 0.84  # within 5 points: no warning
+    assert knee_accuracy_gap(front, knee_point(front, obj)) is None and "warning" not in recommendation(front, obj)

@@ -34,6 +34,7 @@ __all__ = [
     "eligible_mask",
     "hypervolume",
     "hypervolume_history",
+    "knee_accuracy_gap",
     "knee_point",
     "pareto_front",
     "pareto_mask",
@@ -344,3 +345,26 @@ def knee_point(front_df: pd.DataFrame, objectives: Objectives) -> Hashable:
     span = np.where(hi > lo, hi - lo, 1.0)
     dist = np.linalg.norm((v - lo) / span, axis=1)
     return front_df.index[np.flatnonzero(ok)[int(np.argmin(dist))]]
+
+
+KNEE_GAP = 0.05
+"""A knee whose validation accuracy is more than this (5 points) below another front member's is warned about."""
+
+
+def knee_accuracy_gap(front, knee_label, metric: str = "student_acc", gap: float = KNEE_GAP) -> dict | None:
+    """When the knee's validation ``metric`` is more than ``gap`` below another front member's: that member's
+    trial number, both figures and a one-line warning; else None."""
+    if metric not in front.columns or len(front) < 2:
+        return None
+    acc = front[metric].astype(float)
+    best = acc.idxmax()
+    knee = float(acc.loc[knee_label])
+    if not acc.notna().all() or float(acc.loc[best]) - knee <= gap:
+        return None
+    n_knee, n_best = int(front.loc[knee_label, "number"]), int(front.loc[best, "number"])
+    text = (
+        f"the knee (trial {n_knee}) has validation accuracy {100 * knee:.1f} %, "
+        f"{100 * (float(acc.loc[best]) - knee):.1f} points below trial {n_best} ({100 * float(acc.loc[best]):.1f} %) "
+        f"on the same front: export that one with --trial {n_best}, or steer with --require acc>=X / --best-under SIZE"
+    )
+    return {"knee": n_knee, "trial": n_best, "knee_acc": knee, "acc": float(acc.loc[best]), "warning": text}

@@ -35,7 +35,14 @@ from .formatting import (  # noqa: E402, F401
     pretty_table,
 )
 from .plots import plot_pareto_pair  # noqa: E402
-from .tables import hypervolume, hypervolume_history, knee_point, pareto_front, reference_point  # noqa: E402
+from .tables import (  # noqa: E402
+    hypervolume,
+    hypervolume_history,
+    knee_accuracy_gap,
+    knee_point,
+    pareto_front,
+    reference_point,
+)
 
 __all__ = [
     "write_report",
@@ -132,8 +139,12 @@ def recommendation(front: pd.DataFrame, objectives: Mapping[str, str]) -> dict |
     """The knee of the front (see :data:`KNEE_RULE`) as a dict of its number, student and metrics."""
     if front.empty:
         return None
-    row = front.loc[knee_point(front, objectives)]
+    label = knee_point(front, objectives)
+    row = front.loc[label]
     out = {"trial": int(row["number"]), "rule": KNEE_RULE}
+    gap = knee_accuracy_gap(front, label)
+    if gap:
+        out["warning"] = gap["warning"][0].upper() + gap["warning"][1:]
     for c in ("arch", *objectives, "test_student_acc", "test_kl", "student_acc"):
         if c in row.index and c not in out:
             v = row[c]
@@ -316,6 +327,8 @@ class _Report:
         self.rec_lines = []
         if self.rec is not None:
             self.rec_lines = [_rec_sentence(self.rec, obj), f"Why: {KNEE_RULE}."]
+            if self.rec.get("warning"):
+                self.rec_lines.insert(1, f"Warning: {self.rec['warning']}.")
             if self.export_command:
                 self.rec_lines.append(f"Export it: `{self.export_command}`")
         self.failed = (

@@ -166,16 +166,38 @@ def export_trial(
     trial: str | None = None,
     knee: bool = False,
     formats: tuple[str, ...] = ("checkpoint", "pt2"),
+    best_under: float | None = None,
+    require: tuple = (),
 ) -> dict:
-    """Export one trial's student (``exporting.export_student``) and record it on the study."""
+    """Export one trial's student (``exporting.export_student``) and record it on the study.
+
+    ``best_under`` (bytes, fp32) and ``require`` (``(metric, op, value)``, :mod:`.selection`) first keep the
+    complete trials whose validation figures fit; then ``--knee`` / ``best:<objective>`` pick among them
+    (default: the best on the study's first objective). The result's ``warning`` says when the knee's
+    validation accuracy is far below another front member's."""
     from gped_search.exporting import FORMATS, export_student
+    from gped_search.report.tables import knee_accuracy_gap
+
+    from .selection import apply_filters
 
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ConfigError(f"--format: unknown {bad}; valid: {', '.join(FORMATS)}")
     df = trials_frame(study)
     objectives = study_objectives(study)
+    if best_under is not None or require:
+        if trial is not None and not trial.startswith("best:"):
+            raise ConfigError(
+                f"--trial {trial} names one trial: use --best-under / --require with --knee or --trial best:<objective>"
+            )
+        df = apply_filters(df, best_under, require)
+        trial = trial if trial is not None or knee else f"best:{next(iter(objectives))}"
     number = pick_trial(df, objectives, trial, knee)
+    warning = None
+    if knee:
+        front = pareto_front(df, objectives)
+        gap = knee_accuracy_gap(front, knee_point(front, objectives))
+        warning = gap["warning"] if gap else None
     row = df[df["number"] == number].iloc[0]
     ckpt = study_path(cfg.out_dir, row.get("checkpoint"))
     if ckpt is None or not ckpt.is_file():
@@ -200,7 +222,7 @@ def export_trial(
     exported = dict(study.user_attrs.get("exported_trials", {}))
     exported[str(number)] = str(out)
     study.set_user_attr("exported_trials", exported)  # starred in the report
-    return {"trial": number, **res}
+    return {"trial": number, "warning": warning, **res}
 
 
 _DOWNSTREAM_COLUMNS = (
