@@ -13,6 +13,8 @@ __all__ = [
     "StepSchedule",
     "PruneRule",
     "PruneMethod",
+    "Precision",
+    "LatencyBackend",
 ]
 
 
@@ -61,3 +63,13 @@ class PruneMethod(str, enum.Enum):
     taylor = "taylor"
     group_norm = "group_norm"
     growing_reg = "growing_reg"
+
+
+class Precision(str, enum.Enum):
+    fp32 = "fp32"
+    int8 = "int8"
+
+
+class LatencyBackend(str, enum.Enum):
+    torch = "torch"
+    onnxruntime = "onnxruntime"

@@ -37,6 +37,7 @@ from gped_search.models import Arch, Net, build, student_arch, teacher_arch
 from gped_search.posterior.expectations import Expectation, resolve, tempered
 from gped_search.prune import GRAD_METHODS, REG_METHODS, group_lasso_penalty, prune_model, regulariser, unit_groups
 from gped_search.prune.methods import round_ratio
+from gped_search.quant.deploy import check_study, needs_onnx
 from gped_search.seeds import derive_seed
 from gped_search.seeds import trial_seed as _trial_seed
 
@@ -81,6 +82,7 @@ class Prepared:
 
 def prepare(cfg: StudyConfig, device: str | torch.device | None = None) -> Prepared:
     dev = torch.device(device) if device is not None else resolve_device(cfg.device)
+    check_study(cfg)  # int8 / ONNX Runtime latency without onnxruntime: one line, before any data or teacher
     exps = tempered(resolve(cfg.distill.targets, cfg.distill.plugins), cfg.distill.temperature)
     return Prepared(cfg, make_bundle(cfg.data, cfg.seed, dev), exps, dev)
 
@@ -320,20 +322,8 @@ def _robustness(model: Net, p: Prepared) -> dict:
     return out
 
 
-def student_record(
-    model: Net,
-    teacher: TeacherResult,
-    p: Prepared,
-    latency_batch: int = 1,
-    latency_repeats: int = 30,
-) -> dict:
-    """Quality against the teacher, plus cost figures and measured latency.
-
-    With a validation split, the plain metric names (``kl``, ``student_acc``, ``ood_auroc``, ...)
-    are measured on it, and are what objectives, constraints and fronts use; the same metrics on
-    the test set are recorded as ``test_<metric>`` for reporting only. Without one
-    (``data.validation: 0``), both are the test set's and ``selection_split`` says ``test``.
-    """
+def _scores(model, teacher: TeacherResult, p: Prepared) -> dict:
+    """Quality metrics on the selection split and (``test_``) the test set; ``model`` may be an ONNX session."""
     b = p.bundle
     s_ood = student_outputs(model, b.ood.x) if b.ood is not None and teacher.ood is not None else None
     test = _quality(model, b.test.x, b.test.y, teacher.test, teacher, s_ood)
@@ -346,6 +336,30 @@ def student_record(
         rec = dict(test)
         rec["selection_split"] = "test"
     rec.update({f"test_{k}": v for k, v in test.items()})
+    return rec
+
+
+def student_record(
+    model: Net,
+    teacher: TeacherResult,
+    p: Prepared,
+    latency_batch: int = 1,
+    latency_repeats: int = 30,
+    precision: str = "fp32",
+) -> dict:
+    """Quality against the teacher, plus cost figures and measured latency.
+
+    When the study may quantize or times in ONNX Runtime, the student is also written as ONNX
+    (:func:`gped_search.quant.deploy.deployed_record`): an int8 trial's quality, ``bytes`` and
+    latency are then the quantized model's in an ONNX Runtime session, its fp32 figures ``fp32_*``.
+
+    With a validation split, the plain metric names (``kl``, ``student_acc``, ``ood_auroc``, ...)
+    are measured on it, and are what objectives, constraints and fronts use; the same metrics on
+    the test set are recorded as ``test_<metric>`` for reporting only. Without one
+    (``data.validation: 0``), both are the test set's and ``selection_split`` says ``test``.
+    """
+    b = p.bundle
+    rec = _scores(model, teacher, p)
     rec.update(_robustness(model, p))
     cost = cost_figures(model, b.test.x[:1])
     lat = measure_latency(
@@ -367,6 +381,12 @@ def student_record(
             "latency_device": str(lat["device"]),
         }
     )
+    rec["bytes"] = rec["bytes_fp32"]
+    if needs_onnx(p.cfg):
+        from gped_search.quant.deploy import deployed_record
+
+        score = lambda m: _scores(m, teacher, p)  # noqa: E731
+        rec.update(deployed_record(model, p.cfg, b.transfer, precision, rec, score, latency_batch, latency_repeats))
     arch = model.arch
     rec["arch"] = arch.describe()
     for i, w in enumerate(arch.channels):
@@ -384,8 +404,9 @@ def _finish_record(
     pruning: dict | None,
     steps: int,
     latency_batch: int,
+    precision: str = "fp32",
 ) -> dict:
-    rec = student_record(model, teacher, p, latency_batch)
+    rec = student_record(model, teacher, p, latency_batch, precision=precision)
     rec.update(
         {
             "student_steps": steps,
@@ -434,7 +455,7 @@ def train_trial(
         progress=progress,
     )
     pruning = prune_and_finetune(model, teacher, p, prune, p.cfg.distill, data_seed, progress) if prune.active else None
-    rec = _finish_record(model, teacher, p, prune, pruning, timing["steps"], latency_batch)
+    rec = _finish_record(model, teacher, p, prune, pruning, timing["steps"], latency_batch, student.precision.value)
     rec["train_seconds"] = time.perf_counter() - t0
     rec["data_seed"] = data_seed
     rec["_curve"] = list(trainer.curve)
@@ -573,6 +594,7 @@ class _Batch:
                     self.pruning.get(i),
                     self.steps,
                     latency_batch,
+                    self.configs[i].student.precision.value,
                 )
             except Exception as e:  # noqa: BLE001
                 self.out[i] = e

@@ -40,16 +40,23 @@ from gped_search.data.recipe import input_recipe, reproduce_script
 from gped_search.errors import ExportError  # noqa: F401  (raised here; re-exported)
 from gped_search.modelcard import HEAD_MEANINGS, MUTUAL_INFORMATION, card_markdown, heads_of, load_snippets
 from gped_search.models.nets import Arch, arch_of
+from gped_search.quant.onnx import ONNX_HINT, ort_missing
+from gped_search.quant.onnx import onnx_missing as _onnx_missing
+from gped_search.quant.onnx import write_onnx as _write_onnx
 
 __all__ = ["ExportError", "FORMATS", "FILE_NAMES", "HEAD_MEANINGS", "export_student", "verify_pt2"]
 
-FORMATS = ("checkpoint", "pt2", "onnx")
-FILE_NAMES = {"checkpoint": "student.pt", "pt2": "student.pt2", "onnx": "student.onnx"}
+FORMATS = ("checkpoint", "pt2", "onnx", "onnx-int8")
+FILE_NAMES = {
+    "checkpoint": "student.pt",
+    "pt2": "student.pt2",
+    "onnx": "student.onnx",
+    "onnx-int8": "student.int8.onnx",
+}
 REPRO_SCRIPT = "reproduce_accuracy.py"
 """Written next to the card: rebuilds the test set and recomputes the card's test accuracy (plain torch)."""
 CARD_FORMAT = "gped-search-model-card"
 CARD_VERSION = 1
-ONNX_HINT = "ONNX export needs the optional 'onnx' package: pip install onnx onnxscript"
 
 
 def _one_line(e: BaseException) -> str:
@@ -126,41 +133,6 @@ def _export_program(model: nn.Module, x: torch.Tensor) -> tuple[torch.export.Exp
         raise ExportError(f"torch.export failed ({_one_line(e)})") from e
 
 
-def _onnx_missing() -> list[str]:
-    return [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
-
-
-def _write_onnx(model: nn.Module, x: torch.Tensor, path: Path, head_names: Sequence[str]) -> tuple[bool, str]:
-    kwargs = dict(
-        input_names=["x"],
-        output_names=list(head_names),
-        dynamo=True,
-        external_data=False,
-        verbose=False,
-    )  # no exporter chatter on the console
-    try:
-        try:
-            torch.onnx.export(
-                model,
-                (x,),
-                str(path),
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-                **kwargs,
-            )
-            return True, "batch dimension dynamic (min 1)"
-        except ImportError:
-            raise
-        except Exception as e:
-            reason = f"dynamic batch ONNX export failed ({_one_line(e)}); static batch {x.shape[0]}"
-            path.unlink(missing_ok=True)
-            torch.onnx.export(model, (x,), str(path), **kwargs)
-            return False, reason
-    except ImportError as e:
-        raise ExportError(ONNX_HINT) from e
-    except Exception as e:
-        raise ExportError(f"ONNX export failed ({_one_line(e)})") from e
-
-
 def _verify_onnx(path: Path, x: torch.Tensor, expected: Sequence[torch.Tensor]) -> float | None:
     """Max abs diff through onnxruntime, or ``None`` when onnxruntime is not installed."""
     if importlib.util.find_spec("onnxruntime") is None:
@@ -225,6 +197,8 @@ def _check_request(formats, meta: dict) -> tuple[str, ...]:
         raise ExportError(f"meta must be a dict, got {type(meta).__name__}")
     if "onnx" in formats and _onnx_missing():
         raise ExportError(ONNX_HINT)
+    if "onnx-int8" in formats and ort_missing():
+        raise ExportError(f"--format onnx-int8 needs {', '.join(ort_missing())}: pip install gped-search[onnx]")
     return formats
 
 
@@ -246,15 +220,36 @@ class _Written:
     diffs: dict[str, float | None] = field(default_factory=dict)
     dynamic: bool | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    int8: dict | None = None  # the card's quantization section (onnx-int8)
 
 
 def _write_formats(
-    model: nn.Module, x: torch.Tensor, expected, stage: Path, formats, meta: dict, ck_extra: dict, atol: float
+    model: nn.Module,
+    x: torch.Tensor,
+    expected,
+    stage: Path,
+    formats,
+    meta: dict,
+    ck_extra: dict,
+    atol: float,
+    int8_data: tuple = (None, None, 0.5),
 ) -> _Written:
-    """Write each format into ``stage`` and reload it against the model's outputs (``atol``)."""
+    """Write each format into ``stage`` and reload it against the model's outputs (``atol``; int8:
+    ``int8_data`` = (calibration inputs, (test x, test y), its atol from fp32 over the test set))."""
     w = _Written()
     for fmt in formats:
         path = stage / FILE_NAMES[fmt]
+        if fmt == "onnx-int8":
+            from gped_search.quant.export import write_int8
+
+            calibration, test, int8_atol = int8_data
+            w.int8 = write_int8(model, stage, calibration, test, x)
+            w.int8["atol"] = int8_atol
+            dev = max(w.int8["max_abs_deviation_from_fp32"].values(), default=0.0)
+            if not dev <= int8_atol:
+                raise ExportError(f"onnx-int8: outputs differ from the fp32 student by {dev:.3g} > {int8_atol:.3g}")
+            w.notes[fmt] = f"int8 ({w.int8['mode']}); max abs deviation from fp32 {dev:.3g}"
+            continue
         if fmt == "checkpoint":
             try:
                 save_checkpoint(
@@ -344,6 +339,8 @@ def _card(
         },
         "dynamic_batch": w.dynamic,
     }
+    if w.int8 is not None:
+        card["quantization"] = w.int8
     try:
         return _plain(card, "card")
     except TypeError as e:
@@ -368,13 +365,19 @@ def export_student(
     meta: dict,
     example: torch.Tensor | None = None,
     atol: float = 1e-5,
+    calibration: torch.Tensor | None = None,
+    test: tuple[torch.Tensor, torch.Tensor] | None = None,
+    int8_atol: float = 0.5,
 ) -> dict:
     """Write the requested ``formats`` plus ``model_card.json``/``.md`` into ``out_dir``; verify each.
 
     ``meta`` (plain data) may hold ``config``, ``metrics``, ``pruning``, ``cost`` (else computed),
     ``study_name`` (or ``study``), ``trial_number`` (or ``trial``); other keys are kept under
     ``extra``. ``example`` is the verification batch (default: 8 seeded uniform [0, 1] images of
-    the model's input shape). Returns ``{"out_dir", "files", "sha256", "verification",
+    the model's input shape). ``onnx-int8`` quantizes the student (:mod:`gped_search.quant`) with
+    ``calibration`` (transfer-set inputs; a CNN needs them) and states its max abs deviation from the
+    fp32 student (at most ``int8_atol``) and its accuracy on ``test`` (x, y) in the card, whose
+    ``reproduce_accuracy.py`` then needs only onnxruntime and numpy. Returns ``{"out_dir", "files", "sha256", "verification",
     "dynamic_batch", "card"}``; raises :class:`ExportError` (nothing moved into ``out_dir``) when a
     file cannot be written or reloads with a max abs difference above ``atol``. Everything is
     written into a staging folder first and moved into ``out_dir`` only once verified; then the files an
@@ -407,7 +410,7 @@ def export_student(
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:
-        w = _write_formats(model, x, expected, stage, formats, meta, ck_extra, atol)
+        w = _write_formats(model, x, expected, stage, formats, meta, ck_extra, atol, (calibration, test, int8_atol))
         files = {
             fmt: {
                 "name": FILE_NAMES[fmt],
@@ -424,9 +427,19 @@ def export_student(
             if "predictive" in arch.head_names and ("pt2" in formats or "onnx" in formats)
             else None
         )
+        if w.int8 is not None and "predictive" in arch.head_names and test is not None:
+            from gped_search.quant.export import int8_script
+
+            hw = tuple(arch.in_shape[1:])
+            script = int8_script(meta.get("config"), arch.head_names.index("predictive"), test[0].shape[0], hw)
         if script is not None:
             (stage / REPRO_SCRIPT).write_text(script, encoding="utf-8")
-            recipe["reproduce"] = f"python {REPRO_SCRIPT} --data-root PATH  (recomputes metrics.test_student_acc)"
+            what = (
+                "quantization.test_student_acc"
+                if w.int8 is not None and test is not None
+                else "metrics.test_student_acc"
+            )
+            recipe["reproduce"] = f"python {REPRO_SCRIPT} --data-root PATH  (recomputes {what})"
         card = _card(model, x, x_desc, w, files, recipe, meta, cost, extra, atol)
         (stage / "model_card.json").write_text(
             json.dumps(card, indent=2, allow_nan=True, default=str) + "\n", encoding="utf-8"

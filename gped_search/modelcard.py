@@ -42,6 +42,11 @@ def load_snippets(arch: Arch) -> dict[str, str]:
             'sess = ort.InferenceSession("student.onnx")\n'
             f'{outs} = sess.run(None, {{"x": np.random.rand(8, {shape}).astype(np.float32)}})'
         ),
+        "onnx-int8": (
+            "import numpy as np, onnxruntime as ort  # int8 weights; inputs and outputs stay float32\n"
+            'sess = ort.InferenceSession("student.int8.onnx")\n'
+            f'{outs} = sess.run(None, {{"x": np.random.rand(8, {shape}).astype(np.float32)}})'
+        ),
     }
 
 
@@ -123,6 +128,23 @@ def card_markdown(card: dict) -> str:
         lines += [f"## {heading}", ""]
         vals = {k: v for k, v in vals.items() if not (isinstance(v, float) and v != v)}  # no nan rows
         lines += [f"- {k}: {v}" for k, v in vals.items()] if vals else ["- (none given)"]
+        lines.append("")
+    q = card.get("quantization")
+    if q:
+        dev = ", ".join(f"{k} {v:.3g}" for k, v in q["max_abs_deviation_from_fp32"].items())
+        lines += [
+            "## Quantization",
+            "",
+            f"- precision {q['precision']}: ONNX Runtime, mode `{q['mode']}`, weights {q['weight_type']}"
+            + (" per channel" if q["per_channel"] else "")
+            + f", activations {q['activation_type']}",
+            f"- reduce_range {q['reduce_range']} (CPU VNNI: {q['vnni']})",
+            f"- calibration: {q['calibration_set']}"
+            + (f", {q['calibration_size']} inputs" if q["calibration_size"] else ""),
+            f"- max abs deviation from the fp32 student on {q['deviation_measured_on']}: {dev} (limit {q['atol']:g})",
+        ]
+        if "test_student_acc" in q:
+            lines.append(f"- int8 test accuracy: {q['test_student_acc']:.6f} (what reproduce_accuracy.py checks)")
         lines.append("")
     lines += [
         "## Files",

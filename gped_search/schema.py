@@ -33,6 +33,8 @@ __all__ = [
 from gped_search.choices import (
     Dataset,
     EntropyLoss,
+    LatencyBackend,
+    Precision,
     PruneMethod,
     PruneRule,
     StepSchedule,
@@ -162,6 +164,10 @@ class StudentConfig:
     """CNN student: multiplication factor of every fully connected hidden width."""
     dropout: float = 0.0
     """Dropout on hidden layers during training (off in eval mode); the reference uses 0.5."""
+    precision: Precision = Precision.fp32
+    """fp32 | int8: the student as deployed (int8: ONNX Runtime quantization; needs gped-search[onnx])."""
+    calibration_size: int = 256
+    """int8 CNN students: transfer-set inputs (evenly spaced) that calibrate static quantization."""
 
     def __post_init__(self) -> None:
         _check(
@@ -170,6 +176,7 @@ class StudentConfig:
         )
         _check(self.m1 > 0 and self.m2 > 0, "student.m1 and student.m2 must be > 0")
         _check(0 <= self.dropout < 1, "student.dropout must be in [0, 1)")
+        _check(self.calibration_size >= 1, "student.calibration_size must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -335,6 +342,8 @@ class SearchConfig:
     """Images of the selection (and test) split attacked for robust_acc (the first n)."""
     batch: int = 1
     """Trials asked together and trained in lockstep against the teacher (ask-and-tell batch mode)."""
+    latency_backend: LatencyBackend = LatencyBackend.torch
+    """torch (eager PyTorch) | onnxruntime (every trial timed as an ONNX Runtime session; int8 always is)."""
     seed: int | None = None
     """Seed of the search: the sampler and every trial's student seeds (None = the study seed). The
     teacher depends on the study ``seed`` only, so studies that differ in ``search.seed`` share it."""
@@ -415,6 +424,14 @@ class StudyConfig:
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
                 f"search.constraints.{k} must be a finite number (the upper bound)",
             )
+        from gped_search.search.space import precisions
+
+        timed = any(k.startswith("latency") for k in (*self.search.objectives, *self.search.constraints))
+        _check(
+            not (timed and {"fp32", "int8"} <= precisions(self) and self.search.latency_backend.value == "torch"),
+            "search.latency_backend: int8 students run in ONNX Runtime, so a latency objective over fp32 "
+            "and int8 needs search.latency_backend: onnxruntime",
+        )
 
     @property
     def out_dir(self) -> Path:

@@ -24,6 +24,7 @@ reg, rounds     regulariser strength (group_norm, growing_reg) / prune -> fine-t
 lr, dropout     student learning rate and dropout
 derivative_weight, relational_weight
                 derivative matching and relational distillation weights (0 = off)
+precision       the student as deployed (fp32 | int8: ONNX Runtime quantization)
 ==============  ===========================================================================
 """
 
@@ -33,7 +34,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from gped_search.choices import PruneMethod, PruneRule, StudentFamily
+from gped_search.choices import Precision, PruneMethod, PruneRule, StudentFamily
 from gped_search.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ __all__ = [
     "suggest",
     "grid_space",
     "TrialChoice",
+    "precisions",
 ]
 
 PARAMS = (
@@ -68,6 +70,7 @@ PARAMS = (
     "dropout",
     "derivative_weight",
     "relational_weight",
+    "precision",
 )
 """Valid names under ``search.space``."""
 
@@ -84,6 +87,8 @@ METRICS = (
     "buffers",
     "bytes_fp32",
     "bytes_fp16",
+    "bytes",
+    "fp32_kl",
     "macs",
     "macs_conv_linear",
     "latency_ms",
@@ -107,6 +112,7 @@ _CATEGORICAL_ONLY = {
     "family": {m.value for m in StudentFamily},
     "rule": {r.value for r in PruneRule},
     "method": {m.value for m in PruneMethod},
+    "precision": {p.value for p in Precision},
 }
 _POSITIVE = {"mlp_depth", "mlp_width", "m1", "m2", "lr", "rounds"}
 
@@ -272,7 +278,15 @@ def suggest(trial, cfg: StudyConfig, specs: dict[str, Spec] | None = None) -> Tr
     else:
         m1 = float(get("m1", s.m1))
         m2 = float(get("m2", s.m2))
-    student = replace(s, family=family, widths=widths, m1=m1, m2=m2, dropout=float(get("dropout", s.dropout)))
+    student = replace(
+        s,
+        family=family,
+        widths=widths,
+        m1=m1,
+        m2=m2,
+        dropout=float(get("dropout", s.dropout)),
+        precision=Precision(get("precision", s.precision.value)),
+    )
     lambda_g = float(get("lambda_g", pr.lambda_g))
     rule = PruneRule(get("rule", pr.rule.value))
     prune = replace(
@@ -293,6 +307,13 @@ def suggest(trial, cfg: StudyConfig, specs: dict[str, Spec] | None = None) -> Tr
         relational_weight=float(get("relational_weight", d.relational_weight)),
     )
     return TrialChoice(replace(cfg, student=student, prune=prune, distill=distill), dict(trial.params))
+
+
+def precisions(cfg: StudyConfig) -> set[str]:
+    """The precisions a study's trials may have (``search.space.precision``, else ``student.precision``)."""
+    raw = (cfg.search.space or {}).get("precision", cfg.student.precision.value)
+    raw = raw.get("values", raw) if isinstance(raw, dict) else raw
+    return {getattr(v, "value", v) for v in (raw if isinstance(raw, (list, tuple)) else [raw])}
 
 
 def grid_space(specs: dict[str, Spec], default_depth: int) -> dict[str, list]:
