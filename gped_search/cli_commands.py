@@ -1,0 +1,152 @@
+"""The commands that read a finished study or an exported student (``export``, ``evaluate``, ``downstream``,
+``robustness``) and the helpers every command shares; :mod:`gped_search.cli` dispatches to them."""
+
+from __future__ import annotations
+
+import json
+
+
+def _load(args):
+    from gped_search.config import load_study
+
+    return load_study(args.study, args.overrides)
+
+
+def _print_table(df) -> None:
+    import pandas as pd
+
+    with pd.option_context(
+        "display.max_columns",
+        30,
+        "display.width",
+        200,
+        "display.max_colwidth",
+        40,
+        "display.float_format",
+        lambda v: f"{v:.4g}",
+    ):
+        print(df.to_string(index=False))
+
+
+def _open(args):
+    from gped_search.search import open_study
+
+    cfg = _load(args)
+    return cfg, open_study(cfg, args.storage, create=False)
+
+
+def cmd_export(args) -> int:
+    from gped_search.config import ConfigError
+    from gped_search.search.selection import parse_requirement, parse_size
+
+    best_under = parse_size(args.best_under) if args.best_under is not None else None
+    require = tuple(parse_requirement(r) for r in args.require)
+    if args.trial is None and not args.knee and best_under is None and not require:
+        raise ConfigError("export: say which student: --trial N|best:<objective>, --knee, --best-under or --require")
+    from gped_search.search.jobs import export_trial
+
+    cfg, study = _open(args)
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    res = export_trial(
+        cfg,
+        study,
+        args.out,
+        trial=args.trial,
+        knee=args.knee,
+        formats=formats,
+        best_under=best_under,
+        require=require,
+    )
+    if args.json:
+        keep = ("trial", "files", "verification", "dynamic_batch", "removed_stale", "warning")
+        print(json.dumps({k: v for k, v in res.items() if k in keep}, indent=2, default=str))
+        return 0
+    from pathlib import Path
+
+    print(f"exported trial {res['trial']} to {res['out_dir']}:")
+    for path in res["files"].values():
+        print(f"  {Path(path).name:<24} {Path(path).stat().st_size / 1000:>9.1f} kB")
+    diffs = ", ".join(f"{k} {v:.2g}" if v is not None else f"{k} not checked" for k, v in res["verification"].items())
+    print(f"verified: every model file reloads to the stored student's outputs (largest difference: {diffs})")
+    if res.get("warning"):
+        print(f"warning: {res['warning']}")
+    if res.get("removed_stale"):
+        print("removed the files of an earlier export this one did not write: " + ", ".join(res["removed_stale"]))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from gped_search.checkpoints import load_checkpoint
+    from gped_search.evaluation import evaluate_student
+
+    model, meta = load_checkpoint(args.checkpoint)
+    rec = evaluate_student(
+        model,
+        meta,
+        ood=args.ood,
+        data_root=args.data_root,
+        teacher=args.teacher,
+        where=args.checkpoint,
+    )
+    if args.json:
+        print(json.dumps(rec, indent=2))
+    else:
+        for k, v in rec.items():
+            print(f"{k:>28}  {v:.4f}" if isinstance(v, float) else f"{k:>28}  {v}")
+    return 0
+
+
+def cmd_downstream(args) -> int:
+    from gped_search.search.jobs import run_downstream
+
+    cfg, study = _open(args)
+    table, out = run_downstream(
+        cfg, study, trials=args.trials, oods=args.ood, baseline_steps=args.baseline_steps, out=args.out
+    )
+    _print_table(table)
+    print(f"wrote {out}/downstream.csv, downstream.md and plots")
+    return 0
+
+
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    from gped_search.config import ConfigError
+
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{flag}: {text!r} is not a comma-separated list of numbers") from None
+    if not values:
+        raise ConfigError(f"{flag}: give at least one number")
+    return values
+
+
+def cmd_robustness(args) -> int:
+    from gped_search.config import ConfigError
+    from gped_search.metrics.adversarial import ATTACKS
+    from gped_search.search.jobs import run_robustness
+
+    eps = _floats(args.eps, "--eps")
+    if any(not 0 < e <= 1 for e in eps):
+        raise ConfigError(f"--eps: every radius must be in (0, 1] (pixels in [0, 1]), got {args.eps}")
+    attacks = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
+    bad = [a for a in attacks if a not in ATTACKS]
+    if bad or not attacks:
+        raise ConfigError(f"--attacks: unknown {', '.join(bad) or '(none given)'}; valid: {', '.join(ATTACKS)}")
+    if args.n < 1 or args.pgd_steps < 1:
+        raise ConfigError("--n and --pgd-steps must be >= 1")
+    cfg, study = _open(args)
+    table, out = run_robustness(
+        cfg,
+        study,
+        trials=args.trials,
+        eps=eps,
+        attacks=attacks,
+        pgd_steps=args.pgd_steps,
+        n=args.n,
+        baseline_steps=args.baseline_steps,
+        out=args.out,
+        seed=args.seed,
+    )
+    _print_table(table)
+    print(f"wrote {out}/robustness.csv, robustness.md and robustness.png")
+    return 0
