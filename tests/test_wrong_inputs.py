@@ -324,3 +324,43 @@ def test_knee_far_below_another_front_member_on_accuracy_is_warned():
     assert "--trial 0" in rec["warning"]
     front.loc[0, "student_acc"] = 0.84  # within 5 points: no warning
     assert knee_accuracy_gap(front, knee_point(front, obj)) is None and "warning" not in recommendation(front, obj)
+
+
+# ------------------------------------------------------------------- item 8: an interrupted trial is retried
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_an_interrupted_trial_records_why_and_is_retried_on_resume(tmp_path, monkeypatch, batch):
+    from gped_search.config import load_study
+    from gped_search.search import open_study, trials_frame
+    from gped_search.search import trials as trials_mod
+
+    name = "train_trial" if batch == 1 else "train_trials"
+    real, calls = getattr(trials_mod, name), []
+
+    def stop_on_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(trials_mod, name, stop_on_second)
+    sets = tiny_sets(tmp_path, "device=cpu", f"search.batch={batch}")
+    argv = ["run", QUICKSTART, "--n-trials", str(2 * batch), "--no-progress", "--no-report", *sets]
+    rc, _, err = cli(argv)
+    assert rc == 130 and "interrupted" in err
+    cfg = load_study(QUICKSTART, [f"report_dir={tmp_path}", "device=cpu"])
+    df = trials_frame(open_study(cfg, create=False))
+    stopped = df[df["state"] == "FAIL"]
+    assert len(stopped) == batch and stopped["fail_reason"].str.startswith("interrupted").all()
+    monkeypatch.setattr(trials_mod, name, real)
+    rc, _, err = cli(argv)
+    assert rc == 0, err
+    study = open_study(cfg, create=False)
+    by_number = {t.number: t for t in study.get_trials()}
+    retries = [t for t in by_number.values() if "retry_of" in t.user_attrs]
+    assert sorted(t.user_attrs["retry_of"] for t in retries) == sorted(stopped["number"])
+    for t in retries:
+        assert t.state.name == "COMPLETE" and t.params == by_number[t.user_attrs["retry_of"]].params
+    rc, _, err = cli(argv)  # a third run enqueues nothing again
+    assert rc == 0 and len([t for t in study.get_trials() if "retry_of" in t.user_attrs]) == len(retries)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import tempfile
 from pathlib import Path
 
 import optuna
@@ -44,7 +45,16 @@ from .storage import (
     storage_url,
 )
 from .teacher import CHAIN_DIR, TEACHER_FILE, ensure_teacher, teacher_key
-from .trials import EXPECTED_FAILURES, TrialFailed, _echo, finished, make_objective, optimize_batched, trial_line  # noqa: F401
+from .trials import (  # noqa: F401
+    EXPECTED_FAILURES,
+    TrialFailed,
+    _echo,
+    finished,
+    make_objective,
+    optimize_batched,
+    retry_interrupted,
+    trial_line,
+)
 
 __all__ = [
     "StudyError",
@@ -113,6 +123,8 @@ def _work_quiet(
         if info["teacher_copied_from"]:
             study.set_user_attr("teacher_copied_from", info["teacher_copied_from"])
     fail_dead_trials(study)
+    if worker == 0:
+        retry_interrupted(study)  # a Ctrl-C'd trial's parameters run again (it stays FAIL, reason recorded)
     specs = parse_space(cfg.search.space)
     target = n_trials if n_trials is not None else cfg.search.n_trials
     remaining = None if target is None else max(0, target - finished(study))
@@ -296,7 +308,7 @@ def calibrate_front(study: optuna.Study, cfg: StudyConfig, rounds: int = 10) -> 
 
     df = trials_frame(study, calibrated=False)
     front = df[df["on_front"]] if "on_front" in df else df.iloc[:0]
-    models, shape = {}, None
+    models, shape, precision = {}, None, {}
     for _, row in front.iterrows():
         ckpt = study_path(cfg.out_dir, row.get("checkpoint"))
         if ckpt is None or not ckpt.is_file():
@@ -304,19 +316,28 @@ def calibrate_front(study: optuna.Study, cfg: StudyConfig, rounds: int = 10) -> 
         model, _ = load_checkpoint(ckpt)
         models[int(row["number"])] = model
         shape = model.arch.in_shape
+        precision[int(row["number"])] = str(row.get("precision", "fp32"))
     if len(models) < 2:
         return {}
     device = str(row.get("latency_device") or "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         device = "cpu"
-    cal = calibrate_latency(
-        models,
-        shape,
-        batch=cfg.search.latency_batch,
-        device=device,
-        threads=1 if device == "cpu" else None,
-        rounds=rounds,
-    )
+    with tempfile.TemporaryDirectory(prefix="gped-onnx-") as tmp:
+        measure = None
+        if "onnxruntime" in set(front.get("latency_backend", [])):  # timed as deployed: ONNX Runtime sessions
+            from gped_search.quant.deploy import onnx_files
+            from gped_search.quant.onnx import measure_latency_ort as measure
+
+            models = onnx_files(models, precision, cfg, tmp)
+        cal = calibrate_latency(
+            models,
+            shape,
+            batch=cfg.search.latency_batch,
+            device=device,
+            threads=1 if device == "cpu" else None,
+            rounds=rounds,
+            measure=measure,
+        )
     out = {str(n): [c["median_ms"], c["p10_ms"], c["p90_ms"]] for n, c in cal.items()}
     study.set_user_attr(CALIBRATION_ATTR, out)
     return out

@@ -37,7 +37,16 @@ from .samplers import search_seed
 from .space import Spec, suggest
 from .storage import Heartbeat, fail_dead_trials, grid_left, record_curve, trial_ids
 
-__all__ = ["EXPECTED_FAILURES", "TrialFailed", "make_objective", "optimize_batched", "trial_line", "finished"]
+__all__ = [
+    "EXPECTED_FAILURES",
+    "TrialFailed",
+    "make_objective",
+    "optimize_batched",
+    "trial_line",
+    "finished",
+    "mark_interrupted",
+    "retry_interrupted",
+]
 
 
 EXPECTED_FAILURES: tuple[type[BaseException], ...] = (
@@ -163,6 +172,13 @@ def make_objective(
     runner = _TrialRunner(cfg, p, teacher, artifact_dir, specs)
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
+        try:
+            return _objective(trial)
+        except KeyboardInterrupt:  # Optuna tells it FAIL: say why, so the next run tries it again
+            mark_interrupted(trial)
+            raise
+
+    def _objective(trial: optuna.Trial) -> tuple[float, ...]:
         tc, seed = runner.start(trial)
         try:
             model, rec = train_trial(
@@ -230,48 +246,61 @@ def optimize_batched(
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trials = [study.ask() for _ in range(k)]
         asked += k
-        with Heartbeat(study, trial_ids(trials)):
-            started, configs, seeds = [], [], []
+        try:
+            _run_batch(study, cfg, p, teacher, runner, trials, bar, announce)
+        except KeyboardInterrupt:
+            told = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
             for t in trials:
-                try:
-                    tc, seed = runner.start(t)
-                except Exception as e:  # noqa: BLE001
-                    _tell(study, t, None, runner.failed(t, e))
-                    if announce:
-                        _echo(study, t.number)
-                    continue
-                started.append(t)
-                configs.append(tc)
-                seeds.append(seed)
-            results = (
-                train_trials(
-                    p,
-                    teacher,
-                    configs,
-                    seeds,
-                    latency_batch=cfg.search.latency_batch,
-                    progress=bar is not None,
-                )
-                if started
-                else []
-            )
-            for t, tc, res in zip(started, configs, results):
-                if isinstance(res, OSError):
-                    raise res
-                if isinstance(res, Exception):
-                    _tell(study, t, None, runner.failed(t, res))
-                else:
-                    try:
-                        _tell(study, t, runner.finish(t, tc, *res), None)
-                    except TrialFailed as e:
-                        _tell(study, t, None, e)
-                if announce:
-                    _echo(study, t.number)
+                if t.number not in told:
+                    mark_interrupted(t)
+                    _tell(study, t, None, KeyboardInterrupt())
+            raise
         if bar is not None:
             bar.update(len(trials))
         gc.collect()
     if bar is not None:
         bar.close()
+
+
+def _run_batch(study, cfg, p, teacher, runner, trials, bar, announce) -> None:
+    """Start, train in lockstep and tell one batch of asked trials."""
+    with Heartbeat(study, trial_ids(trials)):
+        started, configs, seeds = [], [], []
+        for t in trials:
+            try:
+                tc, seed = runner.start(t)
+            except Exception as e:  # noqa: BLE001
+                _tell(study, t, None, runner.failed(t, e))
+                if announce:
+                    _echo(study, t.number)
+                continue
+            started.append(t)
+            configs.append(tc)
+            seeds.append(seed)
+        results = (
+            train_trials(
+                p,
+                teacher,
+                configs,
+                seeds,
+                latency_batch=cfg.search.latency_batch,
+                progress=bar is not None,
+            )
+            if started
+            else []
+        )
+        for t, tc, res in zip(started, configs, results):
+            if isinstance(res, OSError):
+                raise res
+            if isinstance(res, Exception):
+                _tell(study, t, None, runner.failed(t, res))
+            else:
+                try:
+                    _tell(study, t, runner.finish(t, tc, *res), None)
+                except TrialFailed as e:
+                    _tell(study, t, None, e)
+            if announce:
+                _echo(study, t.number)
 
 
 def trial_line(study: optuna.Study, number: int) -> str:
@@ -320,6 +349,28 @@ def _tell(study: optuna.Study, trial: optuna.Trial, values, error: BaseException
         # study.optimize; the trial's state and values are stored all the same (Optuna's tell).
         if "Study.stop" not in str(e):
             raise
+
+
+INTERRUPTED = "interrupted (Ctrl-C or a stop signal); its parameters are tried again on the next run"
+
+
+def mark_interrupted(trial: optuna.Trial) -> None:
+    """Record on a trial stopped by the user that it was interrupted (not a failure of its own)."""
+    with contextlib.suppress(Exception):  # the storage may refuse a finished trial; the run is stopping anyway
+        trial.set_user_attr("fail_reason", INTERRUPTED)
+        trial.set_user_attr("interrupted", True)
+
+
+def retry_interrupted(study: optuna.Study) -> list[int]:
+    """Enqueue the parameters of every interrupted trial not yet retried (the retry records ``retry_of``)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    out = []
+    for t in trials:
+        if t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in retried:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+            out.append(t.number)
+    return out
 
 
 def finished(study: optuna.Study) -> int:
