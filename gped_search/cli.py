@@ -154,6 +154,12 @@ def cmd_status(args) -> int:
             f"Pareto front: {st['front_size']} trials over "
             + ", ".join(f"{k} ({v})" for k, v in st["objectives"].items())
         )
+        if st.get("knee"):
+            k = st["knee"]
+            figs = ", ".join(
+                f"{n} {v:.4g}" for n, v in k.items() if n not in ("trial", "arch") and isinstance(v, float)
+            )
+            print(f"knee (recommended): trial {k['trial']} ({k.get('arch') or '?'}): {figs}")
         if st["teacher"]:
             print(
                 "teacher: "
@@ -237,11 +243,18 @@ def cmd_pareto(args) -> int:
     if front.empty:
         print("Pareto front: empty (no complete, feasible trial yet)")
         return 0
+    import textwrap
+
     from gped_search.report.writer import selection_note
 
-    print(selection_note(df[df["state"] == "COMPLETE"]))
+    print(textwrap.fill(selection_note(df[df["state"] == "COMPLETE"]), 120))
+    from gped_search.report.tables import knee_point
+
     print(f"Pareto front over {', '.join(f'{k} ({v})' for k, v in objectives.items())}: {len(front)} trials")
-    _print_table(front[front_columns(front, objectives)])
+    shown = front[front_columns(front, objectives)].copy()
+    knee = knee_point(front, objectives)
+    shown.insert(1, "knee", ["*" if i == knee else "" for i in front.index])
+    _print_table(shown)
     if args.csv:
         front.to_csv(args.csv, index=False)
     return 0

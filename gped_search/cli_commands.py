@@ -25,7 +25,10 @@ def _print_table(df) -> None:
         "display.float_format",
         lambda v: f"{v:.4g}",
     ):
-        print(df.to_string(index=False))
+        import shutil
+
+        width = min(120, shutil.get_terminal_size((120, 24)).columns)  # wide tables wrap into blocks
+        print(df.to_string(index=False, line_width=width))
 
 
 def _open(args):

@@ -175,11 +175,13 @@ def test_status_and_pareto_print_the_front(study_run, capsys, tmp_path):
     assert main(["pareto", QUICKSTART, "--objectives", "kl,bytes_fp32", "--csv", str(csv), *sets(root, SPACE)]) == 0
     out = capsys.readouterr().out
     front = nondominated(df, ["kl", "bytes_fp32"])
-    assert out.splitlines()[0].startswith("Selected on the validation split")
-    assert out.splitlines()[1] == f"Pareto front over kl (minimize), bytes_fp32 (minimize): {len(front)} trials"
-    header = out.splitlines()[2].split()
-    assert header[:3] == ["number", "kl", "bytes_fp32"] and "test_kl" in header
-    assert {int(line.split()[0]) for line in out.splitlines()[3:]} == front
+    lines = out.splitlines()
+    assert lines[0].startswith("Selected on the validation split") and max(map(len, lines)) <= 120
+    at = lines.index(f"Pareto front over kl (minimize), bytes_fp32 (minimize): {len(front)} trials")
+    end = lines.index("", at) if "" in lines[at:] else len(lines)
+    block = lines[at + 1 : end]  # the table's first block (it wraps at 120 columns)
+    assert block[0].split()[:4] == ["number", "knee", "kl", "bytes_fp32"] and "test_kl" in out
+    assert {int(line.split()[0]) for line in block[1:]} == front
     assert set(pd.read_csv(csv)["number"]) == front
 
     assert main(["pareto", QUICKSTART, "--objectives", "kl,nonsense", *sets(root, SPACE)]) == 2
@@ -190,14 +192,14 @@ def test_export_knee_and_best_then_evaluate(study_run, capsys, tmp_path):
     root = study_run[0]
     df = frame(root, SPACE).set_index("number")
 
-    assert main(["export", QUICKSTART, "--knee", "--out", str(tmp_path / "knee"), *sets(root, SPACE)]) == 0
+    assert main(["export", QUICKSTART, "--knee", "--json", "--out", str(tmp_path / "knee"), *sets(root, SPACE)]) == 0
     knee = json.loads(capsys.readouterr().out)["trial"]
     assert bool(df.loc[knee, "on_front"])
     for f in ("student.pt", "student.pt2", "model_card.json"):
         assert (tmp_path / "knee" / f).stat().st_size > 0
 
     best = tmp_path / "best"
-    assert main(["export", QUICKSTART, "--trial", "best:kl", "--out", str(best), *sets(root, SPACE)]) == 0
+    assert main(["export", QUICKSTART, "--trial", "best:kl", "--json", "--out", str(best), *sets(root, SPACE)]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["trial"] == int(df["kl"].astype(float).idxmin())
     assert {Path(p).name for p in res["files"].values()} >= {"student.pt", "student.pt2", "model_card.json"}

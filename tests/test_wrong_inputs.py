@@ -279,9 +279,21 @@ def test_export_best_under_and_require_pick_on_validation_figures(study, tmp_pat
     assert rc == 0, err
     assert f"exported trial {want} " in out
     both = done[(done["student_acc"] >= float(done["student_acc"].min())) & (done["bytes_fp32"] <= limit)]
-    rc, out, err = cli(["export", QUICKSTART, "--require", f"acc>={float(done['student_acc'].min())}",
-                        "--best-under", str(int(limit)), "--trial", "best:bytes_fp32", "--out", str(tmp_path / "c"),
-                        *sets])
+    rc, out, err = cli(
+        [
+            "export",
+            QUICKSTART,
+            "--require",
+            f"acc>={float(done['student_acc'].min())}",
+            "--best-under",
+            str(int(limit)),
+            "--trial",
+            "best:bytes_fp32",
+            "--out",
+            str(tmp_path / "c"),
+            *sets,
+        ]
+    )
     assert rc == 0, err
     assert f"exported trial {int(both.loc[both['bytes_fp32'].astype(float).idxmin(), 'number'])} " in out
 
@@ -314,8 +326,16 @@ def test_knee_far_below_another_front_member_on_accuracy_is_warned():
     from gped_search.report.tables import knee_accuracy_gap, knee_point
     from gped_search.report.writer import recommendation
 
-    front = pd.DataFrame({"number": [0, 1, 2], "kl": [0.01, 0.05, 0.3], "bytes_fp32": [9e5, 1e5, 1e4],
-                          "student_acc": [0.97, 0.80, 0.5], "state": "COMPLETE", "arch": ["CNN", "MLP", "MLP"]})
+    front = pd.DataFrame(
+        {
+            "number": [0, 1, 2],
+            "kl": [0.01, 0.05, 0.3],
+            "bytes_fp32": [9e5, 1e5, 1e4],
+            "student_acc": [0.97, 0.80, 0.5],
+            "state": "COMPLETE",
+            "arch": ["CNN", "MLP", "MLP"],
+        }
+    )
     obj = {"kl": "minimize", "bytes_fp32": "minimize"}
     assert int(front.loc[knee_point(front, obj), "number"]) == 1
     gap = knee_accuracy_gap(front, knee_point(front, obj))
@@ -364,3 +384,39 @@ def test_an_interrupted_trial_records_why_and_is_retried_on_resume(tmp_path, mon
         assert t.state.name == "COMPLETE" and t.params == by_number[t.user_attrs["retry_of"]].params
     rc, _, err = cli(argv)  # a third run enqueues nothing again
     assert rc == 0 and len([t for t in study.get_trials() if "retry_of" in t.user_attrs]) == len(retries)
+
+
+# ------------------------------------------------------------------- item 15: smaller items
+
+
+def test_status_and_pareto_mark_the_knee_and_pareto_fits_120_columns(study):
+    import json
+
+    from gped_search.report.tables import knee_point, pareto_front
+
+    root, sets = study
+    df = _frame(root)
+    obj = {"kl": "minimize", "bytes_fp32": "minimize", "latency_ms": "minimize"}
+    front = pareto_front(df, obj)
+    knee = int(front.loc[knee_point(front, obj), "number"])
+    rc, out, err = cli(["status", QUICKSTART, *sets])
+    assert rc == 0, err
+    assert f"knee (recommended): trial {knee} (" in out
+    rc, out, err = cli(["status", QUICKSTART, "--json", *sets])
+    assert json.loads(out)["knee"]["trial"] == knee
+    summary = json.loads((root / "quickstart" / "summary.json").read_text())
+    assert summary["recommended"]["trial"] == knee  # the report's recommendation
+    rc, out, err = cli(["pareto", QUICKSTART, *sets])
+    assert rc == 0, err
+    assert max(len(ln) for ln in out.splitlines()) <= 120
+    starred = [ln for ln in out.splitlines() if " * " in f" {ln} " and ln.split()[0] == str(knee)]
+    assert len(starred) == 1, out
+
+
+def test_missing_data_root_error_lists_where_it_looks(tmp_path):
+    from gped_search.data import DataError, load_split
+
+    with pytest.raises(DataError) as e:
+        load_split("mnist", False, str(tmp_path))
+    msg = str(e.value)
+    assert "data.root, $GPED_DATA_ROOT, ../shared/data if it exists, ./data" in msg and "\n" not in msg

@@ -91,7 +91,8 @@ def _decompressed(root: Path, name: str) -> Path:
     missing = [f for f in _RAW_FILES if not (raw / f).exists() and not (raw / f"{f}.gz").exists()]
     if missing:
         raise DataError(
-            f"{name}: no {missing[0]}(.gz) under {raw.resolve()}; point the data root at a folder "
+            f"{name}: no {missing[0]}(.gz) under {raw.resolve()} (the data root is the first of: data.root, "
+            f"$GPED_DATA_ROOT, ../shared/data if it exists, ./data); point the data root at a folder "
             f"holding {folder}/raw/ with data.root in the study file, --set data.root=PATH or "
             f"GPED_DATA_ROOT=PATH"
         )

@@ -35,6 +35,7 @@ __all__ = [
     "hypervolume",
     "hypervolume_history",
     "knee_accuracy_gap",
+    "knee_index",
     "knee_point",
     "pareto_front",
     "pareto_mask",
@@ -335,16 +336,23 @@ def knee_point(front_df: pd.DataFrame, objectives: Objectives) -> Hashable:
     row with the smallest Euclidean norm wins (first one on ties).  Rows with a NaN
     objective are ignored.
     """
-    signs = direction_signs(list(objectives.values()))
-    vals = _objective_matrix(front_df, objectives) * signs
+    i = knee_index(_objective_matrix(front_df, objectives), list(objectives.values()))
+    if i is None:
+        raise ValueError("front_df has no row with all objectives present")
+    return front_df.index[i]
+
+
+def knee_index(values: np.ndarray, directions: Sequence[Any]) -> int | None:
+    """:func:`knee_point` on a plain ``(n, k)`` array of front rows: the row's position (None: no complete row)."""
+    vals = np.asarray(values, dtype=float) * direction_signs(directions)
     ok = ~np.isnan(vals).any(axis=1)
     if not ok.any():
-        raise ValueError("front_df has no row with all objectives present")
+        return None
     v = vals[ok]
     lo, hi = v.min(axis=0), v.max(axis=0)
     span = np.where(hi > lo, hi - lo, 1.0)
     dist = np.linalg.norm((v - lo) / span, axis=1)
-    return front_df.index[np.flatnonzero(ok)[int(np.argmin(dist))]]
+    return int(np.flatnonzero(ok)[int(np.argmin(dist))])
 
 
 KNEE_GAP = 0.05

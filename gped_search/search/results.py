@@ -10,7 +10,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from gped_search.report.tables import SPREAD, pareto_front, pareto_mask
+from gped_search.report.tables import SPREAD, knee_index, pareto_front, pareto_mask
 
 from .storage import mask_url
 
@@ -81,19 +81,22 @@ def trials_frame(study: optuna.Study, calibrated: bool = True) -> pd.DataFrame:
     return df
 
 
-def _front_size(rows: list[dict], objectives: dict[str, str]) -> int:
-    """How many COMPLETE, feasible trials are non-dominated: :func:`pareto_front`'s rule (latency
-    differences inside the p10..p90 spread are ties) on plain rows, without pandas."""
+def _front(rows: list[dict], objectives: dict[str, str]) -> tuple[int, dict | None]:
+    """How many COMPLETE, feasible trials are non-dominated (:func:`pareto_front`'s rule: latency
+    differences inside the p10..p90 spread are ties) and the knee's row, on plain rows, without pandas."""
     nan = float("nan")
     pool = [r for r in rows if r["state"] == "COMPLETE" and r.get("feasible") is not False]
     if not pool:
-        return 0
+        return 0, None
     names = list(objectives)
 
-    values = [[_num(r.get(n, nan)) for n in names] for r in pool]
+    values = np.array([[_num(r.get(n, nan)) for n in names] for r in pool])
     low = [[_num(r.get(SPREAD[n][0], nan)) if n in SPREAD else nan for n in names] for r in pool]
     high = [[_num(r.get(SPREAD[n][1], nan)) if n in SPREAD else nan for n in names] for r in pool]
-    return int(pareto_mask(np.array(values), list(objectives.values()), np.array(low), np.array(high)).sum())
+    mask = pareto_mask(values, list(objectives.values()), np.array(low), np.array(high))
+    on = np.flatnonzero(mask)
+    k = knee_index(values[on], list(objectives.values())) if len(on) else None
+    return int(mask.sum()), (pool[int(on[k])] if k is not None else None)
 
 
 def _num(v) -> float:
@@ -113,12 +116,19 @@ def study_status(study: optuna.Study, url: str | None = None) -> dict:
         if r["state"] == "COMPLETE" and k is not None and isinstance(it, (int, float)):
             used[f"{k}@{int(it)}"] = used.get(f"{k}@{int(it)}", 0) + 1
     objectives = study_objectives(study)
+    front_size, row = _front(rows, objectives)
+    knee = (
+        None
+        if row is None
+        else {"trial": int(row["number"]), "arch": row.get("arch"), **{k: row.get(k) for k in objectives}}
+    )
     return {
         "study": study.study_name,
         "storage": mask_url(url) if url else None,
         "teachers_used": used,
         "trials": {s.name: states[s.name] for s in TrialState if states.get(s.name)},
-        "front_size": _front_size(rows, objectives),
+        "front_size": front_size,
+        "knee": knee,
         "objectives": objectives,
         "teacher": {k: teacher.get(k) for k in ("teacher_acc", "teacher_nll", "seconds", "iterations") if k in teacher},
         "teacher_artifact": study.user_attrs.get("teacher_artifact"),
