@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         default="checkpoint,pt2",
-        help="comma-separated: checkpoint, pt2, onnx (default checkpoint,pt2); files of an earlier export "
+        help="comma-separated: checkpoint, pt2, onnx, onnx-int8 (default checkpoint,pt2; an int8 trial adds "
+        "onnx-int8: pip install gped-search[onnx]); files of an earlier export "
         "in --out that this one does not write (student.onnx, ...) are removed",
     )
     p.add_argument("--json", action="store_true", help="print the files, checks and removed files as JSON")

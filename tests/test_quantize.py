@@ -222,3 +222,40 @@ def test_export_int8_reproduces_without_torch(family, mask, digits, tmp_path):
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"(model card: {q['test_student_acc']:.6f})" in r.stdout
+
+
+def test_a_study_over_precision_times_in_onnxruntime_and_exports_int8(tmp_path):
+    """precision [fp32, int8] with ONNX Runtime latency: both kinds of trial, the front re-timed as ONNX
+    Runtime sessions, and exporting an int8 trial writes the int8 file whose accuracy the record states."""
+    from conftest import QUICKSTART, TINY
+
+    from gped_search.config import load_study
+    from gped_search.search import run_study, trials_frame
+    from gped_search.search.jobs import export_trial
+
+    cfg = load_study(
+        QUICKSTART,
+        [
+            *TINY,
+            "device=cpu",
+            f"report_dir={tmp_path}",
+            "search.sampler=grid",
+            "search.space={precision: [fp32, int8], family: mlp, mlp_depth: 1, mlp_width: 24}",
+            "search.latency_backend=onnxruntime",
+            "search.objectives={kl: minimize, bytes: minimize, latency_ms: minimize}",
+            "search.n_trials=2",
+        ],
+    )
+    study = run_study(cfg, progress=False, threads=1)
+    df = trials_frame(study)
+    assert sorted(df["precision"]) == ["fp32", "int8"] and set(df["latency_backend"]) == {"onnxruntime"}
+    assert (df["bytes"] == df["bytes_onnx_fp32"]).sum() == 1 and df["fp32_kl"].notna().all()
+    assert df["on_front"].all()  # int8: fewer bytes; fp32: lower KL
+    cal = study.user_attrs["latency_calibration"]  # re-timed together as ONNX Runtime sessions
+    assert sorted(cal) == ["0", "1"] and (df["latency_trial_ms"] > 0).all()
+    row = df[df["precision"] == "int8"].iloc[0]
+    assert row["bytes"] < df[df["precision"] == "fp32"].iloc[0]["bytes"]
+    res = export_trial(cfg, study, tmp_path / "exported", trial=str(int(row["number"])))
+    card = res["card"]
+    assert "onnx-int8" in card["files"] and card["quantization"]["mode"] == "dynamic"
+    assert card["quantization"]["test_student_acc"] == pytest.approx(row["test_student_acc"], abs=1e-6)

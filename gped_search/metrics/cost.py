@@ -176,11 +176,13 @@ def calibrate_latency(
     rounds: int = 10,
     repeats: int = 10,
     seed: int = 0,
+    measure=None,
 ) -> dict:
     """Re-measure several models together: ``rounds`` rounds, each timing every model (in a shuffled
     order) for ``repeats`` blocks, so slow phases of a shared machine hit all of them alike.
 
     Returns ``{name: {"median_ms", "p10_ms", "p90_ms"}}`` over every block of every round.
+    ``measure`` (default :func:`measure_latency`) times one model with the same arguments.
     """
     import random
 
@@ -190,7 +192,7 @@ def calibrate_latency(
     for _ in range(rounds):
         rng.shuffle(names)
         for n in names:
-            r = measure_latency(
+            r = (measure or measure_latency)(
                 models[n],
                 in_shape,
                 batch=batch,

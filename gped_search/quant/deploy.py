@@ -17,15 +17,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+
 from gped_search.models.nets import arch_of
 from gped_search.quant.int8 import calibration_inputs, quantize_student, require_onnxruntime
-from gped_search.quant.onnx import OrtStudent, measure_latency_ort, write_onnx
+from gped_search.quant.onnx import OrtStudent, measure_latency_ort, strip_debug, write_onnx
 from gped_search.search.space import precisions
 
 if TYPE_CHECKING:
     from gped_search.config import StudyConfig
 
-__all__ = ["needs_onnx", "check_study", "deployed_record", "FP32_KEYS"]
+__all__ = ["needs_onnx", "check_study", "deployed_record", "onnx_files", "FP32_KEYS"]
 
 FP32_KEYS = ("kl", "kl_st", "prob_mae", "student_acc", "student_nll", "student_ece", "ood_auroc", "ood_aupr")
 """Besides every ``<head>_mae`` / ``_bias`` and ``mi_*``: quality figures kept as ``fp32_<name>``."""
@@ -44,6 +46,31 @@ def check_study(cfg: StudyConfig) -> None:
         require_onnxruntime(f"{key}: int8")
     if cfg.search.latency_backend.value == "onnxruntime":
         require_onnxruntime("search.latency_backend: onnxruntime")
+
+
+def onnx_files(models: dict, precision: dict, cfg: StudyConfig, folder: str | Path) -> dict:
+    """Each model's ONNX file as its trial deployed it (int8 quantized as in the trial, else fp32), for
+    re-timing a front (``search.study.calibrate_front``): ``{key: path}``."""
+    transfer = None
+    out = {}
+    for key, model in models.items():
+        arch = arch_of(model)
+        if precision.get(key) == "int8":
+            calib = None
+            if arch.family == "cnn":
+                if transfer is None:
+                    from gped_search.data import make_bundle
+
+                    transfer = make_bundle(cfg.data, cfg.seed, "cpu").transfer
+                calib = calibration_inputs(transfer, cfg.student.calibration_size, cfg.distill.transfer_size)
+            out[key] = quantize_student(model, calib, folder, name=f"trial{key}").path
+        else:
+            out[key] = Path(folder) / f"trial{key}.fp32.onnx"
+            net = copy.deepcopy(model).cpu().eval()
+            x = torch.rand(8, *arch.in_shape, generator=torch.Generator().manual_seed(0))
+            write_onnx(net, x, out[key], arch.head_names)
+            strip_debug(out[key])
+    return out
 
 
 def _kept(name: str) -> bool:
@@ -94,8 +121,9 @@ def deployed_record(
         else:
             path = Path(tmp) / "student.fp32.onnx"
             net = copy.deepcopy(model).cpu().eval()
-            write_onnx(net, transfer[:8].detach().cpu().float(), path, arch.head_names)
-            out["bytes"] = out["bytes_onnx_fp32"] = path.stat().st_size
+            x = torch.rand(8, *arch.in_shape, generator=torch.Generator().manual_seed(0))  # as quantize_student's
+            write_onnx(net, x, path, arch.head_names)
+            out["bytes"] = out["bytes_onnx_fp32"] = strip_debug(path)
         if precision == "int8" or cfg.search.latency_backend.value == "onnxruntime":
             lat = measure_latency_ort(path, arch.in_shape, batch=latency_batch, repeats=latency_repeats, warmup=5)
             out.update(

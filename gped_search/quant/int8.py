@@ -25,7 +25,7 @@ from torch import nn
 
 from gped_search.errors import ConfigError, ExportError
 from gped_search.models.nets import arch_of
-from gped_search.quant.onnx import EXTRA, _one_line, ort_missing, write_onnx
+from gped_search.quant.onnx import EXTRA, _one_line, ort_missing, strip_debug, write_onnx
 
 __all__ = ["MODES", "Int8Result", "cpu_vnni", "calibration_inputs", "quantize_student", "require_onnxruntime"]
 
@@ -175,9 +175,7 @@ def quantize_student(
     fp32, int8 = out_dir / f"{name}.fp32.onnx", out_dir / f"{name}.int8.onnx"
     net = model.eval()
     dev = next(net.parameters()).device
-    example = calibration[:8] if calibration is not None and calibration.shape[0] else None
-    if example is None:
-        example = torch.rand(8, *arch.in_shape, generator=torch.Generator().manual_seed(0))
+    example = torch.rand(8, *arch.in_shape, generator=torch.Generator().manual_seed(0))  # the same file every time
     was_training = model.training
     try:
         if dev.type != "cpu":
@@ -185,6 +183,7 @@ def quantize_student(
 
             net = copy.deepcopy(model).cpu().eval()
         dynamic, _ = write_onnx(net, example.cpu().float(), fp32, arch.head_names)
+        strip_debug(fp32)
     finally:
         model.train(was_training)
     try:

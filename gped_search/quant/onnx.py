@@ -25,6 +25,7 @@ __all__ = [
     "onnx_missing",
     "ort_missing",
     "write_onnx",
+    "strip_debug",
     "session",
     "OrtStudent",
     "measure_latency_ort",
@@ -82,6 +83,21 @@ def write_onnx(model: nn.Module, x: torch.Tensor, path: Path, head_names: Sequen
         raise ExportError(f"ONNX export failed ({_one_line(e)})") from e
 
 
+def strip_debug(path: str | Path) -> int:
+    """Drop the exporter's per-node debug metadata (module paths, class hierarchies, rewrite rules: about
+    a third of a small student's file) and doc strings from an ONNX file, in place; returns its new size.
+    The graph, its weights and shapes are untouched."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    model.graph.doc_string = ""
+    onnx.save(model, str(path))
+    return Path(path).stat().st_size
+
+
 def session(path: str | Path, threads: int = 1):
     """An ONNX Runtime CPU session on ``threads`` threads (1: it computes on the calling thread)."""
     import onnxruntime as ort
@@ -133,10 +149,14 @@ def measure_latency_ort(
     repeats: int = 50,
     warmup: int = 10,
     block_ms: float = 2.0,
+    device: str = "cpu",
+    threads: int | None = 1,
 ) -> dict:
     """One ONNX Runtime call on a ``(batch, *in_shape)`` input, timed like
     :func:`gped_search.metrics.cost.measure_latency` on a CPU: a one-thread session (it runs on the
-    calling thread), ``repeats`` blocks of about ``block_ms`` each on the thread's CPU time."""
+    calling thread), ``repeats`` blocks of about ``block_ms`` each on the thread's CPU time.
+    ``device`` and ``threads`` are accepted for :func:`~gped_search.metrics.cost.calibrate_latency`:
+    the session is always the CPU's, on one thread."""
     import numpy as np
 
     if repeats < 1 or warmup < 0:

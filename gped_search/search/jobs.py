@@ -218,11 +218,24 @@ def export_trial(
         "metrics": metrics,
         "objectives": {k: float(row[k]) for k in objectives},
     }
-    res = export_student(str(ckpt), out, formats, meta=meta)
+    if row.get("precision") == "int8" and "onnx-int8" not in formats:
+        formats = (*formats, "onnx-int8")  # an int8 trial is deployed as int8
+    kw = _int8_inputs(cfg) if "onnx-int8" in formats else {}
+    res = export_student(str(ckpt), out, formats, meta=meta, **kw)
     exported = dict(study.user_attrs.get("exported_trials", {}))
     exported[str(number)] = str(out)
     study.set_user_attr("exported_trials", exported)  # starred in the report
     return {"trial": number, "warning": warning, **res}
+
+
+def _int8_inputs(cfg: StudyConfig) -> dict:
+    """An int8 export's calibration inputs (the transfer set's, as in the trial) and test set (x, y)."""
+    from gped_search.data import make_bundle
+    from gped_search.quant import calibration_inputs
+
+    b = make_bundle(cfg.data, cfg.seed, "cpu")
+    calibration = calibration_inputs(b.transfer, cfg.student.calibration_size, cfg.distill.transfer_size)
+    return {"calibration": calibration, "test": (b.test.x, b.test.y)}
 
 
 _DOWNSTREAM_COLUMNS = (
