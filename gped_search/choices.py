@@ -11,6 +11,8 @@ __all__ = [
     "TargetMode",
     "EntropyLoss",
     "StepSchedule",
+    "TeacherSampler",
+    "TeacherInit",
     "PruneRule",
     "PruneMethod",
     "Precision",
@@ -49,6 +51,18 @@ class EntropyLoss(str, enum.Enum):
 class StepSchedule(str, enum.Enum):
     constant = "constant"
     polynomial = "polynomial"
+    step = "step"
+
+
+class TeacherSampler(str, enum.Enum):
+    sgld = "sgld"
+    psgld = "psgld"
+    sgd = "sgd"
+
+
+class TeacherInit(str, enum.Enum):
+    default = "default"
+    xavier_in = "xavier_in"
 
 
 class PruneRule(str, enum.Enum):

@@ -9,7 +9,7 @@ student (the ``gped-search distill`` command).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -89,7 +89,8 @@ def prepare(cfg: StudyConfig, device: str | torch.device | None = None) -> Prepa
 
 def teacher_arch_for(p: Prepared) -> Arch:
     t = p.cfg.teacher
-    return teacher_arch(t.arch.value, p.bundle.in_shape, p.bundle.n_classes, t.widths, t.kernel, t.padding)
+    arch = teacher_arch(t.arch.value, p.bundle.in_shape, p.bundle.n_classes, t.widths, t.kernel, t.padding)
+    return replace(arch, input_scale=p.cfg.data.input_scale)
 
 
 def student_arch_for(p: Prepared, s: StudentConfig) -> Arch:
@@ -97,7 +98,7 @@ def student_arch_for(p: Prepared, s: StudentConfig) -> Arch:
     heads = tuple((e.name, e.out_dim(p.bundle.n_classes)) for e in p.exps)
     linear = tuple(e.name for e in p.exps if e.name != "predictive" and not e.positive)
     cnn_kind = t.arch.value if t.arch.value != "mlp" else "cnn"
-    return student_arch(
+    arch = student_arch(
         s.family.value,
         p.bundle.in_shape,
         p.bundle.n_classes,
@@ -112,6 +113,7 @@ def student_arch_for(p: Prepared, s: StudentConfig) -> Arch:
         linear_heads=linear,
         temperature=p.cfg.distill.temperature,
     )
+    return replace(arch, input_scale=p.cfg.data.input_scale)
 
 
 def make_trainer(

@@ -31,125 +31,15 @@ __all__ = [
 ]
 
 from gped_search.choices import (
-    Dataset,
     EntropyLoss,
     LatencyBackend,
     Precision,
     PruneMethod,
     PruneRule,
-    StepSchedule,
     StudentFamily,
     TargetMode,
-    TeacherArch,
 )
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    dataset: Dataset = Dataset.digits
-    """Dataset name: digits (embedded, scikit-learn), mnist or fashion_mnist (from `root`)."""
-    root: str | None = None
-    """Data root holding `<Name>/raw/*.gz`; default: $GPED_DATA_ROOT, then ../shared/data."""
-    mask_size: int = 0
-    """Side in pixels of the square zero patch put once on each image (0 = no occlusion)."""
-    train_subset: int | None = None
-    """Use the first k training images for the teacher (None = all); the transfer set stays full."""
-    perturb_sigma: float = 0.001
-    """Std of the Gaussian noise added to transfer inputs before each student step."""
-    clamp: bool = True
-    """Clamp perturbed transfer inputs to [0, 1]."""
-    ood: Dataset | None = None
-    """Out-of-distribution test set scored with the same model (e.g. fashion_mnist for mnist)."""
-    validation: float | None = None
-    """Validation split carved from the training set, never seen by teacher or students: a count
-    (>= 1), a fraction (< 1) or 0 (none: the paper's full training set, selection falls back to the
-    test set). None = 10,000 for MNIST-style data, 20 % for digits. Seed-independent."""
-
-    def __post_init__(self) -> None:
-        _check(
-            self.validation is None
-            or (
-                isinstance(self.validation, (int, float))
-                and self.validation >= 0
-                and (self.validation < 1 or float(self.validation).is_integer())
-            ),
-            "data.validation must be 0, a fraction in (0, 1) or a whole count",
-        )
-        _check(self.mask_size >= 0, "data.mask_size must be >= 0")
-        _check(self.train_subset is None or self.train_subset > 0, "data.train_subset must be > 0")
-        _check(self.perturb_sigma >= 0, "data.perturb_sigma must be >= 0")
-
-
-@dataclass(frozen=True)
-class TeacherConfig:
-    arch: TeacherArch = TeacherArch.mlp
-    """Teacher network: mlp (hidden widths below), cnn (MNIST CNN) or cifar_cnn."""
-    widths: tuple[int, ...] = (400, 400)
-    """Hidden widths of the MLP teacher (the paper: 400, 400)."""
-    kernel: int | None = None
-    """Conv kernel size for CNN teachers (None = the paper's: 4 for cnn, 5 for cifar_cnn)."""
-    padding: int = 0
-    """Conv padding for CNN teachers and students (1 with kernel 3 fits 8x8 digits)."""
-    iterations: int = 20_000
-    """Total SGLD iterations T, burn-in included."""
-    batch_size: int = 100
-    """Teacher minibatch size."""
-    step_size: float = 4e-6
-    """SGLD step size eta (the initial one for the polynomial schedule)."""
-    schedule: StepSchedule = StepSchedule.constant
-    """Step-size schedule: constant, or polynomial eta_t = eta (1 + t / decay_t0)^-decay_gamma."""
-    decay_t0: float = 1000.0
-    """Polynomial schedule: time scale t0 in iterations."""
-    decay_gamma: float = 0.55
-    """Polynomial schedule: exponent gamma in (0.5, 1]."""
-    prior_precision: float = 10.0
-    """Precision lambda of the isotropic Gaussian prior on all parameters (not divided by N)."""
-    burn_in: int = 1000
-    """Iterations discarded before samples count and distillation starts."""
-    thin: int = 100
-    """Accumulate test-set posterior expectations every `thin` post-burn-in iterations."""
-    chains: int = 1
-    """Independent chains run side by side in one batched computation."""
-    bank_size: int = 32
-    """Thinned samples kept in the teacher artifact for `online` replay in search trials."""
-    check_every: int = 1000
-    """Iterations between divergence (NaN/inf) checks; the only host syncs in the loop."""
-    cuda_graph: bool = False
-    """Replay the SGLD step as a CUDA graph (CUDA, constant step size; falls back to eager)."""
-    checkpoint_every: int | None = None
-    """Iterations between chain checkpoints (resume after a kill, extend later); None = every
-    `checkpoint_seconds` of work; 0 = only the final state."""
-    checkpoint_seconds: float = 300.0
-    """With checkpoint_every None: seconds of sampling between chain checkpoints."""
-
-    def __post_init__(self) -> None:
-        _check(
-            len(self.widths) >= 1 and all(w >= 1 for w in self.widths),
-            "teacher.widths must be positive",
-        )
-        _check(self.iterations >= 1, "teacher.iterations must be >= 1")
-        _check(self.batch_size >= 1, "teacher.batch_size must be >= 1")
-        _check(self.step_size > 0, "teacher.step_size must be > 0")
-        _check(self.prior_precision >= 0, "teacher.prior_precision must be >= 0")
-        _check(0 <= self.burn_in < self.iterations, "teacher.burn_in must be in [0, iterations)")
-        _check(self.thin >= 1, "teacher.thin must be >= 1")
-        _check(self.chains >= 1, "teacher.chains must be >= 1")
-        _check(self.bank_size >= 1, "teacher.bank_size must be >= 1")
-        _check(self.check_every >= 1, "teacher.check_every must be >= 1")
-        _check(
-            self.checkpoint_every is None or self.checkpoint_every >= 0,
-            "teacher.checkpoint_every must be >= 0",
-        )
-        _check(self.checkpoint_seconds > 0, "teacher.checkpoint_seconds must be > 0")
-        _check(
-            self.decay_t0 > 0 and 0 < self.decay_gamma <= 1,
-            "teacher decay_t0 > 0, 0 < decay_gamma <= 1",
-        )
+from gped_search.schema_chain import DataConfig, TeacherConfig, _check  # noqa: E402  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -440,6 +330,7 @@ class StudyConfig:
 
 CHAIN_LENGTH_KEYS = (
     "cuda_graph",
+    "noise_thread",
     "iterations",
     "check_every",
     "checkpoint_every",
@@ -450,9 +341,14 @@ the keys that identify a chain (so a chain can be extended and resumed under oth
 
 
 def chain_settings(cfg: StudyConfig) -> dict:
-    """``to_dict(cfg)`` with the teacher section stripped of :data:`CHAIN_LENGTH_KEYS`."""
+    """``to_dict(cfg)`` with the teacher section stripped of :data:`CHAIN_LENGTH_KEYS`, and the recipe keys
+    that equal their defaults (:data:`~gped_search.schema_chain.RECIPE_DEFAULTS`) left out."""
+    from gped_search.schema_chain import RECIPE_DEFAULTS
+
     d = to_dict(cfg)
     d["teacher"] = {k: v for k, v in d["teacher"].items() if k not in CHAIN_LENGTH_KEYS}
+    for section, defaults in RECIPE_DEFAULTS.items():  # keys added later, at their defaults: as before
+        d[section] = {k: v for k, v in d[section].items() if not (k in defaults and v == defaults[k])}
     return d
 
 

@@ -80,8 +80,11 @@ RUNNER = textwrap.dedent("""
 
 def _run(mode: str, arg: int, study: Path, out: Path) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", RUNNER, mode, str(arg), str(study), str(out)], env=env,
-                          capture_output=True, text=True, timeout=300).returncode
+    r = subprocess.run([sys.executable, "-c", RUNNER, mode, str(arg), str(study), str(out)], env=env,
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode > 0:
+        print(r.stderr[-3000:])
+    return r.returncode
 
 
 def _same_outputs(a: Path, b: Path) -> None:

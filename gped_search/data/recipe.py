@@ -65,6 +65,13 @@ def input_recipe(config: dict | None) -> dict:
             "set, so every image keeps its patch"
         )
     )
+    divisor = float(data.get("pixel_divisor", 255.0) or 255.0)
+    if divisor != 255.0:
+        pre += (
+            f"; the network itself then multiplies its inputs by 255/{divisor:g} = {255.0 / divisor:.6g} "
+            f"(data.pixel_divisor {divisor:g}: it was trained on pixels divided by {divisor:g}), so feed it the "
+            "[0, 1] inputs above"
+        )
     return {"preprocessing": pre, "test_split": split, "occlusion": occ}
 
 

@@ -106,6 +106,14 @@ class TeacherChain:
             schedule=tcfg.schedule,
             decay_t0=tcfg.decay_t0,
             decay_gamma=tcfg.decay_gamma,
+            decay_every=tcfg.decay_every,
+            decay_factor=tcfg.decay_factor,
+            sampler=tcfg.sampler,
+            psgld_alpha=tcfg.psgld_alpha,
+            psgld_damping=tcfg.psgld_damping,
+            init=tcfg.init,
+            init_magnitude=tcfg.init_magnitude,
+            noise_thread=tcfg.noise_thread,
             seed=seed,
         )
         if tcfg.cuda_graph:
@@ -193,12 +201,9 @@ class TeacherChain:
         > 0), else at the first divergence check after ``checkpoint_seconds`` of work, and at the end.
         ``on_check(self, rate)`` is called at every divergence check (progress notes).
         """
-        tc, dc = self.tcfg, self.dcfg
-        b = self.bundle
         start_t = self.t
         self.sessions += 1
         start = time.perf_counter()
-        last_ckpt = start
         base_seconds = self.seconds
         bar = tqdm(
             total=until,
@@ -208,6 +213,22 @@ class TeacherChain:
             unit="it",
             mininterval=1.0,
         )
+        try:
+            self._loop(
+                start_t, until, start, base_seconds, bar, on_checkpoint, checkpoint_every, checkpoint_seconds, on_check
+            )
+        finally:
+            self.sampler.close()  # stop the draws' producer thread (its unconsumed draws are rewound)
+            bar.close()
+        self.seconds = base_seconds + (time.perf_counter() - start)
+        if until > start_t and (not self.history or self.history[-1].get("iteration") != self.t):
+            self.history.append(self.metrics_now() or {"iteration": self.t, "seconds": round(self.seconds, 3)})
+
+    def _loop(
+        self, start_t, until, start, base_seconds, bar, on_checkpoint, checkpoint_every, checkpoint_seconds, on_check
+    ) -> None:
+        tc, dc, b = self.tcfg, self.dcfg, self.bundle
+        last_ckpt = start
         for t in range(start_t + 1, until + 1):
             self.sampler.step()
             after = t - tc.burn_in
@@ -236,10 +257,6 @@ class TeacherChain:
                 self.history.append(self.metrics_now() or {"iteration": t, "seconds": round(self.seconds, 3)})
                 on_checkpoint(self)
                 last_ckpt = time.perf_counter()
-        bar.close()
-        self.seconds = base_seconds + (time.perf_counter() - start)
-        if until > start_t and (not self.history or self.history[-1].get("iteration") != self.t):
-            self.history.append(self.metrics_now() or {"iteration": self.t, "seconds": round(self.seconds, 3)})
 
     # ------------------------------------------------------------------ results
     def result(self):
@@ -292,7 +309,8 @@ class TeacherChain:
         d = {
             "t": s.t,
             "params": [p.detach().cpu().clone() for p in s.params],
-            "sampler_gen": s.gen.get_state(),
+            "sampler_gen": s.rng_state(),
+            "sampler_state": s.rule.state_dict(),
             "data_gen": self.data_gen.get_state(),
             "torch_rng": torch.get_rng_state(),
             "acc": {k: _acc_state(v) for k, v in self.acc.items()},
@@ -337,7 +355,8 @@ class TeacherChain:
         s.t = int(d["t"])
         for p, v in zip(s.params, d["params"]):
             p.copy_(v)
-        s.gen.set_state(d["sampler_gen"])
+        s.set_rng_state(d["sampler_gen"])
+        s.rule.load_state_dict(d.get("sampler_state"), dev)
         self.data_gen.set_state(d["data_gen"])
         torch.set_rng_state(d["torch_rng"])
         for k, v in d["acc"].items():

@@ -49,6 +49,7 @@ class Arch:
     dropout: float = 0.0
     linear_heads: tuple[str, ...] = ()  # extra heads without softplus (expectations that may be negative)
     temperature: float = 1.0  # predictive logits are divided by it (trained and scored at this temperature)
+    input_scale: float = 1.0  # inputs are multiplied by it first (data.pixel_divisor: 255 / divisor)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -57,6 +58,8 @@ class Arch:
         d["hidden"] = list(self.hidden)
         d["channels"] = list(self.channels)
         d["heads"] = [[n, k] for n, k in self.heads]
+        if self.input_scale == 1.0:  # the key postdates saved networks: absent means 1
+            del d["input_scale"]
         return d
 
     @classmethod
@@ -73,6 +76,7 @@ class Arch:
             dropout=float(d.get("dropout", 0.0)),
             linear_heads=tuple(str(n) for n in d.get("linear_heads", ())),
             temperature=float(d.get("temperature", 1.0)),
+            input_scale=float(d.get("input_scale", 1.0)),
         )
 
     @property
@@ -134,6 +138,8 @@ class Net(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.arch.input_scale != 1.0:
+            x = x * self.arch.input_scale
         z = self.body(x)
         out = []
         for head, pos, scale in zip(self.heads, self._positive, self._scale):

@@ -1,15 +1,15 @@
-"""Stochastic gradient Langevin dynamics (Welling & Teh 2011) over one or many chains at once.
+"""The teacher's Markov chain over one or many chains at once: SGLD (Welling & Teh 2011)
 
     theta <- theta - (eta/2) (N grad mean_batch NLL + lambda theta) + N(0, eta I)
 
-Chains are stacked along a leading axis and advanced by one vmapped computation (torch.func), not a
-Python loop; each chain draws its own minibatch. All randomness comes from the sampler's own
-``torch.Generator`` on the run's device.
+or another rule of :mod:`gped_search.posterior.samplers` (pSGLD, noiseless SGD). Chains are stacked
+along a leading axis and advanced by one vmapped computation (torch.func), not a Python loop; each
+chain draws its own minibatch. All randomness comes from the sampler's own ``torch.Generator`` on
+the run's device, drawn through :class:`~gped_search.posterior.draws.Draws` (optionally ahead, on a
+second CPU thread, with bitwise the same result).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch.func import functional_call, grad, vmap
@@ -17,33 +17,11 @@ from torch.nn import functional as F
 
 from gped_search.errors import DivergenceError  # noqa: F401  (raised here; re-exported)
 from gped_search.models import Arch, build
+from gped_search.posterior.draws import Draws
+from gped_search.posterior.samplers import UpdateRule, init_params_, sgld_update_, step_size_at
 from gped_search.seeds import derive_seed
 
 __all__ = ["SGLD", "DivergenceError", "step_size_at", "sgld_update_"]
-
-
-def step_size_at(t: int, eta: float, schedule: str = "constant", t0: float = 1000.0, gamma: float = 0.55) -> float:
-    """eta_t: constant, or polynomially decaying eta (1 + t/t0)^-gamma."""
-    if getattr(schedule, "value", schedule) == "polynomial":
-        return eta * (1.0 + t / t0) ** (-gamma)
-    return eta
-
-
-def sgld_update_(
-    params: list[torch.Tensor],
-    grads: list[torch.Tensor],
-    noise: list[torch.Tensor],
-    eta: float,
-    lam: float,
-    n: int,
-) -> None:
-    """In place: theta <- theta - (eta/2)(n * grads + lam * theta) + sqrt(eta) * noise.
-
-    ``grads`` are gradients of the *mean* minibatch NLL; ``noise`` standard normal draws.
-    """
-    torch._foreach_mul_(params, 1.0 - 0.5 * eta * lam)
-    torch._foreach_add_(params, grads, alpha=-0.5 * eta * n)
-    torch._foreach_add_(params, noise, alpha=math.sqrt(eta))
 
 
 class SGLD:
@@ -62,6 +40,14 @@ class SGLD:
         schedule: str = "constant",
         decay_t0: float = 1000.0,
         decay_gamma: float = 0.55,
+        decay_every: int = 100_000,
+        decay_factor: float = 0.5,
+        sampler: str = "sgld",
+        psgld_alpha: float = 0.99,
+        psgld_damping: float = 1e-5,
+        init: str = "default",
+        init_magnitude: float = 2.34,
+        noise_thread: bool = False,
         seed: int = 0,
     ):
         self.arch = arch
@@ -72,6 +58,8 @@ class SGLD:
         self.chains = chains
         self.eta, self.lam = step_size, prior_precision
         self.schedule, self.t0, self.gamma = schedule, decay_t0, decay_gamma
+        self.decay_every, self.decay_factor = decay_every, decay_factor
+        self.rule = UpdateRule(sampler, psgld_alpha, psgld_damping)
         self.t = 0
         self.gen = torch.Generator(device=self.device).manual_seed(seed)
         self.model = build(arch).to(self.device).eval()
@@ -80,9 +68,19 @@ class SGLD:
         for c in range(chains):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(derive_seed(seed, "chain-init", c))
-                inits.append({k: v.detach().to(self.device) for k, v in build(arch).named_parameters()})
+                net = init_params_(build(arch), init, init_magnitude)
+                inits.append({k: v.detach().to(self.device) for k, v in net.named_parameters()})
         self.names = list(inits[0])
         self.params = [torch.stack([init[k] for init in inits]) for k in self.names]
+        self.draws = Draws(
+            self.gen,
+            self.n,
+            chains,
+            self.batch_size,
+            [p.shape for p in self.params],
+            noisy=self.rule.noisy,
+            ahead=noise_thread,
+        )
 
         def nll(params, xb, yb):
             logits = functional_call(self.model, dict(zip(self.names, params)), (xb,))[0]
@@ -96,7 +94,7 @@ class SGLD:
 
     @property
     def step_size(self) -> float:
-        return step_size_at(self.t, self.eta, self.schedule, self.t0, self.gamma)
+        return step_size_at(self.t, self.eta, self.schedule, self.t0, self.gamma, self.decay_every, self.decay_factor)
 
     def capture_cuda_graph(self, warmup: int = 3) -> bool:
         """Record one step into a CUDA graph and replay it from then on (constant step size only).
@@ -141,7 +139,7 @@ class SGLD:
 
     @torch.no_grad()
     def _eager_step(self, eta: float) -> None:
-        idx = torch.randint(0, self.n, (self.chains, self.batch_size), device=self.device, generator=self.gen)
+        idx, noise = self.draws.next()
         with torch.enable_grad():
             if self.chains == 1:  # plain autograd: same maths, a third of vmap's overhead on small nets
                 leaves = [p[0].detach().requires_grad_() for p in self.params]
@@ -152,8 +150,18 @@ class SGLD:
                 grads = [g.unsqueeze(0) for g in torch.autograd.grad(loss, leaves)]
             else:
                 grads = self._grad(self.params, self.x[idx], self.y[idx])
-        noise = [torch.randn(p.shape, device=self.device, generator=self.gen) for p in self.params]
-        sgld_update_(self.params, grads, noise, eta, self.lam, self.n)
+        self.rule.apply_(self.params, grads, noise, eta, self.lam, self.n)
+
+    def rng_state(self) -> torch.Tensor:
+        """The generator state before the next iteration's draws (what a checkpoint stores)."""
+        return self.draws.get_state()
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        self.draws.set_state(state)
+
+    def close(self) -> None:
+        """Stop the draws' producer thread, if any (the chain can go on afterwards)."""
+        self.draws.close()
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor, chunk: int = 8192, params: list[torch.Tensor] | None = None) -> torch.Tensor:
