@@ -1,12 +1,16 @@
-"""How fast the command line answers: ``--version``, ``--help``, ``status`` (fresh processes).
+"""How fast the command line answers: ``--version``, ``--help``, ``status``, the error paths, ``report`` and
+``export --knee`` (fresh processes).
 
-    python benchmarks/bench_cli.py [--repeats 5] [--study studies/quickstart.yaml]
+    python benchmarks/bench_cli.py [--repeats 5] [--study studies/quickstart.yaml] [--set KEY=VALUE ...]
     python benchmarks/bench_cli.py --contention      # also: the quickstart idle vs beside one busy process
 
-Prints one JSON object: per command the median and min wall seconds over ``--repeats`` runs, and
-which heavy modules the command imported (none of torch, matplotlib, scipy, sklearn for these).
-``--contention`` runs the quickstart study (default threads) on an idle machine and beside one
-CPU-bound ``while True`` process and reports the ratio (target: <= 1.5).
+Prints one JSON object: per command the median and min wall seconds over ``--repeats`` runs, its target
+(issue 28: every error < 1 s, ``status`` < 1 s, ``report`` and ``export --knee`` (pt2) < 3 s on the
+quickstart on an idle 2-core machine) and whether the median met it, and which heavy modules the
+quick commands imported (none of torch, matplotlib, scipy, sklearn for ``--version``/``--help``/``status``;
+the error paths must not import torch). ``--set`` is passed to every study command (e.g. a scratch
+``report_dir``). ``--contention`` runs the quickstart study (default threads) on an idle machine and
+beside one CPU-bound ``while True`` process and reports the ratio (target: <= 1.5).
 """
 
 from __future__ import annotations
@@ -66,23 +70,53 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--study", default="studies/quickstart.yaml")
     ap.add_argument("--contention", action="store_true")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
-    probe = subprocess.run([EXE, "status", args.study], cwd=ROOT, capture_output=True, text=True)
+    sets = [a for o in args.overrides for a in ("--set", o)]
+    probe = subprocess.run([EXE, "status", args.study, *sets], cwd=ROOT, capture_output=True, text=True)
     if probe.returncode != 0:  # timing an error path would flatter status
         last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
         print(f"bench_cli: `gped-search status {args.study}` fails ({last}); run that study first", file=sys.stderr)
         return 1
     out = {"cpu_count": os.cpu_count(), "load_avg_1min": os.getloadavg()[0], "commands": {}}
-    for name, cmd in {
-        "--version": ["--version"],
-        "--help": ["--help"],
-        "status": ["status", args.study],
-    }.items():
+    scratch = tempfile.mkdtemp(prefix="bench_cli-")
+    study = [args.study, *sets]
+    quick = {  # name -> (argv, target seconds, expected exit status)
+        "--version": (["--version"], 1.0, 0),
+        "--help": (["--help"], 1.0, 0),
+        "status": (["status", *study], 1.0, 0),
+        "error: status of a missing study file": (["status", "studies/no_such_study.yaml"], 1.0, 2),
+        "error: export --trial 99": (["export", *study, "--trial", "99", "--out", scratch + "/x"], 1.0, 2),
+        "error: export --format tflite": (
+            ["export", *study, "--trial", "0", "--format", "tflite", "--out", scratch + "/x"],
+            1.0,
+            2,
+        ),
+        "error: export --require nonsense": (
+            ["export", *study, "--require", "acc=>1", "--out", scratch + "/x"],
+            1.0,
+            2,
+        ),
+        "error: pareto --objectives test_kl": (["pareto", *study, "--objectives", "test_kl"], 1.0, 2),
+        "error: evaluate a missing file": (["evaluate", scratch + "/missing.pt"], 1.0, 2),
+    }
+    slow = {
+        "report": (["report", *study, "--out", scratch + "/report"], 3.0, 0),
+        "export --knee (pt2)": (["export", *study, "--knee", "--out", scratch + "/knee"], 3.0, 0),
+    }
+    for name, (cmd, target, rc) in {**quick, **slow}.items():
+        got = subprocess.run([EXE, *cmd], cwd=ROOT, capture_output=True, text=True, check=False).returncode
+        if got != rc:
+            print(f"bench_cli: `gped-search {' '.join(cmd)}` exited {got}, not {rc}", file=sys.stderr)
+            return 1
         ts = [timed([EXE, *cmd]) for _ in range(args.repeats)]
+        med = statistics.median(ts)
         out["commands"][name] = {
-            "median_s": round(statistics.median(ts), 3),
+            "median_s": round(med, 3),
             "min_s": round(min(ts), 3),
-            "heavy_imports": heavy_modules(cmd),
+            "target_s": target,
+            "meets_target": med < target,
+            **({"heavy_imports": heavy_modules(cmd)} if name in quick else {}),
         }
     if args.contention:
         with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:

@@ -215,6 +215,8 @@ def _objectives_arg(text: str | None, study) -> dict[str, str]:
 
 
 def cmd_pareto(args) -> int:
+    if args.objectives:  # a malformed or test_ objective is refused before the study and pandas are loaded
+        _objectives_arg(args.objectives, None)
     from gped_search.config import ConfigError
     from gped_search.report.tables import pareto_front
     from gped_search.report.writer import front_columns

@@ -38,6 +38,23 @@ def _open(args):
     return cfg, open_study(cfg, args.storage, create=False)
 
 
+def export_formats() -> tuple[str, ...] | None:
+    """``exporting.FORMATS`` read from the module's source, so a wrong ``--format`` is refused without
+    importing torch (a test keeps the two equal); None when it cannot be read (then export checks)."""
+    import ast
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("gped_search.exporting")
+        tree = ast.parse(open(spec.origin, encoding="utf-8").read())
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "FORMATS" for t in node.targets):
+                return tuple(ast.literal_eval(node.value))
+    except (OSError, ValueError, SyntaxError, AttributeError, TypeError):
+        pass
+    return None
+
+
 def cmd_export(args) -> int:
     from gped_search.config import ConfigError
     from gped_search.search.selection import parse_requirement, parse_size
@@ -46,10 +63,18 @@ def cmd_export(args) -> int:
     require = tuple(parse_requirement(r) for r in args.require)
     if args.trial is None and not args.knee and best_under is None and not require:
         raise ConfigError("export: say which student: --trial N|best:<objective>, --knee, --best-under or --require")
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    known = export_formats()
+    bad = [f for f in formats if known is not None and f not in known]
+    if bad or not formats:
+        raise ConfigError(f"--format: unknown {bad or '(none given)'}; valid: {', '.join(known or ())}")
+    cfg, study = _open(args)
+    if args.trial is not None and not args.trial.startswith("best:"):
+        from gped_search.search.selection import check_trial_number
+
+        check_trial_number(study, args.trial)  # before pandas and torch are imported
     from gped_search.search.jobs import export_trial
 
-    cfg, study = _open(args)
-    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     res = export_trial(
         cfg,
         study,
@@ -79,6 +104,12 @@ def cmd_export(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from pathlib import Path
+
+    from gped_search.errors import CheckpointError
+
+    if not Path(args.checkpoint).is_file():  # before torch is imported: the error comes at once
+        raise CheckpointError(f"{args.checkpoint}: no such checkpoint file")
     from gped_search.checkpoints import load_checkpoint
     from gped_search.evaluation import evaluate_student
 

@@ -420,3 +420,43 @@ def test_missing_data_root_error_lists_where_it_looks(tmp_path):
         load_split("mnist", False, str(tmp_path))
     msg = str(e.value)
     assert "data.root, $GPED_DATA_ROOT, ../shared/data if it exists, ./data" in msg and "\n" not in msg
+
+
+# ------------------------------------------------------------------- item 3: errors before heavy imports
+
+
+def test_export_formats_read_without_torch_match_the_exporter():
+    from gped_search.cli_commands import export_formats
+    from gped_search.exporting import FORMATS
+
+    assert export_formats() == FORMATS
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["export", QUICKSTART, "--trial", "99", "--out", "X"],
+        ["export", QUICKSTART, "--trial", "0", "--format", "tflite", "--out", "X"],
+        ["export", QUICKSTART, "--require", "acc=>1", "--out", "X"],
+        ["pareto", QUICKSTART, "--objectives", "test_kl"],
+        ["evaluate", "no/such/student.pt"],
+    ],
+    ids=["trial-99", "format-tflite", "require", "pareto-test", "evaluate-missing"],
+)
+def test_argument_errors_come_before_torch_and_pandas(study, tmp_path, args):
+    import json
+    import subprocess
+    import sys
+
+    _, sets = study
+    argv = [a.replace("X", str(tmp_path / "x")) for a in args] + (sets if args[0] != "evaluate" else [])
+    code = (
+        "import sys, io, contextlib\nfrom gped_search.cli import main\nerr = io.StringIO()\n"
+        f"with contextlib.redirect_stderr(err):\n    rc = main({argv!r})\n"
+        "print(rc, err.getvalue().strip().count(chr(10)), sorted(m for m in ('torch', 'pandas', 'matplotlib') "
+        "if m in sys.modules))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    rc, newlines, heavy = r.stdout.split(" ", 2)
+    assert (rc, newlines) == ("2", "0"), r.stdout + r.stderr
+    assert json.loads(heavy.replace("'", '"')) == [], heavy

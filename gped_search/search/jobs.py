@@ -16,7 +16,6 @@ from gped_search.config import ConfigError, StudyConfig, to_dict
 from gped_search.report.tables import knee_point, pareto_front
 
 from .results import study_objectives, study_path, study_status, teacher_seconds_saved, trials_frame
-from .teacher import TEACHER_FILE
 
 __all__ = [
     "pick_trial",
@@ -175,14 +174,10 @@ def export_trial(
     complete trials whose validation figures fit; then ``--knee`` / ``best:<objective>`` pick among them
     (default: the best on the study's first objective). The result's ``warning`` says when the knee's
     validation accuracy is far below another front member's."""
-    from gped_search.exporting import FORMATS, export_student
     from gped_search.report.tables import knee_accuracy_gap
 
     from .selection import apply_filters
 
-    bad = [f for f in formats if f not in FORMATS]
-    if bad:
-        raise ConfigError(f"--format: unknown {bad}; valid: {', '.join(FORMATS)}")
     df = trials_frame(study)
     objectives = study_objectives(study)
     if best_under is not None or require:
@@ -198,6 +193,11 @@ def export_trial(
         front = pareto_front(df, objectives)
         gap = knee_accuracy_gap(front, knee_point(front, objectives))
         warning = gap["warning"] if gap else None
+    from gped_search.exporting import FORMATS, export_student  # torch: after the choice's errors
+
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ConfigError(f"--format: unknown {bad}; valid: {', '.join(FORMATS)}")
     row = df[df["number"] == number].iloc[0]
     ckpt = study_path(cfg.out_dir, row.get("checkpoint"))
     if ckpt is None or not ckpt.is_file():
@@ -261,6 +261,8 @@ def _teacher_and_students(cfg: StudyConfig, study: optuna.Study, trials: str | N
     spread over the first objective), keyed ``#<number> <arch>``."""
     from gped_search.checkpoints import load_checkpoint
     from gped_search.posterior.artifact import load_teacher
+
+    from .teacher import TEACHER_FILE  # imports torch: only here, so export's argument errors come fast
 
     df = trials_frame(study)
     objectives = study_objectives(study)

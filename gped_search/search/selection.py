@@ -8,7 +8,7 @@ import re
 
 from gped_search.errors import ConfigError
 
-__all__ = ["parse_size", "parse_requirement", "ALIASES", "apply_filters"]
+__all__ = ["parse_size", "parse_requirement", "ALIASES", "apply_filters", "check_trial_number"]
 
 _UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1024, "mib": 1024**2}
 ALIASES = {"acc": "student_acc", "accuracy": "student_acc", "nll": "student_nll", "ece": "student_ece"}
@@ -58,3 +58,24 @@ def apply_filters(df, best_under: float | None = None, require=()):
         what = ", ".join(f"{n} {op} {v:g}" for n, op, v in rules)
         raise ConfigError(f"no complete trial has {what} (validation figures); relax the limit")
     return out
+
+
+def check_trial_number(study, text: str) -> int:
+    """``--trial N``: the number of an existing, complete trial of ``study`` (read without pandas)."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise ConfigError(f"--trial {text!r}: give a number or best:<objective>") from None
+    trials = study.get_trials(deepcopy=False)
+    match = [t for t in trials if t.number == number]
+    if not match:
+        raise ConfigError(f"--trial {number}: trial {number} does not exist (the study has {len(trials)} trials)")
+    t = match[0]
+    if t.state.name != "COMPLETE":
+        reason = t.user_attrs.get("fail_reason")
+        raise ConfigError(
+            f"--trial {number}: trial {number} is {t.state.name}"
+            + (f" ({reason})" if isinstance(reason, str) else "")
+            + "; only complete trials can be exported"
+        )
+    return number
