@@ -460,3 +460,30 @@ def test_argument_errors_come_before_torch_and_pandas(study, tmp_path, args):
     rc, newlines, heavy = r.stdout.split(" ", 2)
     assert (rc, newlines) == ("2", "0"), r.stdout + r.stderr
     assert json.loads(heavy.replace("'", '"')) == [], heavy
+
+
+# ------------------------------------------------------------------- the --help examples on the quickstart
+
+
+def test_every_quickstart_example_in_help_runs_without_a_traceback(study, tmp_path, monkeypatch):
+    """Each ``gped-search --help`` example on the quickstart study or its export (the study file's own
+    settings shrunk by --set, ``exported/`` in a scratch folder) exits 0 with no traceback."""
+    import shlex
+
+    from gped_search.cli_parser import EXAMPLES
+
+    _, sets = study
+    monkeypatch.chdir(tmp_path)  # exported/ lands here
+    ran = []
+    order = {"export": 0, "evaluate": 1}
+    examples = [ln.split("#")[0].split()[1:] for ln in EXAMPLES.splitlines() if ln.strip().startswith("gped-search")]
+    picked = [
+        a for a in examples if (QUICKSTART.endswith(a[1]) and a[0] not in ("run", "distill")) or a[0] == "evaluate"
+    ]
+    for argv in sorted(picked, key=lambda a: order.get(a[0], -1)):
+        argv = [QUICKSTART if a == "studies/quickstart.yaml" else a for a in argv]
+        argv = [*argv, *(sets if argv[0] != "evaluate" else [])]
+        rc, out, err = cli(argv)
+        assert rc == 0 and "Traceback" not in err, (shlex.join(argv), err)
+        ran.append(argv[0])
+    assert sorted(ran) == ["evaluate", "export", "pareto", "report", "status"]
