@@ -95,7 +95,7 @@ def cmd_run(args) -> int:
         print(f"export the recommended (knee) student: {export_command(args.study, args.overrides)}")
         warning = (written.get("summary", {}).get("recommended") or {}).get("warning")
         if warning:
-            print(f"warning: {warning[0].lower()}{warning[1:]}")
+            print(f"warning: {warning}")
     return 0
 
 

@@ -320,11 +320,11 @@ def test_export_steering_errors_are_one_line(study, tmp_path, args, words):
     assert not (tmp_path / "x").exists()
 
 
-def test_knee_far_below_another_front_member_on_accuracy_is_warned():
+def test_knee_far_below_another_front_member_on_accuracy_is_warned(tmp_path):
     import pandas as pd
 
     from gped_search.report.tables import knee_accuracy_gap, knee_point
-    from gped_search.report.writer import recommendation
+    from gped_search.report.writer import recommendation, write_report
 
     front = pd.DataFrame(
         {
@@ -342,6 +342,10 @@ def test_knee_far_below_another_front_member_on_accuracy_is_warned():
     assert gap["trial"] == 0 and gap["knee"] == 1 and "17.0 points below trial 0" in gap["warning"]
     rec = recommendation(front, obj)
     assert "--trial 0" in rec["warning"]
+    summary = write_report(front, obj, tmp_path / "r", title="t")["summary"]
+    assert summary["recommended"]["warning"] == gap["warning"]
+    md = (tmp_path / "r" / "summary.md").read_text()
+    assert "Warning: the knee (trial 1) has validation accuracy 80.0 %" in md
     front.loc[0, "student_acc"] = 0.84  # within 5 points: no warning
     assert knee_accuracy_gap(front, knee_point(front, obj)) is None and "warning" not in recommendation(front, obj)
 

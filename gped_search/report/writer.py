@@ -144,7 +144,7 @@ def recommendation(front: pd.DataFrame, objectives: Mapping[str, str]) -> dict |
     out = {"trial": int(row["number"]), "rule": KNEE_RULE}
     gap = knee_accuracy_gap(front, label)
     if gap:
-        out["warning"] = gap["warning"][0].upper() + gap["warning"][1:]
+        out["warning"] = gap["warning"]
     for c in ("arch", *objectives, "test_student_acc", "test_kl", "student_acc"):
         if c in row.index and c not in out:
             v = row[c]
@@ -327,10 +327,10 @@ class _Report:
         self.rec_lines = []
         if self.rec is not None:
             self.rec_lines = [_rec_sentence(self.rec, obj), f"Why: {KNEE_RULE}."]
-            if self.rec.get("warning"):
-                self.rec_lines.insert(1, f"Warning: {self.rec['warning']}.")
             if self.export_command:
                 self.rec_lines.append(f"Export it: `{self.export_command}`")
+            if self.rec.get("warning"):
+                self.rec_lines.append(f"Warning: {self.rec['warning']}.")
         self.failed = (
             df[df["state"] == "FAIL"][["number", "fail_reason"]] if "fail_reason" in df.columns else df.iloc[:0]
         )
