@@ -86,7 +86,7 @@ def cmd_export(args) -> int:
         require=require,
     )
     if args.json:
-        keep = ("trial", "files", "verification", "dynamic_batch", "removed_stale", "warning")
+        keep = ("trial", "files", "verification", "dynamic_batch", "removed_stale", "warning", "quantization")
         print(json.dumps({k: v for k, v in res.items() if k in keep}, indent=2, default=str))
         return 0
     from pathlib import Path
@@ -96,6 +96,13 @@ def cmd_export(args) -> int:
         print(f"  {Path(path).name:<24} {Path(path).stat().st_size / 1000:>9.1f} kB")
     diffs = ", ".join(f"{k} {v:.2g}" if v is not None else f"{k} not checked" for k, v in res["verification"].items())
     print(f"verified: every model file reloads to the stored student's outputs (largest difference: {diffs})")
+    q = res.get("quantization")
+    if q:
+        dev = max(q["max_abs_deviation_from_fp32"].values())
+        acc = f"; int8 test accuracy {q['test_student_acc']:.4f}" if "test_student_acc" in q else ""
+        print(
+            f"int8 ({q['mode']}): at most {dev:.3g} from the fp32 student's outputs on {q['deviation_measured_on']}{acc}"
+        )
     if res.get("warning"):
         print(f"warning: {res['warning']}")
     if res.get("removed_stale"):

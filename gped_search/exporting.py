@@ -464,5 +464,6 @@ def export_student(
         "sha256": {f: files[f]["sha256"] for f in formats},
         "verification": w.diffs,
         "dynamic_batch": w.dynamic,
+        "quantization": w.int8,
         "card": card,
     }

@@ -257,5 +257,23 @@ def test_a_study_over_precision_times_in_onnxruntime_and_exports_int8(tmp_path):
     assert row["bytes"] < df[df["precision"] == "fp32"].iloc[0]["bytes"]
     res = export_trial(cfg, study, tmp_path / "exported", trial=str(int(row["number"])))
     card = res["card"]
-    assert "onnx-int8" in card["files"] and card["quantization"]["mode"] == "dynamic"
+    assert "onnx-int8" in card["files"] and card["quantization"]["mode"] == "dynamic" == res["quantization"]["mode"]
     assert card["quantization"]["test_student_acc"] == pytest.approx(row["test_student_acc"], abs=1e-6)
+
+
+def test_batch_mode_keeps_each_trials_precision(int8_engine):
+    """Lockstep batches (search.batch) score each trial at its own precision."""
+    import dataclasses
+
+    from gped_search import engine
+
+    cfg, p, teacher = int8_engine
+    fp32 = dataclasses.replace(
+        cfg, student=dataclasses.replace(cfg.student, precision=type(cfg.student.precision)("fp32"))
+    )
+    out = engine.train_trials(p, teacher, [cfg, fp32], [0, 1], steps=30)
+    (_, rec8), (_, rec32) = out
+    assert rec8["precision"] == "int8" and rec8["bytes"] < rec8["bytes_onnx_fp32"] and rec8["kl"] != rec8["fp32_kl"]
+    assert (
+        rec32["precision"] == "fp32" and rec32["bytes"] == rec32["bytes_onnx_fp32"] and rec32["kl"] == rec32["fp32_kl"]
+    )
