@@ -112,7 +112,9 @@ def make_data(data_root: str | None, device: torch.device, seed: int) -> DataBun
     return DataBundle("random-mnist-shape", train, train.x, Split(xt, yt).to(device), 10)
 
 
-def settings(args, chains: int, iterations: int) -> tuple[TeacherConfig, DistillConfig, DataConfig]:
+def settings(
+    args, chains: int, iterations: int, noise_thread: bool = False
+) -> tuple[TeacherConfig, DistillConfig, DataConfig]:
     tcfg = TeacherConfig(
         arch=TeacherArch(args.arch),
         iterations=iterations,
@@ -125,6 +127,7 @@ def settings(args, chains: int, iterations: int) -> tuple[TeacherConfig, Distill
         bank_size=32,
         check_every=1000,
         cuda_graph=args.cuda_graph,
+        noise_thread=noise_thread,
     )
     dcfg = DistillConfig(targets=TARGETS, target_mode=TargetMode.online, every=args.every, transfer_batch=100)
     return tcfg, dcfg, DataConfig(dataset=Dataset.mnist)
@@ -167,10 +170,12 @@ class Timer:
         }
 
 
-def project_block(args, bundle, exps, device, chains: int, iterations: int, seed: int) -> tuple[float, dict]:
+def project_block(
+    args, bundle, exps, device, chains: int, iterations: int, seed: int, noise_thread: bool = False
+) -> tuple[float, dict]:
     """One run of the project's loop (:func:`run_teacher` with an online student); ms/iteration of its loop."""
     t_arch, s_arch = archs(args, bundle)
-    cfgs = settings(args, chains, iterations)
+    cfgs = settings(args, chains, iterations, noise_thread)
     torch.manual_seed(seed)
     student = StudentTrainer(build(s_arch).to(device), exps, cfgs[1])
     reset_peak(device)
@@ -390,6 +395,12 @@ def main(argv=None) -> dict:
     )
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--chains", default="1,4", help="comma-separated chain counts (default 1,4)")
+    ap.add_argument(
+        "--noise-thread",
+        choices=("off", "on", "both"),
+        default="both",
+        help="teacher.noise_thread: time the loop without, with, or both side by side (default both)",
+    )
     ap.add_argument("--arch", choices=["mlp", "cnn"], default="mlp", help="paper's MNIST MLP or CNN teacher")
     ap.add_argument("--batch", type=int, default=100, help="teacher minibatch (default 100)")
     ap.add_argument("--every", type=int, default=100, help="H: a student step every H iterations (default 100)")
@@ -494,8 +505,11 @@ def main(argv=None) -> dict:
     # configuration, so that a busy machine slows all of them alike; medians over rounds are reported
     # and the speed-up is the median of per-round ratios.
     warm = max(args.every, args.thin)
-    for c in chains:
-        project_block(args, bundle, exps, device, c, warm, seed=99)
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.noise_thread]
+    variants = [(c, nt) for c in chains for nt in modes]
+    label = {(c, nt): f"{c}+thread" if nt and len(modes) > 1 else str(c) for c, nt in variants}
+    for c, nt in variants:
+        project_block(args, bundle, exps, device, c, warm, seed=99, noise_thread=nt)
     naive = NaiveLoop(args, bundle, device) if not args.no_naive else None
     if naive is not None:
         naive.run(warm)
@@ -504,18 +518,18 @@ def main(argv=None) -> dict:
 
     rounds = max(1, args.repeats)
     unit = math.lcm(args.every, args.thin)  # blocks hold whole student-step and accumulation periods
-    timers = {c: Timer(device) for c in chains}
+    timers = {v: Timer(device) for v in variants}
     naive_timer, student_timer = Timer(device), Timer(device)
     extra: dict[int, dict] = {}
     for r in range(rounds):
-        for c in chains:
+        for c, nt in variants:
             # Chain counts get the same number of posterior samples: iterations / chains each.
             its = whole_units(args.iterations / (c * rounds), unit)
-            ms, stats = project_block(args, bundle, exps, device, c, its, seed=r)
-            timers[c].add(ms, its)
-            extra.setdefault(c, {"student_steps": 0, "test_accumulations": 0})
-            extra[c]["student_steps"] += stats["student_steps"]
-            extra[c]["test_accumulations"] += stats["test_samples"] // c
+            ms, stats = project_block(args, bundle, exps, device, c, its, seed=r, noise_thread=nt)
+            timers[c, nt].add(ms, its)
+            extra.setdefault((c, nt), {"student_steps": 0, "test_accumulations": 0})
+            extra[c, nt]["student_steps"] += stats["student_steps"]
+            extra[c, nt]["test_accumulations"] += stats["test_samples"] // c
         if naive is not None:
             its = whole_units((args.naive_iterations or args.iterations) / rounds, unit)
             naive_timer.add(naive.run(its), its)
@@ -545,23 +559,28 @@ def main(argv=None) -> dict:
             out["lockstep"][mode] = recs
 
     out["teacher"] = {}
-    for c in chains:
-        rec = {"chains": c, **timers[c].summary(), **extra[c]}
+    for c, nt in variants:
+        rec = {"chains": c, "noise_thread": nt, **timers[c, nt].summary(), **extra[c, nt]}
         ms = rec["ms_per_iteration"]
         rec["ms_per_chain_iteration"] = round(ms / c, 4)
         rec["posterior_samples_per_s"] = round(1000 * c / ms, 1)
-        out["teacher"][str(c)] = rec
+        out["teacher"][label[c, nt]] = rec
+    if len(modes) > 1:
+        out["noise_thread_speedup"] = {
+            str(c): round(statistics.median(a / b for a, b in zip(timers[c, False].ms, timers[c, True].ms)), 3)
+            for c in chains
+        }
     st = student_timer.summary("step")
     out["student"] = {"steps_per_s": round(1000 / st["ms_per_step"], 1), **st}
     if naive is not None:
         out["naive"] = {"chains": 1, **naive_timer.summary()}
-        if 1 in timers:
-            ratios = [a / b for a, b in zip(naive_timer.ms, timers[1].ms)]
+        if 1 in chains:
+            ratios = [a / b for a, b in zip(naive_timer.ms, timers[1, modes[-1]].ms)]
             out["speedup_vs_naive"] = round(statistics.median(ratios), 3)
             out["speedup_vs_naive_rounds"] = [round(v, 3) for v in ratios]
-            out["speedup_vs_naive_best"] = round(min(naive_timer.ms) / min(timers[1].ms), 3)
-    if 1 in timers:
-        base = out["teacher"]["1"]["ms_per_chain_iteration"]
+            out["speedup_vs_naive_best"] = round(min(naive_timer.ms) / min(timers[1, modes[-1]].ms), 3)
+    if 1 in chains:
+        base = out["teacher"][label[1, modes[0]]]["ms_per_chain_iteration"]
         out["chain_throughput_vs_1"] = {
             k: round(base / v["ms_per_chain_iteration"], 3) for k, v in out["teacher"].items()
         }
@@ -575,10 +594,10 @@ def main(argv=None) -> dict:
             "matmul_fp32_tflops_measured": round(ref, 3),
             "nominal_fp32_tflops": nominal,
         }
-        for c in chains:
+        for c, nt in variants:
             f = count_flops(args, bundle, exps, device, c)
-            tf = f["per_iteration"] / (out["teacher"][str(c)]["ms_per_iteration"] / 1000) / 1e12
-            out["flops"][str(c)] = {
+            tf = f["per_iteration"] / (out["teacher"][label[c, nt]]["ms_per_iteration"] / 1000) / 1e12
+            out["flops"][label[c, nt]] = {
                 **f,
                 "achieved_tflops": round(tf, 5),
                 "fraction_of_matmul": round(tf / ref, 5),

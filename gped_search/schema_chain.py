@@ -120,7 +120,7 @@ class TeacherConfig:
     """Iterations between divergence (NaN/inf) checks; the only host syncs in the loop."""
     cuda_graph: bool = False
     """Replay the SGLD step as a CUDA graph (CUDA, constant step size; falls back to eager)."""
-    noise_thread: bool = True
+    noise_thread: bool = False
     """CPU: draw each iteration's minibatch and noise ahead on a second thread (bitwise the same chain;
     faster when a second core is free). Ignored on CUDA."""
     checkpoint_every: int | None = None

@@ -279,6 +279,9 @@ class TeacherChain:
         if all(h.count > 0 for h in self.halves):
             floor = mc_floor_kl(self.halves[0].means()["predictive"], self.halves[1].means()["predictive"])
         metrics["teacher_mc_floor_kl"] = floor
+        # The chain's current state alone (one sample; for sampler sgd, the point estimate BDK reports).
+        last = torch.softmax(self.sampler.logits(self.bundle.test.x), -1).mean(0)
+        metrics.update(predictive_metrics(last, self.bundle.test.y, "teacher_last"))
         t = self.t
         stats = {
             "iterations": t,
