@@ -346,6 +346,8 @@ def test_knee_far_below_another_front_member_on_accuracy_is_warned(tmp_path):
     assert summary["recommended"]["warning"] == gap["warning"]
     md = (tmp_path / "r" / "summary.md").read_text()
     assert "Warning: the knee (trial 1) has validation accuracy 80.0 %" in md
+    page = (tmp_path / "r" / "index.html").read_text().split("<h2>")[0]
+    assert "<b>Warning:</b> the knee (trial 1) has validation accuracy 80.0 %" in page
     front.loc[0, "student_acc"] = 0.84  # within 5 points: no warning
     assert knee_accuracy_gap(front, knee_point(front, obj)) is None and "warning" not in recommendation(front, obj)
 
@@ -491,3 +493,27 @@ def test_every_quickstart_example_in_help_runs_without_a_traceback(study, tmp_pa
         assert rc == 0 and "Traceback" not in err, (shlex.join(argv), err)
         ran.append(argv[0])
     assert sorted(ran) == ["evaluate", "export", "pareto", "report", "status"]
+
+
+# ------------------------------------------------------------------- item 11: exports in the report
+
+
+def test_report_stars_only_exports_that_still_hold_their_trial_and_names_no_absolute_path(study, tmp_path):
+    import shutil
+
+    root, sets = study
+    keep, gone = tmp_path / "keep", tmp_path / "throwaway"
+    assert cli(["export", QUICKSTART, "--trial", "0", "--out", str(keep), *sets])[0] == 0
+    assert cli(["export", QUICKSTART, "--trial", "1", "--out", str(gone), *sets])[0] == 0
+    assert cli(["export", QUICKSTART, "--trial", "2", "--out", str(keep), *sets])[0] == 0  # overwrites trial 0's
+    shutil.rmtree(gone)
+    out = tmp_path / "report"
+    rc, _, err = cli(["report", QUICKSTART, "--out", str(out), *sets])
+    assert rc == 0, err
+    text = (out / "summary.md").read_text() + (out / "index.html").read_text()
+    assert str(tmp_path) not in text and "throwaway" not in text
+    from gped_search.config import load_study
+    from gped_search.search import open_study
+    from gped_search.search.results import live_exports
+
+    assert live_exports(open_study(load_study(QUICKSTART, [f"report_dir={root}"]), create=False)) == {2: "keep/"}

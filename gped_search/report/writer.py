@@ -63,6 +63,7 @@ KNEE_RULE = (
 _SHOW = (
     "family",
     "arch",
+    "precision",
     "lambda_g",
     "units_removed",
     "params",
@@ -72,6 +73,7 @@ _SHOW = (
     "latency_p10_ms",
     "latency_p90_ms",
     "kl",
+    "fp32_kl",
     "expected_entropy_mae",
     "expected_entropy_bias",
     "student_acc",
@@ -376,7 +378,10 @@ class _Report:
         body = [f'<p class="sel"><b>{e(self.note)}</b></p>', f"<h1>{e(self.title)}</h1>"]
         if self.rec_lines:
             cmd = f"<p>Export it: <code>{e(self.export_command)}</code></p>" if self.export_command else ""
-            body += [f'<div class="rec"><p><b>{e(self.rec_lines[0])}</b></p><p>Why: {e(KNEE_RULE)}.</p>{cmd}</div>']
+            warn = f"<p><b>Warning:</b> {e(self.rec['warning'])}.</p>" if self.rec.get("warning") else ""
+            body += [
+                f'<div class="rec"><p><b>{e(self.rec_lines[0])}</b></p><p>Why: {e(KNEE_RULE)}.</p>{cmd}{warn}</div>'
+            ]
         else:
             body += [f'<div class="rec"><p><b>{_NO_REC}</b></p></div>']
         body += ["<p>" + "<br>".join(e(x) for x in self.lines) + "</p>"]

@@ -15,7 +15,7 @@ import pandas as pd
 from gped_search.config import ConfigError, StudyConfig, to_dict
 from gped_search.report.tables import knee_point, pareto_front
 
-from .results import study_objectives, study_path, study_status, teacher_seconds_saved, trials_frame
+from .results import live_exports, study_objectives, study_path, study_status, teacher_seconds_saved, trials_frame
 
 __all__ = [
     "pick_trial",
@@ -136,7 +136,7 @@ def write_study_report(
         warn = ", ".join(f"{k}: {n}" for k, n in used.items())
         extra["WARNING: trials trained against different teachers (key@iterations: trials)"] = warn
         notes.append(f"WARNING: trials trained against different teachers (key@iterations: trials): {warn}.")
-    exported = {int(k): v for k, v in study.user_attrs.get("exported_trials", {}).items()}
+    exported = live_exports(study)
     return write_report(
         trials_frame(study),
         study_objectives(study),
@@ -223,7 +223,7 @@ def export_trial(
     kw = _int8_inputs(cfg) if "onnx-int8" in formats else {}
     res = export_student(str(ckpt), out, formats, meta=meta, **kw)
     exported = dict(study.user_attrs.get("exported_trials", {}))
-    exported[str(number)] = str(out)
+    exported[str(number)] = str(Path(out).resolve())  # found from any directory (live_exports)
     study.set_user_attr("exported_trials", exported)  # starred in the report
     return {"trial": number, "warning": warning, **res}
 

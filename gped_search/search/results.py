@@ -23,6 +23,7 @@ __all__ = [
     "study_status",
     "teacher_seconds_saved",
     "study_path",
+    "live_exports",
 ]
 
 CALIBRATION_ATTR = "latency_calibration"
@@ -188,3 +189,19 @@ def study_objectives(study: optuna.Study) -> dict[str, str]:
     """The study's objectives by name -> ``minimize`` | ``maximize`` (one place reads them)."""
     names = study.user_attrs.get("objectives") or [f"objective_{i}" for i in range(len(study.directions))]
     return dict(zip(names, [d.name.lower() for d in study.directions]))
+
+
+def live_exports(study: optuna.Study) -> dict[int, str]:
+    """Exported trials whose export folder still holds that trial's model card, shown by the folder's name
+    (a throw-away export deleted or overwritten by another trial's stars nothing; no absolute paths)."""
+    import json
+
+    out = {}
+    for k, where in study.user_attrs.get("exported_trials", {}).items():
+        try:
+            card = json.loads((Path(where) / "model_card.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if card.get("study", {}).get("name") == study.study_name and card["study"].get("trial_number") == int(k):
+            out[int(k)] = Path(where).name + "/"
+    return out
