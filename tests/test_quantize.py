@@ -232,6 +232,7 @@ def test_a_study_over_precision_times_in_onnxruntime_and_exports_int8(tmp_path):
     from gped_search.config import load_study
     from gped_search.search import run_study, trials_frame
     from gped_search.search.jobs import export_trial
+    from gped_search.search.results import study_objectives
 
     cfg = load_study(
         QUICKSTART,
@@ -255,6 +256,11 @@ def test_a_study_over_precision_times_in_onnxruntime_and_exports_int8(tmp_path):
     assert sorted(cal) == ["0", "1"] and (df["latency_trial_ms"] > 0).all()
     row = df[df["precision"] == "int8"].iloc[0]
     assert row["bytes"] < df[df["precision"] == "fp32"].iloc[0]["bytes"]
+    from gped_search.report.writer import front_columns
+    from gped_search.search.trials import trial_line
+
+    assert " int8 " in trial_line(study, int(row["number"]))
+    assert {"precision", "fp32_kl"} <= set(front_columns(df, study_objectives(study)))
     res = export_trial(cfg, study, tmp_path / "exported", trial=str(int(row["number"])))
     card = res["card"]
     assert "onnx-int8" in card["files"] and card["quantization"]["mode"] == "dynamic" == res["quantization"]["mode"]

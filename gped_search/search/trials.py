@@ -168,7 +168,9 @@ def make_objective(
     teacher: TeacherResult,
     artifact_dir: Path,
     specs: dict[str, Spec],
+    progress: bool = False,
 ):
+    """Optuna's objective for one trial; ``progress`` shows the student's steps with its live loss."""
     runner = _TrialRunner(cfg, p, teacher, artifact_dir, specs)
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
@@ -188,6 +190,7 @@ def make_objective(
                 tc.prune,
                 seed=seed,
                 latency_batch=cfg.search.latency_batch,
+                progress=progress,
             )
         except OSError:
             raise
@@ -319,7 +322,8 @@ def trial_line(study: optuna.Study, number: int) -> str:
     vals = "  ".join(f"{n} {_short(n, r.get(n))}" for n in names)
     done = df[df["state"] == "COMPLETE"]
     front = f"on the front ({int(done['on_front'].sum())} of {len(done)})" if r.get("on_front") else "dominated"
-    return f"trial {number:>3}  complete  {str(r.get('arch', '')):24s}  {vals}  {front}"
+    arch = str(r.get("arch", "")) + (" int8" if r.get("precision") == "int8" else "")
+    return f"trial {number:>3}  complete  {arch:24s}  {vals}  {front}"
 
 
 def _short(name: str, v) -> str:
