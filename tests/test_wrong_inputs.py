@@ -517,3 +517,13 @@ def test_report_stars_only_exports_that_still_hold_their_trial_and_names_no_abso
     from gped_search.search.results import live_exports
 
     assert live_exports(open_study(load_study(QUICKSTART, [f"report_dir={root}"]), create=False)) == {2: "keep/"}
+
+
+# ------------------------------------------------------------------- item 4: signs of life during a trial
+
+
+def test_run_shows_a_labelled_trials_bar_and_the_students_live_loss(tmp_path):
+    rc, out, err = cli(["run", QUICKSTART, "--n-trials", "1", "--no-report", *tiny_sets(tmp_path, "device=cpu")])
+    assert rc == 0, err
+    assert "trials (0 done before)" in err
+    assert "student" in err and "loss " in err  # the trial's step bar with its newest loss

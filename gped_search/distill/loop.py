@@ -239,20 +239,16 @@ def train_students(
     lock = LockstepTrainer(trainers)
     diverged: dict[int, int] = {}
     start = time.perf_counter()
-    for step in tqdm(
-        range(1, steps + 1),
-        desc=desc,
-        disable=not progress,
-        unit="step",
-        mininterval=1.0,
-        leave=leave,
-    ):
+    bar = tqdm(range(1, steps + 1), desc=desc, disable=not progress, unit="step", mininterval=1.0, leave=leave)
+    for step in bar:
         idx, x = transfer_batch(transfer, dcfg.transfer_batch, data_cfg, gen)
         lock.step(x, source(idx, x))
         if step % check_every == 0 or step == steps:
             diverged.update((i, step) for i in lock.drop_diverged())
             if not lock.active:
                 break
+            if progress:  # the live loss: the learning curve's newest point (read at the check anyway)
+                bar.set_postfix_str(_loss_text([tr.curve[-1][1] for tr in trainers if tr.curve]), refresh=False)
     seconds = time.perf_counter() - start
     return {
         "steps": steps,
@@ -261,6 +257,14 @@ def train_students(
         "students": len(trainers),
         "diverged": diverged,
     }
+
+
+def _loss_text(losses: list[float]) -> str:
+    if not losses:
+        return ""
+    if len(losses) == 1:
+        return f"loss {losses[0]:.4g}"
+    return f"loss {min(losses):.3g}..{max(losses):.3g} ({len(losses)} students)"
 
 
 def train_student(

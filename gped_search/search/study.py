@@ -153,15 +153,24 @@ def _work_quiet(
     )
     if announce:
         callbacks.append(lambda st, t: _echo(st, t.number))
-    study.optimize(
-        make_objective(cfg, p, teacher, artifact_dir, specs),
-        n_trials=remaining,
-        timeout=timeout if timeout is not None else cfg.search.timeout,
-        catch=(TrialFailed,),
-        callbacks=callbacks,
-        show_progress_bar=progress and remaining is not None,
-        gc_after_trial=True,
-    )
+    bar = None
+    if progress and remaining is not None:  # labelled; each trial's steps and live loss show beneath it
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=remaining, desc=f"trials ({finished(study)} done before)", unit="trial")
+        callbacks.append(lambda st, t: bar.update(1))
+    try:
+        study.optimize(
+            make_objective(cfg, p, teacher, artifact_dir, specs, progress=progress),
+            n_trials=remaining,
+            timeout=timeout if timeout is not None else cfg.search.timeout,
+            catch=(TrialFailed,),
+            callbacks=callbacks,
+            gc_after_trial=True,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _worker_main(
