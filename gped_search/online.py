@@ -88,7 +88,7 @@ def distill_online(
         before = student_record(model, teacher, p)
         pruning = prune_and_finetune(model, teacher, p, cfg.prune, cfg.distill, cfg.seed, progress)
         pruning["before"] = {k: v for k, v in before.items() if k in ("kl", "student_acc", "params", "bytes_fp32")}
-    rec = student_record(model, teacher, p)
+    rec = student_record(model, teacher, p, precision=cfg.student.precision.value)
     record = {
         "study": cfg.name,
         "dataset": cfg.data.dataset.value,
