@@ -527,3 +527,16 @@ def test_run_shows_a_labelled_trials_bar_and_the_students_live_loss(tmp_path):
     assert rc == 0, err
     assert "trials (0 done before)" in err
     assert "student" in err and "loss " in err  # the trial's step bar with its newest loss
+
+
+def test_dashboard_artifacts_are_served_as_binary(study):
+    import optuna
+
+    from gped_search.config import load_study
+    from gped_search.search import open_study
+
+    root, _ = study
+    st = open_study(load_study(QUICKSTART, [f"report_dir={root}"]), create=False)
+    metas = [m for t in st.get_trials() for m in optuna.artifacts.get_all_artifact_meta(t, storage=st._storage)]
+    assert metas and {m.mimetype for m in metas} == {"application/octet-stream"}
+    assert "distillation loss" in st.user_attrs["intermediate_values"]  # described in the dashboard

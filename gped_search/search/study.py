@@ -122,6 +122,11 @@ def _work_quiet(
         study.set_user_attr("teacher", {k: v for k, v in {**teacher.metrics, **teacher.stats}.items() if _scalar(v)})
         if info["teacher_copied_from"]:
             study.set_user_attr("teacher_copied_from", info["teacher_copied_from"])
+    if "intermediate_values" not in study.user_attrs:  # what optuna-dashboard's learning-curve plot shows
+        study.set_user_attr(
+            "intermediate_values",
+            "each trial's distillation loss (its learning curve) at about 20 points; x = student step",
+        )
     fail_dead_trials(study)
     if worker == 0:
         retry_interrupted(study)  # a Ctrl-C'd trial's parameters run again (it stays FAIL, reason recorded)

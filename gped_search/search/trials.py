@@ -148,7 +148,12 @@ class _TrialRunner:
         try:
             trial.set_user_attr(
                 "artifact_id",
-                optuna.artifacts.upload_artifact(artifact_store=self.store, file_path=str(ckpt), study_or_trial=trial),
+                optuna.artifacts.upload_artifact(
+                    artifact_store=self.store,
+                    file_path=str(ckpt),
+                    study_or_trial=trial,
+                    mimetype="application/octet-stream",  # a torch file (".pt" guesses a SNES page table)
+                ),
             )
         except Exception as e:  # the dashboard copy is a convenience, the checkpoint above is the record
             trial.set_user_attr("artifact_error", f"{type(e).__name__}: {e}"[:200])
