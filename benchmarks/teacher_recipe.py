@@ -3,6 +3,8 @@
     python benchmarks/teacher_recipe.py run [--only CELL ...] [--threads 1]   # resumable; re-run after a stop
     python benchmarks/teacher_recipe.py status                                 # iterations done per cell
     python benchmarks/teacher_recipe.py report                                 # table.md + cells.csv
+    python benchmarks/teacher_recipe.py paper --recipe CELL [--seeds 0,1,2]    # 10^6 iterations, resumable
+    python benchmarks/teacher_recipe.py paper-report                           # paper.md: mean (sd) vs BDK
 
 Every cell is ``studies/teacher_recipe/base.yaml`` (784-400-400 teacher, 2*10^5 SGLD iterations,
 50,000 training images, 10,000 validation images, online 400-400 student) plus ``--set`` overrides,
@@ -172,6 +174,72 @@ def report(_args) -> None:
     print("\n".join(lines))
 
 
+def paper(args) -> None:
+    """The paper's setting (item 3): a recipe cell at 10^6 iterations, one run per seed, resumable."""
+    sets = _cells().get(args.recipe)
+    if sets is None:
+        raise SystemExit(f"--recipe {args.recipe}: no such cell (run the ablation, or pick one of {list(_cells())})")
+    for seed in (int(v) for v in args.seeds.split(",")):
+        cell = f"paper_{args.recipe}_s{seed}"
+        extra = [x for x in sets if not x.startswith("name=")]
+        run_cell(cell, [*extra, f"seed={seed}", "teacher.checkpoint_every=50000"], args.threads, args.iterations)
+
+
+def _kl(p, q) -> float:
+
+    p, q = p.clamp_min(1e-12), q.clamp_min(1e-12)
+    return float((p * (p.log() - q.log())).sum(1).mean())
+
+
+def paper_report(_args) -> None:
+    """Mean (sd) over seeds against BDK, and the between-chain KL next to the within-chain MC floor."""
+    import itertools
+    import statistics
+
+    import torch
+
+    runs = {}
+    for cell in _cells():
+        if cell.startswith("paper_") and record(cell):
+            runs[cell] = record(cell)
+    if not runs:
+        raise SystemExit("no finished paper run yet: python benchmarks/teacher_recipe.py paper --recipe CELL")
+    groups: dict[str, list[str]] = {}
+    for cell in runs:
+        groups.setdefault(cell.rsplit("_s", 1)[0], []).append(cell)
+    lines = []
+    for g, cells in groups.items():
+        te = [100 * (1 - runs[c]["teacher"]["teacher_acc"]) for c in cells]
+        st = [100 * (1 - runs[c]["student"]["student_acc"]) for c in cells]
+        nll = [runs[c]["student"]["student_nll"] for c in cells if "student_nll" in runs[c]["student"]]
+        floor = [runs[c]["teacher"]["teacher_mc_floor_kl"] for c in cells]
+        its = {runs[c]["teacher"]["iterations"] for c in cells}
+
+        def ms(v):
+            return f"{statistics.mean(v):.3f}" + (f" ± {statistics.stdev(v):.3f}" if len(v) > 1 else "")
+
+        preds = {c: OUT / f"teacher_recipe_{c}" / "teacher_test_predictive.pt" for c in cells}
+        pairs = [
+            _kl(torch.load(preds[a]), torch.load(preds[b]))
+            for a, b in itertools.permutations(cells, 2)
+            if preds[a].is_file() and preds[b].is_file()
+        ]
+        lines += [
+            f"## {g} ({len(cells)} seeds, {sorted(its)} iterations)",
+            "",
+            "| | ours, mean ± sd | BDK |",
+            "|---|---|---|",
+            f"| teacher test error % | {ms(te)} | {BDK['teacher_error_pct']} ± {BDK['teacher_sd']} |",
+            f"| online student test error % | {ms(st)} | {BDK['student_error_pct']} ± 0.017 |",
+            f"| online student test NLL | {ms(nll) if nll else '–'} | 0.0502 |",
+            f"| within-chain MC floor KL (interleaved halves) | {ms(floor)} | |",
+            f"| between-chain KL (seed pairs, both directions) | {ms(pairs) if pairs else '–'} | |",
+            "",
+        ]
+    (OUT / "paper.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -180,8 +248,14 @@ def main() -> None:
     r.add_argument("--threads", type=int, default=1)
     sub.add_parser("status", help="iterations done per cell")
     sub.add_parser("report", help="write reports/teacher_recipe/table.md and cells.csv")
+    pp = sub.add_parser("paper", help="a recipe cell at the paper's 10^6 iterations, one run per seed")
+    pp.add_argument("--recipe", required=True, help="an ablation cell's name (see `status`)")
+    pp.add_argument("--seeds", default="0,1,2")
+    pp.add_argument("--iterations", type=int, default=1_000_000)
+    pp.add_argument("--threads", type=int, default=1)
+    sub.add_parser("paper-report", help="write reports/teacher_recipe/paper.md")
     a = ap.parse_args()
-    {"run": run, "status": status, "report": report}[a.cmd](a)
+    {"run": run, "status": status, "report": report, "paper": paper, "paper-report": paper_report}[a.cmd](a)
 
 
 if __name__ == "__main__":

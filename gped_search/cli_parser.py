@@ -12,7 +12,7 @@ def _version() -> str:
         from importlib.metadata import version
 
         return version("gped-search")
-    except Exception:
+    except ImportError:  # importlib.metadata.PackageNotFoundError: run from a source tree, not installed
         return "unknown"
 
 

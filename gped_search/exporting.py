@@ -182,7 +182,12 @@ def _cost(model: nn.Module, x: torch.Tensor, meta: dict):
         from gped_search.metrics.cost import cost_figures
 
         return cost_figures(model, x)
-    except Exception:  # cost figures are informative only
+    except (RuntimeError, ValueError, TypeError) as e:  # cost figures are informative only: say why they're missing
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "export: no cost figures for the card (%s: %s)", type(e).__name__, str(e).splitlines()[0][:200]
+        )
         return None
 
 

@@ -106,5 +106,7 @@ def distill_online(
         metrics=rec,
         pruning=pruning and {k: v for k, v in pruning.items() if k != "history"},
     )
+    # the teacher's test-set posterior predictive: independent runs' (seeds') can be compared (between-chain KL)
+    torch.save(teacher.test["predictive"].cpu(), out / "teacher_test_predictive.pt")
     record["outputs"] = [str(out / "distill.json"), str(out / "distill_student.pt")]
     return record

@@ -109,6 +109,11 @@ class DistillConfig:
     graph of predictive probabilities, student vs teacher."""
     transfer_size: int | None = None
     """Students see only the first k transfer images (None = all): distillation with scarce transfer data."""
+    online_average: str = "none"
+    """Online modes: none (the paper: the student as it is when the chain ends) or polyak (the equal-weight
+    average of the student's weights over its online steps from online_average_start on)."""
+    online_average_start: float = 0.5
+    """polyak: fraction of the run's online student steps after which the average starts, in [0, 1)."""
 
     def __post_init__(self) -> None:
         _check(
@@ -121,6 +126,11 @@ class DistillConfig:
             "distill.every and transfer_batch must be >= 1",
         )
         _check(self.steps is None or self.steps >= 1, "distill.steps must be >= 1")
+        _check(
+            self.online_average in ("none", "polyak"),
+            f"distill.online_average must be none or polyak, got {self.online_average!r}",
+        )
+        _check(0 <= self.online_average_start < 1, "distill.online_average_start must be in [0, 1)")
         _check(
             self.derivative_weight >= 0 and self.relational_weight >= 0,
             "distill.derivative_weight and distill.relational_weight must be >= 0",

@@ -161,6 +161,7 @@ class TeacherConfig:
 
 RECIPE_DEFAULTS = {
     "data": {"pixel_divisor": 255.0},
+    "distill": {"online_average": "none", "online_average_start": 0.5},
     "teacher": {
         "decay_every": 100_000,
         "decay_factor": 0.5,

@@ -253,3 +253,50 @@ def test_a_chain_with_other_settings_or_a_shorter_total_is_one_error_line(tmp_pa
     r = _cli("distill", str(study), "--out", str(out), "--no-progress", "--restart")
     assert r.returncode == 0, r.stderr
     assert list_generations(out / online.DISTILL_CHAIN_DIR)[-1][0] == 400
+
+
+def test_polyak_student_is_the_mean_of_its_weights_and_resumes(tmp_path, monkeypatch):
+    """distill.online_average polyak: the final student equals the brute-force mean of its weights after
+    each online step past online_average_start; a run stopped mid-chain and resumed gives the same student."""
+    from gped_search.distill import chain as chain_mod
+    from gped_search.distill.student import LockstepTrainer
+
+    d = _cfg(tmp_path, iterations=1500, checkpoint_every=300)
+    d["distill"].update({"online_average": "polyak", "online_average_start": 0.5})
+    study = _write(tmp_path, d)
+    torch.set_num_threads(1)
+    snaps = []
+    orig_step = LockstepTrainer.step
+
+    def step(self, x, targets):
+        out = orig_step(self, x, targets)
+        snaps.append([p.detach().clone() for p in self.trainers[0].model.parameters()])
+        return out
+
+    monkeypatch.setattr(LockstepTrainer, "step", step)
+    online.distill_online(load_study(study), progress=False, out_dir=tmp_path / "ref")
+    monkeypatch.setattr(LockstepTrainer, "step", orig_step)
+    total = (1500 - d["teacher"]["burn_in"]) // d["distill"]["every"]
+    assert len(snaps) == total
+    start = int(0.5 * total)  # steps numbered 1..total; averaged from step start + 1 on
+    mean = [torch.stack([s[i] for s in snaps[start:]]).mean(0) for i in range(len(snaps[0]))]
+    final = torch.load(tmp_path / "ref" / "distill_student.pt", weights_only=True)["state_dict"]
+    for m, (k, v) in zip(mean, ((k, v) for k, v in final.items() if not k.endswith("_mask"))):
+        torch.testing.assert_close(v, m, rtol=1e-5, atol=1e-6, msg=k)
+    assert not torch.allclose(mean[0], snaps[-1][0])  # the average is not the last student
+
+    calls = [0]
+    orig = chain_mod.TeacherChain._thinned
+
+    def stop(self):
+        orig(self)
+        calls[0] += 1
+        if self.t >= 1100 and calls[0] < 10**6:
+            calls[0] = 10**6
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(chain_mod.TeacherChain, "_thinned", stop)
+    with pytest.raises(KeyboardInterrupt):
+        online.distill_online(load_study(study), progress=False, out_dir=tmp_path / "resumed")
+    online.distill_online(load_study(study), progress=False, out_dir=tmp_path / "resumed")
+    _same_outputs(tmp_path / "ref", tmp_path / "resumed")

@@ -131,6 +131,13 @@ class TeacherChain:
         pred = [e for e in self.exps if e.name == "predictive"]
         self.halves = [PosteriorAccumulator(len(bundle.test), k, pred, device) for _ in range(2)]
         self.lock = LockstepTrainer(self.students) if self.students else None
+        self.averages = []  # distill.online_average polyak: each student's weight average
+        if self.students and dcfg.online_average == "polyak":
+            from torch.optim.swa_utils import AveragedModel
+
+            self.averages = [AveragedModel(tr.model, use_buffers=True) for tr in self.students]
+            online_steps = max(0, tcfg.iterations - tcfg.burn_in) // dcfg.every
+            self.average_from = int(dcfg.online_average_start * online_steps)
         self.source = None
         if self.students:
             self.source = OnlineTargets(self.sampler.logits, self.exps, dcfg.temperature)
@@ -237,6 +244,9 @@ class TeacherChain:
             if after > 0 and t % dc.every == 0 and self.students:
                 idx, x = transfer_batch(b.transfer, dc.transfer_batch, self.data_cfg, self.data_gen)
                 self.lock.step(x, self.source(idx, x))
+                if self.averages and self.students[0].steps > self.average_from:
+                    for avg, tr in zip(self.averages, self.students):
+                        avg.update_parameters(tr.model)
             at_check = t % tc.check_every == 0 or t == until
             if at_check:
                 self._check(t)  # the loop's only host syncs
@@ -257,6 +267,15 @@ class TeacherChain:
                 self.history.append(self.metrics_now() or {"iteration": t, "seconds": round(self.seconds, 3)})
                 on_checkpoint(self)
                 last_ckpt = time.perf_counter()
+
+    @torch.no_grad()
+    def finish_students(self) -> None:
+        """With distill.online_average polyak: load each student's weight average into the student (after
+        the chain's last checkpoint, which keeps the raw student and the average for an extension)."""
+        for avg, tr in zip(self.averages, self.students):
+            if int(avg.n_averaged) > 0:
+                for p, q in zip(tr.model.parameters(), avg.module.parameters()):
+                    p.copy_(q)
 
     # ------------------------------------------------------------------ results
     def result(self):
@@ -338,6 +357,8 @@ class TeacherChain:
                     "last_loss": tr.last_loss.detach().cpu(),
                 }
             )
+        for rec, avg in zip(d["students"], self.averages):
+            rec["average"] = {k: v.detach().cpu().clone() for k, v in avg.state_dict().items()}
         if self.lock is not None and len(self.students) > 1:
             d["lock"] = {
                 "opt": self.lock.opt.state_dict(),
@@ -382,6 +403,9 @@ class TeacherChain:
             tr.steps = int(sd["steps"])
             tr.nonfinite.copy_(sd["nonfinite"])
             tr.last_loss = sd["last_loss"].to(dev)
+        for avg, sd in zip(self.averages, d["students"]):
+            if "average" in sd:
+                avg.load_state_dict(sd["average"])
         if "lock" in d and self.lock is not None and len(self.students) > 1:
             self.lock.opt.load_state_dict(d["lock"]["opt"])
             self.lock.sched.load_state_dict(d["lock"]["sched"])

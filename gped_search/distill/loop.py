@@ -88,6 +88,7 @@ def run_teacher(
     )
     if checkpoint_dir is None:
         chain.run(tcfg.iterations, progress=progress, desc=desc)
+        chain.finish_students()
         return chain.result()
     folder = Path(checkpoint_dir)
     if restart:
@@ -144,6 +145,7 @@ def run_teacher(
     if every == 0:  # no periodic checkpoints: still keep the final state, so the chain can be extended
         save(chain)
     note(chain, chain.t / max(chain.seconds, 1e-9), state="done")
+    chain.finish_students()
     return chain.result()
 
 

@@ -18,7 +18,9 @@ import fcntl
 import hashlib
 import io
 import json
+import logging
 import os
+import pickle
 import re
 import time
 from collections.abc import Iterator
@@ -26,6 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gped_search.errors import ChainCheckpointError  # noqa: F401  (raised here; re-exported)
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -121,13 +125,16 @@ def latest_checkpoint(
     for _, path in reversed(list_generations(folder)):
         side = path.with_name(path.name + ".sha256")
         if not side.is_file():
+            log.warning("%s: no checksum beside it (a writer was killed mid-write); using an older generation", path)
             continue  # killed between the two renames of an older writer: not a complete generation
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest != side.read_text(errors="replace").strip():
+            log.warning("%s: checksum mismatch (torn or corrupted); using an older generation", path)
             continue  # torn or corrupted: fall back to the previous generation
         try:
             d = weights_only_load(path, device)
-        except Exception:  # noqa: BLE001 - unreadable: fall back
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:  # unreadable: fall back, and say so
+            log.warning("%s: unreadable (%s: %s); using an older generation", path, type(e).__name__, e)
             continue
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ChainCheckpointError(f"{path}: not a gped-search chain checkpoint")

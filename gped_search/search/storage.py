@@ -135,7 +135,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         except Exception as e:  # driver missing, server down, bad URL
             # Workers starting together on an empty database race to create Optuna's tables
             # (PostgreSQL's CREATE TABLE is not atomic against itself): the losers try again.
-            if attempt < 5 and (type(e).__name__ == "IntegrityError" or "already exists" in str(e)):
+            from sqlalchemy.exc import IntegrityError
+
+            if attempt < 5 and (isinstance(e, IntegrityError) or "already exists" in str(e)):
                 time.sleep(0.2 + 0.3 * attempt)
                 continue
             raise StudyError(
