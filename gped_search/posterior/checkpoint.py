@@ -133,7 +133,13 @@ def latest_checkpoint(
             continue  # torn or corrupted: fall back to the previous generation
         try:
             d = weights_only_load(path, device)
-        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:  # unreadable: fall back, and say so
+        except (
+            OSError,
+            RuntimeError,
+            EOFError,
+            ValueError,
+            pickle.UnpicklingError,
+        ) as e:  # unreadable: fall back, and say so
             log.warning("%s: unreadable (%s: %s); using an older generation", path, type(e).__name__, e)
             continue
         if not isinstance(d, dict) or d.get("format") != FORMAT:
