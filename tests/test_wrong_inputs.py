@@ -540,3 +540,44 @@ def test_dashboard_artifacts_are_served_as_binary(study):
     metas = [m for t in st.get_trials() for m in optuna.artifacts.get_all_artifact_meta(t, storage=st._storage)]
     assert metas and {m.mimetype for m in metas} == {"application/octet-stream"}
     assert "distillation loss" in st.user_attrs["intermediate_values"]  # described in the dashboard
+
+
+# ------------------------------------------------------------------- item 7: compare beyond a grid
+
+
+def _run(name, sampler, seed, sizes, family_space=None):
+    import numpy as np
+    import pandas as pd
+
+    from gped_search.report.compare import StudyRun
+
+    n = len(sizes)
+    t0 = pd.Timestamp("2026-01-01")
+    trials = pd.DataFrame({
+        "number": range(n), "state": "COMPLETE", "kl": np.linspace(0.5, 0.1, n), "bytes_fp32": sizes,
+        "test_kl": np.linspace(0.5, 0.1, n), "test_student_acc": np.linspace(0.8, 0.95, n),
+        "datetime_start": [t0 + pd.Timedelta(seconds=10 * i) for i in range(n)],
+        "datetime_complete": [t0 + pd.Timedelta(seconds=10 * i + 5) for i in range(n)],
+        "arch": "MLP", "family": "mlp"})
+    space = {"mlp_width": {"low": 4, "high": 64}} | ({"family": family_space} if family_space else {})
+    cfg = {"data": {"dataset": "digits", "mask_size": 0}, "student": {"family": "mlp"},
+           "search": {"sampler": sampler, "seed": seed, "space": space}}
+    return StudyRun(name, cfg, trials)
+
+
+def test_compare_two_searches_names_families_keeps_both_and_sizes_budgets_to_the_students(tmp_path):
+    from gped_search.report.compare import setting_label, size_caps, write_comparison
+
+    assert _run("c", "tpe", 0, [1e3], ["cnn"]).setting.startswith("CNN students, DIGITS")
+    assert _run("c", "tpe", 0, [1e3], {"values": ["mlp", "cnn"]}).setting.startswith("MLP+CNN students")
+    assert setting_label({"student": {"family": "mlp"}}).startswith("MLP students")
+    a = _run("search_a", "tpe", 1, [2e3, 6e3, 12e3, 30e3])
+    b = _run("search_b", "nsga2", 0, [3e3, 5e3, 9e3, 25e3])
+    caps = size_caps([a, b])
+    assert max(caps) >= 30e3 and min(caps) < 30e3 and all(c < 50e3 for c in caps), caps  # not 50 kB..1.5 MB
+    res = write_comparison([a, b], tmp_path)
+    md = (tmp_path / "comparison.md").read_text()
+    assert "summary" not in res["written"] and not (tmp_path / "summary.png").exists()
+    assert "No setting has a grid study" in md
+    assert "search_a" in md and "search_b" in md  # each method's front, the higher seed's study too
+    assert "| 50 |" not in md and "| 1500 |" not in md  # no size budget above every student

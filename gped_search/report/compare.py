@@ -12,7 +12,6 @@ scale the largest students alone would set the volume. One reference point per s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,16 @@ from .compare_plots import (  # noqa: F401  (figures re-exported)
     plot_setting,
     plot_summary,
 )
+from .compare_tables import (  # noqa: F401  (re-exported)
+    SIZE_CAPS,
+    _caps_digest,
+    _front_digest,
+    best_under_caps,
+    grid_scaling,
+    md_table,
+    size_caps,
+    size_needed,
+)
 from .tables import hypervolume_history, pareto_front, reference_point
 
 __all__ = [
@@ -41,6 +50,7 @@ __all__ = [
     "front_members",
     "grid_scaling",
     "best_under_caps",
+    "size_caps",
     "plot_setting",
     "plot_grid_scaling",
     "plot_summary",
@@ -104,11 +114,24 @@ def method_label(config: Mapping) -> str:
     return "prune" if varying == {"lambda_g"} else "grid"
 
 
+def _families(config: Mapping) -> list[str]:
+    """The student families a study searched: ``search.space.family`` when it has one, else ``student.family``."""
+    spec = config.get("search", {}).get("space", {}).get("family")
+    if isinstance(spec, Mapping):
+        spec = spec.get("values")
+    if spec is None:
+        spec = [config.get("student", {}).get("family", "mlp")]
+    order = ["mlp", "cnn"]
+    fams = {str(f) for f in (spec if isinstance(spec, list) else [spec])}
+    return sorted(fams, key=lambda f: order.index(f) if f in order else 9)
+
+
 def setting_label(config: Mapping) -> str:
-    """What the students were distilled from, e.g. ``MLP students, MNIST, mask 7px``."""
-    data, student = config.get("data", {}), config.get("student", {})
+    """What the students were distilled from and which students were searched, e.g. ``MLP students, MNIST,
+    mask 7px`` (``CNN students`` for a CNN-only space, ``MLP+CNN students`` for a space over both)."""
+    data = config.get("data", {})
     return (
-        f"{str(student.get('family', 'mlp')).upper()} students, {str(data.get('dataset', '')).upper()}, "
+        f"{'+'.join(f.upper() for f in _families(config))} students, {str(data.get('dataset', '')).upper()}, "
         f"mask {data.get('mask_size', 0)}px"
     )
 
@@ -229,6 +252,7 @@ def front_members(runs: Sequence[StudyRun], budget: int | None = None) -> pd.Dat
         cols = [c for c in ("number", "arch", "lambda_g", "kl", "bytes_fp32", *TEST_COLUMNS) if c in front]
         f = front[cols].copy()
         f.insert(0, "seed", r.seed)
+        f.insert(0, "study", r.name)
         f.insert(0, "method", r.method)
         rows.append(f)
     if not rows:
@@ -238,177 +262,7 @@ def front_members(runs: Sequence[StudyRun], budget: int | None = None) -> pd.Dat
     return out.sort_values(["_m", "seed", "bytes_fp32"]).drop(columns="_m").reset_index(drop=True)
 
 
-SIZE_CAPS = (50e3, 150e3, 500e3, 1.5e6)
-"""Student-size budgets (fp32 bytes) of :func:`best_under_caps`."""
-
-
-def best_under_caps(
-    runs: Sequence[StudyRun], caps: Sequence[float] = SIZE_CAPS, budgets: Sequence[int] = ()
-) -> pd.DataFrame:
-    """Per method, trial budget and size budget: the student a user would pick (lowest validation KL
-    among the complete trials no larger than the size budget) and its test KL and accuracy, mean and
-    sd over seeds. ``budgets``: trial counts a longer run is also cut at (its first n trials)."""
-    rows = []
-    for r in runs:
-        ordered = r.trials.sort_values("number")
-        for n in sorted({len(ordered), *[b for b in budgets if b < len(ordered)]}):
-            rows += _best_rows(r, ordered.head(n), caps)
-    if not rows:
-        return pd.DataFrame()
-    d = pd.DataFrame(rows)
-    g = d.groupby(["method", "trials", "cap"])
-    out = g.agg(
-        seeds=("seed", "nunique"),
-        val_kl=("kl", "mean"),
-        test_kl=("test_kl", "mean"),
-        test_kl_sd=("test_kl", "std"),
-        test_acc=("test_acc", "mean"),
-    ).reset_index()
-    out["_m"] = out["method"].map(lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
-    return out.sort_values(["cap", "_m", "trials"]).drop(columns="_m").reset_index(drop=True)
-
-
-def _best_rows(r: StudyRun, trials: pd.DataFrame, caps: Sequence[float]) -> list[dict]:
-    rows = []
-    done = trials[trials["state"] == "COMPLETE"]
-    for cap in caps:
-        fit = done[done["bytes_fp32"].astype(float) <= cap]
-        if fit.empty:
-            continue
-        best = fit.loc[fit["kl"].astype(float).idxmin()]
-        rows.append(
-            {
-                "method": r.method,
-                "seed": r.seed,
-                "cap": cap,
-                "kl": float(best["kl"]),
-                "test_kl": float(best.get("test_kl", np.nan)),
-                "test_acc": float(best.get("test_student_acc", np.nan)),
-                "trials": int(len(trials)),
-            }
-        )
-    return rows
-
-
-def grid_scaling(runs: Sequence[StudyRun]) -> pd.DataFrame:
-    """The grid studies' students by size: mean and spread over seeds of KL and expected-entropy error.
-
-    One row per (setting, depth, width or m): params, kl, expected_entropy_mae, expected_entropy_bias
-    (each ``_mean``, ``_sd``), seeds, and the teacher's Monte-Carlo floor KL.
-    """
-    rows = []
-    for r in runs:
-        if r.method != "grid":
-            continue
-        t = r.trials[r.trials["state"] == "COMPLETE"].copy()
-        depth = t["param_mlp_depth"] if "param_mlp_depth" in t else pd.Series(np.nan, index=t.index)
-        size = (
-            t["param_mlp_width"]
-            if "param_mlp_width" in t
-            else (t["param_m1"].astype(str) + "x" + t["param_m2"].astype(str) if "param_m1" in t else t["number"])
-        )
-        t = t.assign(
-            setting=r.setting,
-            depth=depth,
-            size=size,
-            seed=r.seed,
-            mask=r.config.get("data", {}).get("mask_size", 0),
-            floor=r.teacher.get("teacher_mc_floor_kl", float("nan")),
-        )
-        rows.append(t)
-    if not rows:
-        return pd.DataFrame()
-    t = pd.concat(rows, ignore_index=True)
-    metrics = [m for m in ("kl", "expected_entropy_mae", "expected_entropy_bias", "student_acc") if m in t]
-    g = t.groupby(["setting", "mask", "depth", "size"], dropna=False)
-    out = g.agg(
-        params=("params", "mean"),
-        seeds=("seed", "nunique"),
-        floor_kl=("floor", "mean"),
-        **{f"{m}_mean": (m, "mean") for m in metrics},
-        **{f"{m}_sd": (m, "std") for m in metrics},
-    )
-    return out.reset_index().sort_values(["mask", "depth", "params"]).reset_index(drop=True)
-
-
-def size_needed(scaling: pd.DataFrame, metric: str, tolerance: float = 0.10) -> pd.DataFrame:
-    """Per (setting, depth): the smallest grid student within ``tolerance`` (relative) of the best one's
-    ``metric`` (mean over seeds), e.g. how large a student the expected entropy needs against the KL."""
-    rows = []
-    for (setting, mask, depth), g in scaling.groupby(["setting", "mask", "depth"], dropna=False):
-        col = f"{metric}_mean"
-        if col not in g:
-            continue
-        best = g[col].min()
-        ok = g[g[col] <= best * (1 + tolerance)].sort_values("params")
-        first = ok.iloc[0]
-        rows.append(
-            {
-                "setting": setting,
-                "mask": mask,
-                "depth": depth,
-                "metric": metric,
-                "best": best,
-                "smallest_size": first["size"],
-                "smallest_params": int(first["params"]),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
 # ------------------------------------------------------------------ writing
-def _caps_digest(caps: pd.DataFrame) -> pd.DataFrame:
-    if caps.empty:
-        return caps
-    return pd.DataFrame(
-        {
-            "size budget [kB]": (caps["cap"] / 1e3).round(0).astype(int),
-            "method": caps["method"].map(lambda m: METHOD_NAMES.get(m, m)),
-            "trials/seed": caps["trials"],
-            "seeds": caps["seeds"],
-            "KL val": caps["val_kl"],
-            "KL test": caps["test_kl"],
-            "KL test sd": caps["test_kl_sd"],
-            "test acc [%]": (100 * caps["test_acc"]).round(2),
-        }
-    )
-
-
-def _front_digest(fronts: pd.DataFrame) -> pd.DataFrame:
-    """The lowest seed's fronts, readable: method, student, KL val/test, kB, test accuracy, entropy MAE."""
-    if fronts.empty:
-        return fronts
-    f = fronts[fronts["seed"] == fronts["seed"].min()]
-    out = pd.DataFrame(
-        {
-            "method": f["method"].map(lambda m: METHOD_NAMES.get(m, m)),
-            "student": f.get("arch", ""),
-            "λ_g": f.get("lambda_g", np.nan),
-            "KL val": f["kl"],
-            "KL test": f.get("test_kl", np.nan),
-            "size [kB]": (f["bytes_fp32"] / 1e3).round(1),
-            "test acc [%]": (100 * f.get("test_student_acc", np.nan)).round(2),
-            "test entropy MAE": f.get("test_expected_entropy_mae", np.nan),
-        }
-    )
-    return out.reset_index(drop=True)
-
-
-def _fmt(v) -> str:
-    if isinstance(v, (float, np.floating)):
-        if math.isnan(v):
-            return "–"
-        return f"{v:.4g}"
-    return str(v)
-
-
-def md_table(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "(none)\n"
-    head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns) + "\n"
-    return head + "".join("| " + " | ".join(_fmt(v) for v in row) + " |\n" for row in df.itertuples(index=False))
-
-
 def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Sequence[int] | None = None) -> dict:
     """Per setting: the figure, hypervolume table and test metrics of each front; plus the grid scaling.
 
@@ -443,7 +297,7 @@ def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Seq
         fig.savefig(out / f"{slug}.png", dpi=110)
         curves.to_csv(out / f"hv_{slug}.csv", index=False)
         fronts = front_members(rs)
-        caps = best_under_caps(rs, budgets=bs)
+        caps = best_under_caps(rs, size_caps(rs), budgets=bs)
         caps.to_csv(out / f"best_under_caps_{slug}.csv", index=False)
         fronts.to_csv(out / f"fronts_{slug}.csv", index=False)
         written[setting] = str(out / f"{slug}.png")
@@ -461,8 +315,8 @@ def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Seq
             "",
             md_table(summary.assign(method=summary["method"].map(lambda m: METHOD_NAMES.get(m, m)))),
             "",
-            f"Each method's validation front (seed {int(fronts['seed'].min()) if len(fronts) else 0}; every "
-            f"seed in [fronts_{slug}.csv](fronts_{slug}.csv)) with its test metrics:",
+            f"Each method's validation front (its lowest seed; every seed in [fronts_{slug}.csv](fronts_{slug}.csv)) "
+            "with its test metrics:",
             "",
             md_table(_front_digest(fronts)),
             "",
@@ -472,10 +326,18 @@ def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Seq
             md_table(_caps_digest(caps)),
             "",
         ]
-    if summaries:
-        plot_summary(summaries).savefig(out / "summary.png", dpi=110)
+    with_grid = {k: v for k, v in summaries.items() if (v["method"] == "grid").any()} if summaries else {}
+    if with_grid:  # the summary is relative to the paper's grid: without one it would be an empty figure
+        plot_summary(with_grid).savefig(out / "summary.png", dpi=110)
         written["summary"] = str(out / "summary.png")
         lines[1:1] = ["", "![summary](summary.png)", ""]
+    elif summaries:
+        lines[1:1] = [
+            "",
+            "No setting has a grid study, so there is no summary relative to the grid; the "
+            "hypervolume tables below compare the studies directly.",
+            "",
+        ]
     scaling = grid_scaling(runs)
     if not scaling.empty:
         fig = plot_grid_scaling(scaling)
