@@ -47,6 +47,7 @@ from gped_search.schema import (  # noqa: F401  (re-exported)
     settings_digest,
     to_dict,
 )
+from gped_search.study_files import merge, read_mapping
 
 __all__ = [
     "ConfigError",
@@ -218,13 +219,9 @@ def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict:
 
 
 def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("space",):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
+    """``--set`` overrides merged into the study's mapping; ``search.space.X=...`` merges into the space
+    (``=null`` removes X from it)."""
+    return merge(base, extra, whole=())
 
 
 def report_base(study_file: str | os.PathLike, report_dir: str, name: str) -> Path:
@@ -262,26 +259,7 @@ def load_study(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
 
 def _load_study(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"study file not found: {p}")
-    try:
-        data = yaml.load(p.read_text(), Loader=_Loader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = " ".join(str(getattr(e, "problem", None) or e).split())  # one line
-        raise ConfigError(f"{p}: malformed YAML{at}: {problem}") from e
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not a text file") from e
-    except (
-        ValueError,
-        RecursionError,
-    ) as e:  # an integer of > 4300 digits, nesting too deep for the parser
-        raise ConfigError(f"{p}: unreadable YAML ({type(e).__name__}: {str(e).split(':')[0][:80]})") from e
-    if data is None or data == {}:
-        raise ConfigError(f"{p}: the study file is empty (see studies/quickstart.yaml for one to start from)")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: a study file must be a mapping at the top level")
+    data = read_mapping(p, _Loader)
     try:
         base = study_from_dict(data)
     except ConfigError as e:

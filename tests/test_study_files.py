@@ -1,0 +1,58 @@
+"""Study files that say only what differs (``extends:``) and ``--set`` merging into the search space."""
+
+from __future__ import annotations
+
+import pytest
+
+from gped_search.config import ConfigError, load_study, to_dict
+
+
+def _w(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_extends_merges_sections_and_replaces_the_space(tmp_path):
+    base = _w(
+        tmp_path / "base.yaml",
+        "name: base\nseed: 3\nteacher: {iterations: 500, burn_in: 100}\n"
+        "search: {n_trials: 4, space: {family: [mlp], mlp_width: [8, 16]}}\n",
+    )
+    child = _w(
+        tmp_path / "child.yaml",
+        f"extends: {base.name}\nname: child\nteacher: {{iterations: 900}}\nsearch: {{space: {{mlp_width: [4]}}}}\n",
+    )
+    c = load_study(child)
+    assert (c.name, c.seed, c.teacher.iterations, c.teacher.burn_in, c.search.n_trials) == ("child", 3, 900, 100, 4)
+    assert c.search.space == {"mlp_width": [4]}  # a file's space says what the space is
+    (tmp_path / "sub").mkdir()
+    grand = _w(tmp_path / "sub" / "g.yaml", "extends: ../child.yaml\nseed: 5\n")
+    g = load_study(grand)
+    assert (g.name, g.seed, g.teacher.iterations) == ("child", 5, 900)
+    assert "extends" not in to_dict(g)
+
+
+def test_extends_cycle_and_missing_base_are_one_line(tmp_path):
+    _w(tmp_path / "a.yaml", "extends: b.yaml\nname: a\n")
+    _w(tmp_path / "b.yaml", "extends: a.yaml\nname: b\n")
+    with pytest.raises(ConfigError, match="cycle") as e:
+        load_study(tmp_path / "a.yaml")
+    assert "\n" not in str(e.value) and "a.yaml" in str(e.value) and "b.yaml" in str(e.value)
+    _w(tmp_path / "c.yaml", "extends: nowhere.yaml\nname: c\n")
+    with pytest.raises(ConfigError, match="base study file not found: .*nowhere.yaml") as e:
+        load_study(tmp_path / "c.yaml")
+    assert "\n" not in str(e.value)
+    _w(tmp_path / "d.yaml", "extends: 3\nname: d\n")
+    with pytest.raises(ConfigError, match="extends must be the path"):
+        load_study(tmp_path / "d.yaml")
+
+
+def test_set_merges_into_the_space_and_null_removes(tmp_path):
+    q = "studies/quickstart.yaml"
+    full = load_study(q).search.space
+    c = load_study(q, ["search.space.lambda_g=[0.0, 0.1]"])
+    assert c.search.space == {**full, "lambda_g": [0.0, 0.1]}  # the rest of the space is kept
+    c = load_study(q, ["search.space.lambda_g=null"])
+    assert "lambda_g" not in c.search.space and set(c.search.space) == set(full) - {"lambda_g"}
+    c = load_study(q, ["search.space.mlp_width.low=8"])
+    assert c.search.space["mlp_width"] == {**full["mlp_width"], "low": 8}
