@@ -225,7 +225,10 @@ class SearchConfig:
     constraints: dict[str, float] = field(default_factory=dict)
     """Metric name -> upper bound (feasible when metric <= bound)."""
     sampler: str = "tpe"
-    """tpe | nsga2 | random | grid."""
+    """tpe | nsga2 | random | grid | qmc (scrambled Sobol: space-filling, for small budgets) | gp
+    (Optuna's Gaussian-process sampler)."""
+    n_startup_trials: int | None = None
+    """tpe and gp: random trials before the model is used (None = n_trials // 2, between 2 and 10)."""
     n_trials: int | None = 8
     """Trials to run (None = until timeout)."""
     timeout: float | None = None
@@ -252,8 +255,12 @@ class SearchConfig:
         _check(0 < self.robust_eps <= 1, "search.robust_eps must be in (0, 1]")
         _check(self.robust_steps >= 1 and self.robust_n >= 1, "search.robust_steps and search.robust_n must be >= 1")
         _check(
-            self.sampler in {"tpe", "nsga2", "random", "grid"},
-            "search.sampler must be tpe|nsga2|random|grid",
+            self.sampler in {"tpe", "nsga2", "random", "grid", "qmc", "gp"},
+            f"search.sampler must be tpe|nsga2|random|grid|qmc|gp, got {self.sampler!r}",
+        )
+        _check(
+            self.n_startup_trials is None or self.n_startup_trials >= 1,
+            f"search.n_startup_trials must be >= 1, got {self.n_startup_trials}",
         )
         _check(len(self.objectives) >= 1, "search.objectives must name at least one objective")
         for k, v in self.objectives.items():

@@ -15,7 +15,9 @@ mlp_depth       number of MLP hidden layers
 mlp_width       width of each MLP hidden layer (sampled per layer as ``width_0``, ``width_1``...;
                 ``shared: true`` samples one width for every layer, as in the paper's grid)
 m1, m2          CNN conv-channel and fully-connected multiplication factors
-lambda_g        group-LASSO strength (0 = no pruning)
+lambda_g        group-LASSO strength (0 = no pruning); with ``prune_on``, sampled only when it is true,
+                so a log-scale range ``{low: 1e-5, high: 1e-1, log: true}`` works for model-based samplers
+prune_on        [true, false]: whether the student is pruned at all (off: lambda_g = 0)
 method          pruning method (group_lasso | magnitude | taylor | group_norm | growing_reg)
 rule            pruning rule (threshold | ratio | budget)
 tau, ratio      pruning threshold / per-layer fraction
@@ -59,6 +61,7 @@ PARAMS = (
     "m1",
     "m2",
     "lambda_g",
+    "prune_on",
     "method",
     "rule",
     "tau",
@@ -113,6 +116,7 @@ _CATEGORICAL_ONLY = {
     "rule": {r.value for r in PruneRule},
     "method": {m.value for m in PruneMethod},
     "precision": {p.value for p in Precision},
+    "prune_on": {True, False},
 }
 _POSITIVE = {"mlp_depth", "mlp_width", "m1", "m2", "lr", "rounds"}
 
@@ -287,7 +291,8 @@ def suggest(trial, cfg: StudyConfig, specs: dict[str, Spec] | None = None) -> Tr
         dropout=float(get("dropout", s.dropout)),
         precision=Precision(get("precision", s.precision.value)),
     )
-    lambda_g = float(get("lambda_g", pr.lambda_g))
+    on = bool(get("prune_on", True))
+    lambda_g = float(get("lambda_g", pr.lambda_g)) if on else 0.0
     rule = PruneRule(get("rule", pr.rule.value))
     prune = replace(
         pr,
