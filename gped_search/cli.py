@@ -64,6 +64,15 @@ def _report(cfg, study, out=None, compare=(), study_file: str | None = None, ove
 
 
 def cmd_run(args) -> int:
+    from gped_search.config import ConfigError
+
+    for flag, value, ok in (
+        ("--n-trials", args.n_trials, lambda v: v >= 1),
+        ("--workers", args.workers, lambda v: v >= 1),
+        ("--timeout", args.timeout, lambda v: v > 0),
+    ):
+        if value is not None and not ok(value):
+            raise ConfigError(f"{flag} {value:g}: give a number {'> 0' if flag == '--timeout' else '>= 1'}")
     from gped_search.search import run_study, storage_url, study_status
 
     cfg = _load(args)

@@ -138,6 +138,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_downstream(args) -> int:
+    if args.baseline_steps < 0:
+        from gped_search.config import ConfigError
+
+        raise ConfigError(f"--baseline-steps {args.baseline_steps}: give 0 (no baseline) or more Adam steps")
     from gped_search.search.jobs import run_downstream
 
     cfg, study = _open(args)
@@ -173,6 +177,8 @@ def cmd_robustness(args) -> int:
     bad = [a for a in attacks if a not in ATTACKS]
     if bad or not attacks:
         raise ConfigError(f"--attacks: unknown {', '.join(bad) or '(none given)'}; valid: {', '.join(ATTACKS)}")
+    if args.baseline_steps < 0:
+        raise ConfigError(f"--baseline-steps {args.baseline_steps}: give 0 (no baseline) or more Adam steps")
     if args.n < 1 or args.pgd_steps < 1:
         raise ConfigError("--n and --pgd-steps must be >= 1")
     cfg, study = _open(args)

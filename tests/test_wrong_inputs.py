@@ -171,10 +171,9 @@ def test_widening_the_search_space_keeps_the_earlier_space(tmp_path, caplog):
     assert rc == 0, err
     assert "search.space" in err and "study.history.yaml" in err
     history = yaml.safe_load((folder / "study.history.yaml").read_text())
-    assert [h["settings"]["search"]["space"] for h in history] == [{"mlp_width": {"low": 4, "high": 16}}]
-    assert yaml.safe_load((folder / "study.yaml").read_text())["search"]["space"] == {
-        "mlp_width": {"low": 4, "high": 48}
-    }
+    # (--set search.space=... merges into the study file's space: compare the parameter it changed)
+    assert [h["settings"]["search"]["space"]["mlp_width"]["high"] for h in history] == [16]
+    assert yaml.safe_load((folder / "study.yaml").read_text())["search"]["space"]["mlp_width"]["high"] == 48
     # a list of choices cannot change within an Optuna study: one line, not Optuna's traceback
     listed = tiny_sets(tmp_path, "device=cpu", "search.space={mlp_width: [8, 16]}")
     rc, _, err = cli(["run", QUICKSTART, "--n-trials", "3", "--no-progress", "--no-report", *listed])
@@ -553,15 +552,26 @@ def _run(name, sampler, seed, sizes, family_space=None):
 
     n = len(sizes)
     t0 = pd.Timestamp("2026-01-01")
-    trials = pd.DataFrame({
-        "number": range(n), "state": "COMPLETE", "kl": np.linspace(0.5, 0.1, n), "bytes_fp32": sizes,
-        "test_kl": np.linspace(0.5, 0.1, n), "test_student_acc": np.linspace(0.8, 0.95, n),
-        "datetime_start": [t0 + pd.Timedelta(seconds=10 * i) for i in range(n)],
-        "datetime_complete": [t0 + pd.Timedelta(seconds=10 * i + 5) for i in range(n)],
-        "arch": "MLP", "family": "mlp"})
+    trials = pd.DataFrame(
+        {
+            "number": range(n),
+            "state": "COMPLETE",
+            "kl": np.linspace(0.5, 0.1, n),
+            "bytes_fp32": sizes,
+            "test_kl": np.linspace(0.5, 0.1, n),
+            "test_student_acc": np.linspace(0.8, 0.95, n),
+            "datetime_start": [t0 + pd.Timedelta(seconds=10 * i) for i in range(n)],
+            "datetime_complete": [t0 + pd.Timedelta(seconds=10 * i + 5) for i in range(n)],
+            "arch": "MLP",
+            "family": "mlp",
+        }
+    )
     space = {"mlp_width": {"low": 4, "high": 64}} | ({"family": family_space} if family_space else {})
-    cfg = {"data": {"dataset": "digits", "mask_size": 0}, "student": {"family": "mlp"},
-           "search": {"sampler": sampler, "seed": seed, "space": space}}
+    cfg = {
+        "data": {"dataset": "digits", "mask_size": 0},
+        "student": {"family": "mlp"},
+        "search": {"sampler": sampler, "seed": seed, "space": space},
+    }
     return StudyRun(name, cfg, trials)
 
 
@@ -581,3 +591,51 @@ def test_compare_two_searches_names_families_keeps_both_and_sizes_budgets_to_the
     assert "No setting has a grid study" in md
     assert "search_a" in md and "search_b" in md  # each method's front, the higher seed's study too
     assert "| 50 |" not in md and "| 1500 |" not in md  # no size budget above every student
+
+
+# ------------------------------------------------------------------- every command, wrong inputs: one line
+
+
+WRONG = [
+    ["status", "no/such/study.yaml"],
+    ["status", "{Q}", "--set", "teacher.widths=100"],
+    ["status", "{Q}", "--set", "nonsense=1"],
+    ["run", "{Q}", "--n-trials", "0", "--no-progress"],
+    ["run", "{Q}", "--workers", "0", "--no-progress"],
+    ["run", "{Q}", "--timeout", "-5", "--no-progress"],
+    ["distill", "{Q}", "--set", "distill.steps=-1"],
+    ["pareto", "{Q}", "--objectives", "kl:up"],
+    ["pareto", "{Q}", "--objectives", "nonsense"],
+    ["pareto", "{Q}", "--csv", "/proc/no/such/dir/front.csv"],
+    ["report", "{Q}", "--compare", "no/such/other.yaml"],
+    ["report", "{Q}", "--out", "/proc/forbidden/report"],
+    ["compare", "no/such/folder", "--out", "{T}/cmp"],
+    ["compare", "{R}", "--out", "{T}/cmp", "--budgets", "x"],
+    ["export", "{Q}", "--trial", "best:nonsense", "--out", "{T}/x"],
+    ["export", "{Q}", "--trial", "-1", "--out", "{T}/x"],
+    ["export", "{Q}", "--knee", "--out", "/proc/forbidden/x"],
+    ["downstream", "{Q}", "--trials", "99", "--baseline-steps", "0"],
+    ["downstream", "{Q}", "--trials", "x", "--baseline-steps", "0"],
+    ["downstream", "{Q}", "--baseline-steps", "-1", "--ood", "occlusion:2"],
+    ["robustness", "{Q}", "--eps", "2"],
+    ["robustness", "{Q}", "--n", "0"],
+    ["robustness", "{Q}", "--trials", "99", "--baseline-steps", "0", "--n", "5"],
+    ["evaluate", "{T}"],
+    ["evaluate", "{Q}"],
+    ["evaluate", "{S}", "--teacher", "no/such/teacher.pt"],
+    ["evaluate", "{S}", "--data-root", "{T}/empty", "--ood", "fashion_mnist"],
+]
+
+
+@pytest.mark.parametrize("argv", WRONG, ids=lambda a: " ".join(a)[:60])
+def test_every_command_answers_wrong_input_with_one_line(study, digits_student, tmp_path, argv):
+    root, sets = study
+    subs = {"{Q}": QUICKSTART, "{T}": str(tmp_path), "{R}": str(root), "{S}": str(digits_student)}
+    args = [subs.get(a, a.replace("{T}", str(tmp_path))) for a in argv]
+    if argv[0] in ("run", "distill"):  # never in the shared study: a wrong input accepted would run there
+        sets = tiny_sets(tmp_path / "own", "device=cpu")
+    if argv[0] not in ("compare", "evaluate"):
+        args = [*args[:2], *sets, *args[2:]]  # the wrong input's own --set comes last and wins
+    rc, out, err = cli(args)
+    assert rc != 0, (args, out[-500:])
+    one_error_line(err)
