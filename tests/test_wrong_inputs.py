@@ -639,3 +639,27 @@ def test_every_command_answers_wrong_input_with_one_line(study, digits_student, 
     rc, out, err = cli(args)
     assert rc != 0, (args, out[-500:])
     one_error_line(err)
+
+
+def test_the_readme_walkthrough_runs_without_a_traceback(study, tmp_path, monkeypatch):
+    """The README's run -> report -> export walkthrough (after `run`, which the fixture did with --set)."""
+    import re
+    import shlex
+
+    root, sets = study
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Walkthrough.*?```bash\n(.*?)```", text, re.S).group(1)
+    lines = [ln.split("#")[0].strip() for ln in block.splitlines() if ln.strip().startswith("gped-search")]
+    monkeypatch.chdir(tmp_path)
+    ran = []
+    for ln in lines:
+        argv = shlex.split(ln)[1:]
+        if argv[0] == "run":
+            continue
+        argv = [QUICKSTART if a == "studies/quickstart.yaml" else a for a in argv]
+        argv = [str(root / "quickstart" / "teacher.pt") if a == "reports/quickstart/teacher.pt" else a for a in argv]
+        argv = [*argv, *(sets if argv[0] != "evaluate" else [])]
+        rc, out, err = cli(argv)
+        assert rc == 0 and "Traceback" not in err, (ln, err)
+        ran.append(argv[0])
+    assert ran == ["status", "pareto", "report", "export", "evaluate"]
