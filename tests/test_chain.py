@@ -100,6 +100,7 @@ def _same_outputs(a: Path, b: Path) -> None:
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.system
 def test_sigkill_twice_then_resume_equals_uninterrupted_run(tmp_path):
     study = _write(tmp_path, _cfg(tmp_path))
     torch.set_num_threads(1)
@@ -107,6 +108,7 @@ def test_sigkill_twice_then_resume_equals_uninterrupted_run(tmp_path):
     out = tmp_path / "killed"
     rng = random.Random(os.getpid())
     kill_at = rng.randrange(500, 1500)  # a random point between checkpoints
+    print(f"SIGKILL after iteration {kill_at} (random.Random({os.getpid()}))")  # shown if the test fails
     assert _run("iteration", kill_at, study, out) == -signal.SIGKILL
     gens = list_generations(out / online.DISTILL_CHAIN_DIR)
     assert gens and gens[-1][0] <= kill_at
@@ -208,6 +210,7 @@ def test_study_extends_its_teacher_and_trials_record_which_teacher(tmp_path):
     assert all(torch.equal(direct.transfer[k], art.transfer[k]) for k in direct.transfer)
 
 
+@pytest.mark.system
 def test_a_study_worker_killed_mid_chain_is_resumed_by_the_next_run(tmp_path):
     """The teacher lock dies with its holder; the next `run` resumes the chain from its checkpoint and
     ends with the artifact an uninterrupted chain gives."""

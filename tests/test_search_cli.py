@@ -358,11 +358,17 @@ def test_batch_mode_keeps_asked_trials_alive_on_a_heartbeat_storage(tmp_path):
         study = optuna.create_study(storage=storage)
         a, b = study.ask(), study.ask()
         with Heartbeat(study, trial_ids([a, b])):
-            time.sleep(3.5)
+            # past the grace period (2 s) the trials would be stale without the heartbeat: check until then
+            start = time.monotonic()
+            while time.monotonic() - start < 3.0:
+                fail_stale_trials(study)
+                assert {t.state for t in study.get_trials()} == {TrialState.RUNNING}
+                time.sleep(0.25)
+        # without it they go stale once the grace period has passed: wait for that, not a fixed time
+        deadline = time.monotonic() + 30
+        while {t.state for t in study.get_trials()} != {TrialState.FAIL} and time.monotonic() < deadline:
+            time.sleep(0.25)
             fail_stale_trials(study)
-            assert {t.state for t in study.get_trials()} == {TrialState.RUNNING}
-        time.sleep(3.5)
-        fail_stale_trials(study)
         assert {t.state for t in study.get_trials()} == {TrialState.FAIL}
 
 
