@@ -8,6 +8,10 @@
 3. Latency of the paper's two students (784-400-400-10 MLP, CNN at m = 1), batch 1 and 100, one thread,
    thread CPU time (the search's clock): eager torch, ORT fp32, ORT int8 (the mode the search uses), and
    for the CNN also ORT dynamic int8 (ConvInteger).
+4. Fronts over these students with and without their int8 versions, and their hypervolumes: in
+   (validation KL, log10 bytes) and in (validation KL, batch-1 latency) with eager torch, ORT fp32
+   and ORT fp32 + int8 (every student timed at batch 1 in each backend). A grid of a few students,
+   not a search.
 
 Prints JSON (and writes it to ``--out``). Example (what reports/int8/ quotes):
 
@@ -35,6 +39,7 @@ from gped_search import engine  # noqa: E402
 from gped_search.config import load_study  # noqa: E402
 from gped_search.metrics.cost import measure_latency  # noqa: E402
 from gped_search.quant import calibration_inputs, cpu_vnni, measure_latency_ort, quantize_student  # noqa: E402
+from gped_search.report.tables import hypervolume, pareto_mask  # noqa: E402
 
 STUDY = os.path.join(os.path.dirname(__file__), "..", "studies", "mnist_mlp.yaml")
 KEEP = (
@@ -66,9 +71,46 @@ def _cpu() -> str:
         return platform.processor() or "unknown"
 
 
+def _fronts(rows: list[dict]) -> dict:
+    """Hypervolumes of the fronts with and without int8, with one reference point per objective pair
+    (the worst value over every point, plus 10 % of the range)."""
+    import numpy as np
+
+    out = {}
+    sets = {
+        "bytes": {
+            "fp32": [(r["fp32_kl"], np.log10(r["bytes_onnx_fp32"])) for r in rows],
+            "int8": [(r["kl"], np.log10(r["bytes"])) for r in rows],
+        },
+        "latency_b1": {
+            "torch": [(r["fp32_kl"], r["b1_torch_ms"]) for r in rows],
+            "fp32": [(r["fp32_kl"], r["b1_ort_fp32_ms"]) for r in rows],
+            "int8": [(r["kl"], r["b1_ort_int8_ms"]) for r in rows],
+        },
+    }
+    for axis, pts in sets.items():
+        allp = np.array([p for v in pts.values() for p in v], dtype=float)
+        lo, hi = allp.min(0), allp.max(0)
+        ref = hi + 0.1 * (hi - lo)
+        fronts = {"fp32 only" if k == "fp32" else k: np.array(v) for k, v in pts.items() if k != "int8"}
+        fronts["fp32 + int8"] = np.array(pts["fp32"] + pts["int8"])
+        labels = [r["arch"] for r in rows]
+        out[axis] = {"reference": ref.round(6).tolist()}
+        for name, p in fronts.items():
+            tags = labels if name != "fp32 + int8" else [f"{a} fp32" for a in labels] + [f"{a} int8" for a in labels]
+            if name == "torch":
+                tags = [f"{a} torch" for a in labels]
+            mask = pareto_mask(p, ["min", "min"])
+            out[axis][name] = {
+                "hypervolume": round(hypervolume(p, ref, ["min", "min"]), 6),
+                "front": [t for t, m in zip(tags, mask) if m],
+            }
+    return out
+
+
 def _latencies(model, in_shape, calib, tmp: Path, name: str, repeats: int) -> dict:
     out = {}
-    res = quantize_student(model, calib, tmp, name=name)
+    res = quantize_student(model, calib if model.arch.family == "cnn" else None, tmp, name=name)
     dyn = None
     if model.arch.family == "cnn":  # the dynamic path the issue measured slower (ConvInteger)
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -132,9 +174,13 @@ def main() -> int:
         row["delta_kl_rel"] = row["delta_kl"] / rec["fp32_kl"]
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
+        name = f"student{len(rows)}"
+        lat = _latencies(model.eval(), p.bundle.in_shape, calib, tmp, name, args.repeats)
+        b1 = lat["batch_1_ms"]
+        row["b1_torch_ms"], row["b1_ort_fp32_ms"] = b1["torch_eager"], b1["ort_fp32"]
+        row["b1_ort_int8_ms"] = b1[f"ort_int8_{rec['quant_mode']}"]
         if (s.family.value == "mlp" and s.widths == (400, 400)) or (s.family.value == "cnn" and s.m1 == 1.0):
-            name = "mlp_784_400_400_10" if s.family.value == "mlp" else "cnn_m1"
-            paper[name] = _latencies(model.eval(), p.bundle.in_shape, calib, tmp, name, args.repeats)
+            paper["mlp_784_400_400_10" if s.family.value == "mlp" else "cnn_m1"] = lat
     result = {
         "cpu": _cpu(),
         "vnni": cpu_vnni(),
@@ -150,6 +196,7 @@ def main() -> int:
         "calibration": f"{calib.shape[0]} evenly spaced transfer-set images (CNN, static QDQ)",
         "students": rows,
         "latency": paper,
+        "fronts": _fronts(rows),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     text = json.dumps(result, indent=2)
