@@ -47,6 +47,35 @@ def tiny_engine(*extra: str):
     torch.set_num_threads(before)
 
 
+def cli(argv: list[str]) -> tuple[int, str, str]:
+    """``gped-search argv`` in this process: (exit status, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from gped_search.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def run_tiny_study(root: Path, n_trials: int = 3) -> tuple[Path, list[str]]:
+    """A tiny quickstart study run through the CLI in ``root``: (root, its --set arguments)."""
+    sets = tiny_sets(root, "device=cpu")
+    rc, _, err = cli(["run", QUICKSTART, "--n-trials", str(n_trials), "--no-progress", *sets])
+    assert rc == 0, err
+    return root, sets
+
+
+def study_frame(root: Path):
+    """The trials frame of the tiny quickstart study in ``root``."""
+    from gped_search.config import load_study
+    from gped_search.search import open_study, trials_frame
+
+    return trials_frame(open_study(load_study(QUICKSTART, [f"report_dir={root}", "device=cpu"]), create=False))
+
+
 @pytest.fixture
 def quickstart() -> str:
     return QUICKSTART
