@@ -321,6 +321,7 @@ def test_report_stars_only_exports_that_still_hold_their_trial_and_names_no_abso
 def test_run_shows_a_labelled_trials_bar_and_the_students_live_loss(tmp_path):
     rc, out, err = cli(["run", QUICKSTART, "--n-trials", "1", "--no-report", *tiny_sets(tmp_path, "device=cpu")])
     assert rc == 0, err
+    assert "data: digits, " in err and "teacher: sampled (600 SGLD iterations); 0 trials done before" in err
     assert "trials (0 done before)" in err
     assert "student" in err and "loss " in err  # the trial's step bar with its newest loss
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from gped_search.config import StudyConfig, to_dict
+from gped_search.config import StudyConfig
 from gped_search.engine import prepare
 from gped_search.seeds import resume_sampler_seed
 
@@ -34,6 +35,7 @@ from .results import (
     trials_frame,
 )
 from .samplers import make_sampler, search_seed
+from .settings_history import record_settings
 from .space import parse_space
 from .storage import (
     StudyError,
@@ -101,6 +103,10 @@ def _work_quiet(
     if threads:
         torch.set_num_threads(threads)
     p = prepare(cfg)  # data first: a bad data root fails before a storage is created
+    if teacher_progress:  # a sign of life before the teacher and the first trial
+        b = p.bundle
+        val = f", {len(b.val):,} validation" if b.val is not None else ""
+        _say(f"data: {b.name}, {len(b.transfer):,} transfer{val}, {len(b.test):,} test images")
     study = open_study(cfg, url)
     n_before = len(study.get_trials(deepcopy=False))
     if n_before or worker:
@@ -112,6 +118,9 @@ def _work_quiet(
         )
     artifact_dir = cfg.out_dir.resolve()
     teacher, info = ensure_teacher(p, artifact_dir, progress=teacher_progress, restart=restart)
+    if teacher_progress:
+        how = "sampled" if info["teacher_sampled_here"] else "copied" if info["teacher_copied_from"] else "loaded"
+        _say(f"teacher: {how} ({info['teacher_iterations']:,} SGLD iterations); {finished(study)} trials done before")
     if (
         "teacher_artifact" not in study.user_attrs
         or info["teacher_sampled_here"]
@@ -176,6 +185,13 @@ def _work_quiet(
     finally:
         if bar is not None:
             bar.close()
+
+
+def _say(line: str) -> None:
+    """One progress line on stderr (beside the bars), only when progress is shown."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=sys.stderr)
 
 
 def _worker_main(
@@ -257,7 +273,7 @@ def _run_study(
             "SQLite is not for parallel writers: use --workers with the default (a journal file) "
             "or a PostgreSQL/MySQL URL"
         )
-    _record_settings(cfg)
+    record_settings(cfg)
     if workers <= 1:
         _work(
             cfg,
@@ -355,80 +371,3 @@ def calibrate_front(study: optuna.Study, cfg: StudyConfig, rounds: int = 10) -> 
     out = {str(n): [c["median_ms"], c["p10_ms"], c["p90_ms"]] for n, c in cal.items()}
     study.set_user_attr(CALIBRATION_ATTR, out)
     return out
-
-
-HISTORY_FILE = "study.history.yaml"
-_UNTRACKED = ("n_trials", "timeout", "batch")  # search settings that say how long, not what
-
-
-def _tracked(d: dict) -> dict:
-    """Settings whose change makes earlier trials come from another study: not where, not how long."""
-    d = {k: v for k, v in d.items() if k != "report_dir"}
-    d["search"] = {k: v for k, v in (d.get("search") or {}).items() if k not in _UNTRACKED}
-    return d
-
-
-def _changed(old: dict, new: dict) -> list[str]:
-    """The settings (``section.key``) of ``old`` that ``new`` holds otherwise (both ``to_dict`` forms)."""
-    out = []
-    for sec in sorted(set(old) | set(new)):
-        a, b = old.get(sec), new.get(sec)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += [f"{sec}.{k}" for k in sorted(a) if a[k] != b.get(k)]  # a key new to the schema: its default
-        elif a != b:
-            out.append(sec)
-    return out
-
-
-def _check_space_change(old: dict, new: dict, name: str) -> None:
-    """Optuna keeps a parameter's kind and a categorical parameter's choices for the whole study: widen
-    ranges, never change a list of choices (or a range into a list). One line instead of its traceback."""
-    for k in sorted(set(old) & set(new)):
-        a, b = old[k], new[k]
-        if isinstance(a, list) != isinstance(b, list) or (isinstance(a, list) and a != b):
-            raise StudyError(
-                f"search.space.{k}: {a!r} -> {b!r}: a study cannot change a parameter's list of choices or turn "
-                f"a range into a list (Optuna keeps them per study); widen a range, or start a new study "
-                f"(--set name={name}_2)"
-            )
-
-
-def _record_settings(cfg: StudyConfig) -> None:
-    """Write ``study.yaml``; when it held other settings (a widened ``search.space``), keep the earlier ones
-    in ``study.history.yaml`` (a list, oldest first, each with the time it was replaced) and say so."""
-    import datetime
-    import logging
-
-    import yaml
-
-    path = cfg.out_dir / "study.yaml"
-    new = to_dict(cfg)
-    try:
-        old = yaml.safe_load(path.read_text()) if path.is_file() else None
-    except (OSError, yaml.YAMLError):
-        old = None
-    changed = _changed(_tracked(old), _tracked(new)) if isinstance(old, dict) else []
-    if "search.space" in changed:
-        _check_space_change((old.get("search") or {}).get("space") or {}, new["search"]["space"], cfg.name)
-    if changed:
-        hist_path = cfg.out_dir / HISTORY_FILE
-        try:
-            history = yaml.safe_load(hist_path.read_text()) if hist_path.is_file() else []
-        except yaml.YAMLError:
-            history = []
-        when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        history = [*(history if isinstance(history, list) else []), {"replaced": when, "settings": old}]
-        hist_path.write_text(yaml.safe_dump(history, sort_keys=False))
-        logging.getLogger(__name__).warning(
-            "study %s: settings changed since the earlier run (%s); the earlier ones are kept in %s",
-            cfg.name,
-            ", ".join(changed),
-            hist_path,
-        )
-    path.write_text(_yaml(cfg))
-
-
-def _yaml(cfg: StudyConfig) -> str:
-    import yaml
-
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
