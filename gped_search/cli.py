@@ -227,8 +227,8 @@ def cmd_pareto(args) -> int:
     if args.objectives:  # a malformed or test_ objective is refused before the study and pandas are loaded
         _objectives_arg(args.objectives, None)
     from gped_search.config import ConfigError
+    from gped_search.report.recommend import front_columns
     from gped_search.report.tables import pareto_front
-    from gped_search.report.writer import front_columns
     from gped_search.search import trials_frame
 
     _, study = _open(args)
@@ -256,7 +256,7 @@ def cmd_pareto(args) -> int:
         return 0
     import textwrap
 
-    from gped_search.report.writer import selection_note
+    from gped_search.report.recommend import selection_note
 
     print(textwrap.fill(selection_note(df[df["state"] == "COMPLETE"]), 120))
     from gped_search.report.tables import knee_point
