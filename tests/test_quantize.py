@@ -13,7 +13,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_engine
+from conftest import QUICKSTART, TINY, one_error_line, tiny_engine
 
 from gped_search.errors import ConfigError
 
@@ -29,6 +29,15 @@ largest fp32 magnitude (at least 1). The logits of these trained students span a
 measured: MLP (dynamic) 0.24 / 29 = 0.8 %, CNN (static QDQ) 0.27 / 18 = 1.5 %; entropy head < 0.01."""
 AGREE = 0.97
 """Fraction of test images whose int8 and fp32 argmax agree (measured: 1.0)."""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: tiny models on a busy 2-core machine run many times slower on two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -227,8 +236,6 @@ def test_export_int8_reproduces_without_torch(family, mask, digits, tmp_path):
 def test_a_study_over_precision_times_in_onnxruntime_and_exports_int8(tmp_path):
     """precision [fp32, int8] with ONNX Runtime latency: both kinds of trial, the front re-timed as ONNX
     Runtime sessions, and exporting an int8 trial writes the int8 file whose accuracy the record states."""
-    from conftest import QUICKSTART, TINY
-
     from gped_search.config import load_study
     from gped_search.search import run_study, trials_frame
     from gped_search.search.jobs import export_trial
@@ -301,3 +308,19 @@ def test_without_vnni_the_weights_use_reduce_range(digits, tmp_path):
         ref = model(test.x)
     for a, b in zip(got, ref):
         assert (a - b).abs().max().item() <= 2 * TOL * max(1.0, b.abs().max().item())
+
+
+def test_cli_without_onnxruntime_is_one_line_naming_the_extra(tmp_path):
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None\n"  # find_spec('onnxruntime') is None: as if not installed
+        "from gped_search.cli import main\n"
+        f"sys.exit(main(['run', {QUICKSTART!r}, '--set', 'report_dir={tmp_path}', '--set', 'student.precision=int8']))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    line = one_error_line(r.stderr)
+    assert (
+        line
+        == "gped-search: error: student.precision: int8: needs onnxruntime, not installed: pip install gped-search[onnx]"
+    )
+    assert not (tmp_path / "quickstart" / "teacher.pt").exists()
