@@ -73,7 +73,10 @@ def test_int8_outputs_close_to_fp32_on_real_inputs(family, digits, tmp_path):
     model = _trained(family, train)
     calib = calibration_inputs(train.x, 256)
     assert calib.shape[0] == 256
+    model.train()
     res = quantize_student(model, calib if family == "cnn" else None, tmp_path)
+    assert model.training  # left as it was
+    model.eval()
     assert res.mode == MODES[family] and res.path.is_file()
     assert res.bytes == res.path.stat().st_size and res.fp32_bytes == res.fp32_path.stat().st_size
     assert res.bytes < res.fp32_bytes

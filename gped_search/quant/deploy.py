@@ -66,11 +66,18 @@ def onnx_files(models: dict, precision: dict, cfg: StudyConfig, folder: str | Pa
             out[key] = quantize_student(model, calib, folder, name=f"trial{key}").path
         else:
             out[key] = Path(folder) / f"trial{key}.fp32.onnx"
-            net = copy.deepcopy(model).cpu().eval()
-            x = torch.rand(8, *arch.in_shape, generator=torch.Generator().manual_seed(0))
-            write_onnx(net, x, out[key], arch.head_names)
-            strip_debug(out[key])
+            _fp32_file(model, out[key])
     return out
+
+
+def _fp32_file(model, path: Path) -> int:
+    """The fp32 ONNX file of ``model`` as :func:`quantize_student` writes it (same example input,
+    debug metadata stripped); returns its size."""
+    arch = arch_of(model)
+    net = copy.deepcopy(model).cpu().eval()
+    x = torch.rand(8, *arch.in_shape, generator=torch.Generator().manual_seed(0))
+    write_onnx(net, x, path, arch.head_names)
+    return strip_debug(path)
 
 
 def _kept(name: str) -> bool:
@@ -120,10 +127,7 @@ def deployed_record(
             )
         else:
             path = Path(tmp) / "student.fp32.onnx"
-            net = copy.deepcopy(model).cpu().eval()
-            x = torch.rand(8, *arch.in_shape, generator=torch.Generator().manual_seed(0))  # as quantize_student's
-            write_onnx(net, x, path, arch.head_names)
-            out["bytes"] = out["bytes_onnx_fp32"] = strip_debug(path)
+            out["bytes"] = out["bytes_onnx_fp32"] = _fp32_file(model, path)
         if precision == "int8" or cfg.search.latency_backend.value == "onnxruntime":
             lat = measure_latency_ort(path, arch.in_shape, batch=latency_batch, repeats=latency_repeats, warmup=5)
             out.update(

@@ -173,10 +173,10 @@ def quantize_student(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fp32, int8 = out_dir / f"{name}.fp32.onnx", out_dir / f"{name}.int8.onnx"
+    was_training = model.training
     net = model.eval()
     dev = next(net.parameters()).device
     example = torch.rand(8, *arch.in_shape, generator=torch.Generator().manual_seed(0))  # the same file every time
-    was_training = model.training
     try:
         if dev.type != "cpu":
             import copy
