@@ -193,7 +193,7 @@ NO_TORCH = textwrap.dedent("""
             return None
 
     sys.meta_path.insert(0, _Bar())
-    sys.argv = [sys.argv[1]]
+    sys.argv = sys.argv[1:]
     runpy.run_path(sys.argv[0], run_name="__main__")
 """)
 
@@ -327,3 +327,46 @@ def test_cli_without_onnxruntime_is_one_line_naming_the_extra(tmp_path):
         == "gped-search: error: student.precision: int8: needs onnxruntime, not installed: pip install gped-search[onnx]"
     )
     assert not (tmp_path / "quickstart" / "teacher.pt").exists()
+
+
+@pytest.mark.slow
+def test_int8_script_reproduces_an_occluded_mnist_accuracy(tmp_path):
+    """MNIST with a 7 px occlusion and study seed 3: the torch-free script rebuilds the occluded test set
+    from the raw files and the embedded patch positions and matches the card's int8 accuracy."""
+    import os
+    from pathlib import Path
+
+    from gped_search.config import load_study, to_dict
+    from gped_search.data import make_bundle
+    from gped_search.exporting import export_student
+    from gped_search.models import build, student_arch
+    from gped_search.quant import calibration_inputs
+
+    root = Path(os.environ.get("GPED_DATA_ROOT") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    if not (root / "MNIST" / "raw").is_dir():
+        pytest.skip("no MNIST under the data root")
+    cfg = load_study("studies/mnist_mlp.yaml", ["data.mask_size=7", "data.ood=null", "seed=3", f"data.root={root}"])
+    b = make_bundle(cfg.data, cfg.seed, "cpu")
+    torch.manual_seed(0)
+    model = build(student_arch("mlp", (1, 28, 28), 10, HEADS, widths=(64,)))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        idx = torch.randint(0, b.train.x.shape[0], (128,))
+        loss = torch.nn.functional.cross_entropy(model(b.train.x[idx])[0], b.train.y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    meta = {"config": to_dict(cfg)}
+    test = (b.test.x, b.test.y)
+    res = export_student(
+        model, tmp_path, ("onnx-int8",), meta=meta, calibration=calibration_inputs(b.transfer, 256), test=test
+    )
+    acc = res["quantization"]["test_student_acc"]
+    r = subprocess.run(
+        [sys.executable, "-I", "-c", NO_TORCH, str(res["files"]["reproduce"]), "--data-root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"test accuracy {acc:.6f} on 10000 images" in r.stdout and acc > 0.5
