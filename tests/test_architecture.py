@@ -88,8 +88,21 @@ def test_bottom_layers_import_nothing_above_them():
     graph = import_graph()
     assert graph["gped_search.errors"] == set() and graph["gped_search.choices"] == set()
     assert graph["gped_search.seeds"] == set()
-    assert graph["gped_search.schema"] <= {"gped_search.errors", "gped_search.choices", "gped_search.search.space"}
-    assert graph["gped_search.config"] <= {"gped_search.errors", "gped_search.choices", "gped_search.schema"}
+    assert graph["gped_search.schema_chain"] <= {"gped_search.errors", "gped_search.choices"}
+    assert graph["gped_search.study_files"] <= {"gped_search.errors"}
+    assert graph["gped_search.schema"] <= {
+        "gped_search.errors",
+        "gped_search.choices",
+        "gped_search.schema_chain",
+        "gped_search.search.space",
+    }
+    assert graph["gped_search.config"] <= {
+        "gped_search.errors",
+        "gped_search.choices",
+        "gped_search.schema",
+        "gped_search.schema_chain",
+        "gped_search.study_files",
+    }
     assert graph["gped_search.search.space"] <= {"gped_search.errors", "gped_search.choices", "gped_search.config"}
     for m in ("gped_search.posterior.result", "gped_search.posterior.artifact", "gped_search.posterior.sgld"):
         assert not any(n.startswith(("gped_search.distill", "gped_search.search", "gped_search.engine"))
