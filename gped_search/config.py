@@ -218,10 +218,19 @@ def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict:
     return out
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    """``--set`` overrides merged into the study's mapping; ``search.space.X=...`` merges into the space
-    (``=null`` removes X from it)."""
-    return merge(base, extra, whole=())
+def _merge(base: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """``--set`` overrides applied in order: ``search.space.X=...`` merges into the space (``=null`` removes
+    X), while ``search.space={...}`` (the whole mapping) replaces it."""
+    out = base
+    for o in overrides:
+        extra = parse_overrides([o])
+        if o.split("=", 1)[0].strip() == "search.space":
+            search = dict(out.get("search") or {})
+            search["space"] = extra["search"]["space"]
+            out = {**out, "search": search}
+        else:
+            out = merge(out, extra, whole=())
+    return out
 
 
 def report_base(study_file: str | os.PathLike, report_dir: str, name: str) -> Path:
@@ -267,12 +276,12 @@ def _load_study(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     if not overrides:
         return base
     try:
-        return study_from_dict(_merge(data, parse_overrides(overrides)))
+        return study_from_dict(_merge(data, overrides))
     except ConfigError as e:
         # the file alone is valid: name the override that breaks it
         for o in overrides:
             try:
-                study_from_dict(_merge(data, parse_overrides([o])))
+                study_from_dict(_merge(data, [o]))
             except ConfigError as e1:
                 raise ConfigError(f"--set {o}: {e1}") from None
         raise ConfigError(f"--set {' '.join(overrides)}: {e}") from None

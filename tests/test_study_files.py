@@ -56,3 +56,10 @@ def test_set_merges_into_the_space_and_null_removes(tmp_path):
     assert "lambda_g" not in c.search.space and set(c.search.space) == set(full) - {"lambda_g"}
     c = load_study(q, ["search.space.mlp_width.low=8"])
     assert c.search.space["mlp_width"] == {**full["mlp_width"], "low": 8}
+
+
+def test_set_of_the_whole_space_replaces_it():
+    c = load_study("studies/quickstart.yaml", ["search.space={mlp_width: [4, 8]}"])
+    assert c.search.space == {"mlp_width": [4, 8]}
+    c = load_study("studies/quickstart.yaml", ["search.space={mlp_width: [4, 8]}", "search.space.mlp_depth=1"])
+    assert c.search.space == {"mlp_width": [4, 8], "mlp_depth": 1}  # applied in order
