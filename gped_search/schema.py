@@ -109,9 +109,10 @@ class DistillConfig:
     graph of predictive probabilities, student vs teacher."""
     transfer_size: int | None = None
     """Students see only the first k transfer images (None = all): distillation with scarce transfer data."""
-    online_average: str = "none"
-    """Online modes: none (the paper: the student as it is when the chain ends) or polyak (the equal-weight
-    average of the student's weights over its online steps from online_average_start on)."""
+    online_average: str = "polyak"
+    """Online modes of ``gped-search distill``: polyak (default: the equal-weight average of the student's
+    weights over its online steps from online_average_start on; on digits it cut the validation KL by
+    40 % on 3 of 3 seeds, reports/online_bias) or none (the paper's algorithm: the last student)."""
     online_average_start: float = 0.5
     """polyak: fraction of the run's online student steps after which the average starts, in [0, 1)."""
 

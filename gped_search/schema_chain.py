@@ -1,8 +1,8 @@
 """The data and teacher-chain sections of a study file (:class:`DataConfig`, :class:`TeacherConfig`).
 
 Split from :mod:`gped_search.schema` (which re-exports both): these are the settings a teacher chain
-depends on. :data:`RECIPE_DEFAULTS` lists the keys added after artifacts already existed; at their
-defaults they are left out of the teacher key, so an old artifact keeps its key and loads.
+depends on. :data:`RECIPE_DEFAULTS` lists the keys added after artifacts already existed; at their old
+behaviour they are left out of the settings digests, so an old artifact keeps its key and loads.
 """
 
 from __future__ import annotations
@@ -172,5 +172,6 @@ RECIPE_DEFAULTS = {
         "init_magnitude": 2.34,
     },
 }
-"""Chain settings added with BDK's recipe (issue 26), at their defaults: a key that equals its default
-here is dropped from the settings digests, so artifacts made before these keys existed keep their key."""
+"""Keys added after artifacts and chains already existed, at the value that reproduces the behaviour from
+before they existed (their default, except distill.online_average, whose default is now polyak): a key
+equal to its value here is dropped from the settings digests, so old artifacts keep their key."""
