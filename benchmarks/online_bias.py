@@ -48,7 +48,7 @@ def report(_args) -> None:
     rows = []
     for f in sorted(OUT.glob("*_s*/distill.json")):
         d = json.loads(f.read_text())
-        s, t = d["student"], d["teacher"]
+        s = d["student"]
         variant, seed = f.parent.name.rsplit("_s", 1)
         rows.append(
             {

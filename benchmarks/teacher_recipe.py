@@ -63,7 +63,9 @@ def run_cell(cell: str, sets: list[str], threads: int, iterations: int | None = 
     if iterations:
         sets.append(f"teacher.iterations={iterations}")
     (OUT / "logs").mkdir(parents=True, exist_ok=True)
-    (OUT / "cells.json").write_text(json.dumps({**_cells(), cell: sets}, indent=1))
+    folder = OUT / f"teacher_recipe_{cell}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cell.json").write_text(json.dumps({"cell": cell, "sets": sets}, indent=1))  # one file per cell
     args = [*CLI, "distill", str(BASE), "--threads", str(threads), "--no-progress"]
     for s in sets:
         args += ["--set", s]
@@ -76,8 +78,12 @@ def run_cell(cell: str, sets: list[str], threads: int, iterations: int | None = 
 
 
 def _cells() -> dict:
-    f = OUT / "cells.json"
-    return json.loads(f.read_text()) if f.is_file() else {}
+    """Every cell started so far, in the order they were started: {cell: its --set overrides}."""
+    found = []
+    for f in OUT.glob("teacher_recipe_*/cell.json"):
+        d = json.loads(f.read_text())
+        found.append((f.stat().st_ctime, d["cell"], d["sets"]))
+    return {cell: sets for _, cell, sets in sorted(found)}
 
 
 def _score(rec: dict) -> tuple[float, float]:
