@@ -15,7 +15,7 @@ error (ties: validation NLL) of the cells before it; the test split is only repo
 1. {pixels / 255, / 126} x {prior precision 10, 1}
 2. the best cell x {default, Xavier (fan-in, magnitude 2.34) initialisation}
 3. on the best cell so far: pSGLD (step size from a 10^4-iteration pilot on validation NLL over
-   PSGLD_PILOT), and a step-decay schedule (8e-6 halved every 5*10^4 iterations)
+   PSGLD_PILOT; the cell is named by the step it got), and a step-decay schedule (8e-6 halved every 5*10^4 iterations)
 4. BDK's SGD baseline (sampler sgd, step 5e-6, lambda 1, / 126, Xavier): the last iterate's error
    against BDK's 1.536 %.
 """
@@ -41,7 +41,7 @@ STAGE1 = {
     "d126_l1": ["data.pixel_divisor=126", "teacher.prior_precision=1"],
 }
 XAVIER = ["teacher.init=xavier_in", "teacher.init_magnitude=2.34"]
-PSGLD_PILOT = (3e-9, 1e-8, 3e-8)
+PSGLD_PILOT = (3e-9, 1e-8, 3e-8, 1e-7, 3e-7)  # 3e-8 won the first three: the grid was widened
 STEP_DECAY = [
     "teacher.schedule=step",
     "teacher.step_size=8e-6",
@@ -62,6 +62,9 @@ def run_cell(cell: str, sets: list[str], threads: int, iterations: int | None = 
     sets = [f"name=teacher_recipe_{cell}", *sets]
     if iterations:
         sets.append(f"teacher.iterations={iterations}")
+    done = record(cell)
+    if done is not None and done["teacher"]["iterations"] == (iterations or done["config"]["teacher"]["iterations"]):
+        return done  # finished: its record stays as it is (re-running would re-time the student)
     (OUT / "logs").mkdir(parents=True, exist_ok=True)
     folder = OUT / f"teacher_recipe_{cell}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -121,7 +124,7 @@ def run(args) -> None:
         go(cell, pilots[cell], iterations=10_000)
     if all(record(c) for c in pilots):
         pilot = min(pilots, key=lambda c: record(c)["teacher"]["teacher_val_nll"])
-        go(f"{b2}_psgld", pilots[pilot])
+        go(f"{b2}_psgld_{pilot.rsplit('_', 1)[1]}", pilots[pilot])
     go(f"{b2}_stepdecay", s2 + STEP_DECAY)
     go("sgd_bdk", SGD)
 
