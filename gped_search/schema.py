@@ -6,8 +6,6 @@ Every section is a frozen dataclass whose ``__post_init__`` range-checks its val
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +37,15 @@ from gped_search.choices import (
     StudentFamily,
     TargetMode,
 )
-from gped_search.schema_chain import DataConfig, TeacherConfig, _check  # noqa: E402  (re-exported)
+from gped_search.schema_chain import (  # noqa: E402  (re-exported)
+    CHAIN_LENGTH_KEYS,
+    DataConfig,
+    TeacherConfig,
+    _check,
+    chain_settings,
+    settings_digest,
+    to_dict,
+)
 
 
 @dataclass(frozen=True)
@@ -346,38 +352,6 @@ class StudyConfig:
         return Path(self.report_dir) / self.name
 
 
-CHAIN_LENGTH_KEYS = (
-    "cuda_graph",
-    "noise_thread",
-    "iterations",
-    "check_every",
-    "checkpoint_every",
-    "checkpoint_seconds",
-)
-"""Teacher settings that change how long or how a chain runs, not the posterior it samples: left out of
-the keys that identify a chain (so a chain can be extended and resumed under other check cadences)."""
-
-
-def chain_settings(cfg: StudyConfig) -> dict:
-    """``to_dict(cfg)`` with the teacher section stripped of :data:`CHAIN_LENGTH_KEYS`, and the recipe keys
-    that equal their defaults (:data:`~gped_search.schema_chain.RECIPE_DEFAULTS`) left out."""
-    from gped_search.schema_chain import RECIPE_DEFAULTS
-
-    d = to_dict(cfg)
-    d["teacher"] = {k: v for k, v in d["teacher"].items() if k not in CHAIN_LENGTH_KEYS}
-    for section, defaults in RECIPE_DEFAULTS.items():  # keys added later, at their defaults: as before
-        d[section] = {k: v for k, v in d[section].items() if not (k in defaults and v == defaults[k])}
-    return d
-
-
-def settings_digest(obj) -> str:
-    """A short, stable digest of plain settings (sorted JSON, SHA-256, 16 hex digits)."""
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 # --------------------------------------------------------------------------- building from dicts
 
 GRID_MAX = 100_000
@@ -410,16 +384,3 @@ def _check_grid_size(specs: dict, default_depth: int) -> None:
                 total <= GRID_MAX,
                 f"search.space: more than {GRID_MAX} grid points; fewer values or a larger step",
             )
-
-
-def to_dict(cfg: Any) -> Any:
-    """Plain YAML/JSON-able representation (enums as strings, tuples as lists)."""
-    if dataclasses.is_dataclass(cfg):
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
-    if isinstance(cfg, enum.Enum):
-        return cfg.value
-    if isinstance(cfg, (list, tuple)):
-        return [to_dict(v) for v in cfg]
-    if isinstance(cfg, dict):
-        return {k: to_dict(v) for k, v in cfg.items()}
-    return cfg

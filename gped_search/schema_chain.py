@@ -1,18 +1,30 @@
 """The data and teacher-chain sections of a study file (:class:`DataConfig`, :class:`TeacherConfig`).
 
 Split from :mod:`gped_search.schema` (which re-exports both): these are the settings a teacher chain
-depends on. :data:`RECIPE_DEFAULTS` lists the keys added after artifacts already existed; at their old
+depends on, and the digests that identify a chain (:func:`chain_settings`, :func:`settings_digest`,
+:func:`to_dict`). :data:`RECIPE_DEFAULTS` lists the keys added after artifacts already existed; at their old
 behaviour they are left out of the settings digests, so an old artifact keeps its key and loads.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 from dataclasses import dataclass
+from typing import Any
 
 from gped_search.choices import Dataset, StepSchedule, TeacherArch, TeacherInit, TeacherSampler
 from gped_search.errors import ConfigError
 
-__all__ = ["DataConfig", "TeacherConfig", "RECIPE_DEFAULTS"]
+__all__ = [
+    "DataConfig",
+    "TeacherConfig",
+    "RECIPE_DEFAULTS",
+    "CHAIN_LENGTH_KEYS",
+    "chain_settings",
+    "settings_digest",
+    "to_dict",
+]
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -175,3 +187,46 @@ RECIPE_DEFAULTS = {
 """Keys added after artifacts and chains already existed, at the value that reproduces the behaviour from
 before they existed (their default, except distill.online_average, whose default is now polyak): a key
 equal to its value here is dropped from the settings digests, so old artifacts keep their key."""
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain YAML/JSON-able representation (enums as strings, tuples as lists)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, enum.Enum):
+        return cfg.value
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+CHAIN_LENGTH_KEYS = (
+    "cuda_graph",
+    "noise_thread",
+    "iterations",
+    "check_every",
+    "checkpoint_every",
+    "checkpoint_seconds",
+)
+"""Teacher settings that change how long or how a chain runs, not the posterior it samples: left out of
+the keys that identify a chain (so a chain can be extended and resumed under other check cadences)."""
+
+
+def chain_settings(cfg) -> dict:
+    """``to_dict(cfg)`` with the teacher section stripped of :data:`CHAIN_LENGTH_KEYS`, and the recipe keys
+    that equal their defaults (:data:`~gped_search.schema_chain.RECIPE_DEFAULTS`) left out."""
+    d = to_dict(cfg)
+    d["teacher"] = {k: v for k, v in d["teacher"].items() if k not in CHAIN_LENGTH_KEYS}
+    for section, defaults in RECIPE_DEFAULTS.items():  # keys added later, at their defaults: as before
+        d[section] = {k: v for k, v in d[section].items() if not (k in defaults and v == defaults[k])}
+    return d
+
+
+def settings_digest(obj) -> str:
+    """A short, stable digest of plain settings (sorted JSON, SHA-256, 16 hex digits)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
