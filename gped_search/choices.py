@@ -17,6 +17,7 @@ __all__ = [
     "PruneMethod",
     "Precision",
     "LatencyBackend",
+    "SearchStrategy",
 ]
 
 
@@ -87,3 +88,9 @@ class Precision(str, enum.Enum):
 class LatencyBackend(str, enum.Enum):
     torch = "torch"
     onnxruntime = "onnxruntime"
+
+
+class SearchStrategy(str, enum.Enum):
+    trials = "trials"
+    supernet = "supernet"
+    halving = "halving"

@@ -20,6 +20,8 @@ __all__ = [
     "DistillConfig",
     "PruneConfig",
     "SearchConfig",
+    "SupernetConfig",
+    "HalvingConfig",
     "StudyConfig",
     "CHAIN_LENGTH_KEYS",
     "chain_settings",
@@ -34,6 +36,7 @@ from gped_search.choices import (
     Precision,
     PruneMethod,
     PruneRule,
+    SearchStrategy,
     StudentFamily,
     TargetMode,
 )
@@ -46,6 +49,7 @@ from gped_search.schema_chain import (  # noqa: E402  (re-exported)
     settings_digest,
     to_dict,
 )
+from gped_search.schema_strategy import HalvingConfig, SupernetConfig  # noqa: E402  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -242,6 +246,9 @@ class SearchConfig:
     """Seconds to run (None = until n_trials)."""
     storage: str | None = None
     """Optuna storage URL; default: SQLite file in the study's report folder."""
+    artifacts: str | None = None
+    """Object store for the teacher, chain and student files (s3://bucket/prefix or file:///folder); none: the
+    report folder only. Credentials and endpoint come from the AWS environment/config, never from here."""
     latency_batch: int = 1
     """Batch size of the latency objective."""
     robust_eps: float = 0.1
@@ -254,6 +261,11 @@ class SearchConfig:
     """Trials asked together and trained in lockstep against the teacher (ask-and-tell batch mode)."""
     latency_backend: LatencyBackend = LatencyBackend.torch
     """torch (eager PyTorch) | onnxruntime (every trial timed as an ONNX Runtime session; int8 always is)."""
+    strategy: SearchStrategy = SearchStrategy.trials
+    """trials (every trial distils its student from scratch) | supernet (one weight-sharing student scores
+    the space; only its front is extracted and fine-tuned) | halving (successive halving in lockstep)."""
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    halving: HalvingConfig = field(default_factory=HalvingConfig)
     seed: int | None = None
     """Seed of the search: the sampler and every trial's student seeds (None = the study seed). The
     teacher depends on the study ``seed`` only, so studies that differ in ``search.seed`` share it."""
@@ -276,6 +288,10 @@ class SearchConfig:
         _check(self.timeout is None or self.timeout > 0, "search.timeout must be > 0")
         _check(self.latency_batch >= 1, "search.latency_batch must be >= 1")
         _check(self.batch >= 1, "search.batch must be >= 1")
+        _check(
+            self.artifacts is None or (isinstance(self.artifacts, str) and self.artifacts.startswith(("s3://", "file:///"))),
+            f"search.artifacts must be s3://bucket/prefix or file:///folder, got {self.artifacts!r}",
+        )
         _check(
             self.seed is None or (isinstance(self.seed, int) and self.seed >= 0),
             "search.seed must be a non-negative integer",
