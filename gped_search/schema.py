@@ -289,7 +289,8 @@ class SearchConfig:
         _check(self.latency_batch >= 1, "search.latency_batch must be >= 1")
         _check(self.batch >= 1, "search.batch must be >= 1")
         _check(
-            self.artifacts is None or (isinstance(self.artifacts, str) and self.artifacts.startswith(("s3://", "file:///"))),
+            self.artifacts is None
+            or (isinstance(self.artifacts, str) and self.artifacts.startswith(("s3://", "file:///"))),
             f"search.artifacts must be s3://bucket/prefix or file:///folder, got {self.artifacts!r}",
         )
         _check(
