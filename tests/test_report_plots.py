@@ -182,3 +182,60 @@ def test_plot_roc_and_accuracy_rejection(tmp_path):
         out = tmp_path / f"{name}.png"
         fg.savefig(out)
         assert out.stat().st_size > 5_000
+
+
+def test_a_linear_axis_that_would_squeeze_the_small_students_is_logarithmic():
+    """Issue 28 (9): bytes spanning 30x with most students small: a linear axis put them in its first fifth."""
+    rng = np.random.default_rng(1)
+    b = np.concatenate([rng.uniform(2e3, 6e3, 12), [3e4, 6e4]])  # 30x, median in the first 5 %
+    df = pd.DataFrame({"number": np.arange(len(b)), "state": "COMPLETE", "bytes_fp32": b,
+                       "kl": 0.1 + 1e3 / b})
+    fig = plot_pareto_pair(df, "bytes_fp32", "kl", OBJ, color_by=None)
+    assert fig.axes[0].get_xscale() == "log"
+    even = df.assign(bytes_fp32=np.linspace(2e3, 6e4, len(b)))  # evenly spread: linear reads fine
+    assert plot_pareto_pair(even, "bytes_fp32", "kl", OBJ, color_by=None).axes[0].get_xscale() == "linear"
+
+
+def test_the_teachers_monte_carlo_floor_is_a_line_on_the_kl_axis():
+    df = synthetic_trials()
+    fig = plot_pareto_pair(df, "bytes_fp32", "kl", OBJ, color_by=None, floors={"kl": 0.04})
+    ax = fig.axes[0]
+    floor = [ln for ln in ax.lines if ln.get_linestyle() == ":" and len(ln.get_ydata())]
+    assert floor and np.allclose(floor[0].get_ydata(), 0.04)
+    assert ax.get_ylim()[0] <= 0.04
+    assert any("Monte-Carlo floor (0.04)" in t for t in legend_texts(fig))
+    wide = df.assign(kl=df["kl"] ** 3)  # spans decades: a log axis, where 1e-9 would squeeze the data
+    far = plot_pareto_pair(wide, "bytes_fp32", "kl", OBJ, color_by=None, floors={"kl": 1e-9})
+    assert far.axes[0].get_yscale() == "log"
+    assert any("below the axis" in t for t in legend_texts(far))
+    assert far.axes[0].get_ylim()[0] > 1e-4
+
+
+def test_robustness_colours_keep_the_solid_pgd_dashed_fgsm_coding():
+    from gped_search.report.figures import plot_robustness
+
+    rows = []
+    for model in ("teacher", "student #1", "baseline"):
+        rows.append({"model": model, "attack": "clean", "eps": 0.0, "accuracy": 0.95, "entropy": 0.2})
+        for attack in ("fgsm", "pgd"):
+            for eps in (0.05, 0.1):
+                rows.append({"model": model, "attack": attack, "eps": eps, "accuracy": 0.5, "entropy": 0.8})
+    fig = plot_robustness(pd.DataFrame(rows))
+    lines = {ln.get_label(): ln for ln in fig.axes[0].lines}
+    for model in ("teacher", "student #1", "baseline"):
+        pgd, fgsm = lines[f"{model}, pgd"], lines[f"{model}, fgsm"]
+        assert pgd.get_color() == fgsm.get_color()  # one colour per model
+        assert pgd.get_linestyle() == "-" and fgsm.get_linestyle() == "--"
+    assert len({ln.get_color() for ln in lines.values()}) == 3
+
+
+def test_accuracy_rejection_is_not_scaled_by_the_worst_student():
+    f = np.linspace(0, 1, 20)
+    curves = {"teacher": (f, 0.97 + 0.03 * f), "student #1": (f, 0.96 + 0.04 * f),
+              "student #2": (f, 0.965 + 0.035 * f), "baseline": (f, 0.80 + 0.2 * f)}
+    fig = plot_accuracy_rejection(curves)
+    low = fig.axes[0].get_ylim()[0]
+    assert 85.0 < low < 96.0  # the three good models fill the axis; 80 % would squeeze them
+    assert any(t.startswith("baseline (starts at 80.0 %, below the axis)") for t in legend_texts(fig))
+    close = plot_accuracy_rejection({k: curves[k] for k in ("teacher", "student #1")})
+    assert close.axes[0].get_ylim()[0] < 96.0  # nothing cut when no model is far off

@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
-from .plots import _complete_rows, _finite, _guess_direction, _new_axes, _wants_log, axis_spec
+from .axes import _complete_rows, _finite, _guess_direction, _new_axes, _wants_log, axis_spec
 from .tables import direction_signs
 
 __all__ = ["plot_hypervolume", "plot_roc", "plot_accuracy_rejection", "plot_parallel", "plot_robustness"]
@@ -82,19 +82,27 @@ def plot_accuracy_rejection(curves: Mapping[str, Sequence[Any]], *, title: str =
     """Accuracy on the retained inputs vs the fraction rejected (most uncertain first).
 
     ``curves`` maps a name to ``(fractions, accuracies)``; fractions in [0, 1] and
-    accuracies in [0, 1] (or already in percent) are shown in percent.
+    accuracies in [0, 1] (or already in percent) are shown in percent. The accuracy axis is scaled
+    to the typical model (:func:`_accuracy_floor`), not the worst: a curve that starts below it is
+    cut at the axis and its legend entry says where it starts.
     """
     fig, ax = _new_axes((6.4, 4.4))
     all_acc = np.concatenate([_finite(a) for _, a in curves.values()] or [np.zeros(0)])
     acc_scale = 100.0 if all_acc.size == 0 or all_acc.max() <= 1.0 else 1.0
+    starts = [float(np.asarray(a, float)[0]) * acc_scale for _, a in curves.values() if len(a)]
+    low = _accuracy_floor(starts)
     for name, (frac, acc) in curves.items():
+        y = np.asarray(acc, float) * acc_scale
+        below = low is not None and len(y) and y[0] < low
         ax.plot(
             np.asarray(frac, float) * 100.0,
-            np.asarray(acc, float) * acc_scale,
+            y,
             lw=1.8,
             marker="." if len(frac) <= 30 else None,
-            label=name,
+            label=f"{name} (starts at {y[0]:.1f} %, below the axis)" if below else name,
         )
+    if low is not None:
+        ax.set_ylim(low, 100.0 + 0.04 * (100.0 - low))
     ax.set_xlabel("rejected fraction [%]")
     ax.set_ylabel("accuracy on retained inputs [%]")
     ax.set_xlim(0, 100)
@@ -104,6 +112,16 @@ def plot_accuracy_rejection(curves: Mapping[str, Sequence[Any]], *, title: str =
     return fig
 
 
+def _accuracy_floor(starts: Sequence[float]) -> float | None:
+    """The accuracy axis's lower end [%]: three times the median model's error below 100 %, or the
+    lowest start when that is higher; None (autoscale) when no curve starts below it."""
+    if len(starts) < 2:
+        return None
+    err = 100.0 - float(np.median(starts))
+    low = max(min(starts), 100.0 - 3.0 * max(err, 0.5))
+    return low if min(starts) < low else None
+
+
 def plot_robustness(table: pd.DataFrame, *, title: str = "Adversarial robustness (L-infinity)") -> Figure:
     """Accuracy and predictive entropy against eps, one line per model and attack (eps 0 = clean)."""
     from matplotlib.figure import Figure as _Figure
@@ -111,12 +129,15 @@ def plot_robustness(table: pd.DataFrame, *, title: str = "Adversarial robustness
     fig = _Figure(figsize=(11.5, 4.4))
     axes = fig.subplots(1, 2)
     clean = table[table["attack"] == "clean"].set_index("model")
-    for (model, attack), d in table[table["attack"] != "clean"].groupby(["model", "attack"], sort=False):
+    attacked = table[table["attack"] != "clean"]
+    color = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(attacked["model"]))}  # one colour per model
+    for (model, attack), d in attacked.groupby(["model", "attack"], sort=False):
         d = d.sort_values("eps")
         eps = np.concatenate(([0.0], d["eps"].to_numpy(float)))
         for ax, col, scale in ((axes[0], "accuracy", 100.0), (axes[1], "entropy", 1.0)):
             y = np.concatenate(([clean.loc[model, col]], d[col].to_numpy(float))) * scale
-            ax.plot(eps, y, marker="o", ls="-" if attack == "pgd" else "--", lw=1.6, label=f"{model}, {attack}")
+            style = "-" if attack == "pgd" else "--"
+            ax.plot(eps, y, marker="o", ls=style, lw=1.6, color=color[model], label=f"{model}, {attack}")
     axes[0].set(xlabel="eps [pixel value, inputs in [0, 1]]", ylabel="accuracy under attack [%]")
     axes[1].set(xlabel="eps [pixel value, inputs in [0, 1]]", ylabel="mean predictive entropy [nats]")
     axes[0].set_title("accuracy (higher is better)", fontsize=11)

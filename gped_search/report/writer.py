@@ -171,6 +171,8 @@ class _Report:
         if not len(self.complete):
             return
         color = "family" if "family" in df.columns else None
+        floor = (self.teacher or {}).get("teacher_mc_floor_kl")
+        floors = {"kl": floor, "test_kl": floor} if isinstance(floor, (int, float)) else None
         for x, y in itertools.combinations(obj, 2):
             fig = plot_pareto_pair(
                 df,
@@ -181,12 +183,13 @@ class _Report:
                 extra_fronts=self.compare,
                 title=f"{title}: {column_label(y)} vs {column_label(x)}",
                 highlight=self.highlight,
+                floors=floors,
             )
             self._figure(fig, f"pareto_{x}_vs_{y}.png")
         if "lambda_g" in df.columns and df["lambda_g"].nunique() > 1:
             x, y = list(obj)[:2] if len(obj) > 1 else (list(obj)[0], "bytes_fp32")
             fig = plot_pareto_pair(
-                df, x, y, obj, color_by="lambda_g", title=f"{title}: by λ_g", highlight=self.highlight
+                df, x, y, obj, color_by="lambda_g", title=f"{title}: by λ_g", highlight=self.highlight, floors=floors
             )
             self._figure(fig, f"pareto_{x}_vs_{y}_lambda.png")
         more = [c for c in ("test_student_acc", "expected_entropy_mae", "params") if c in df.columns and c not in obj]
