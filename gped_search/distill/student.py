@@ -71,11 +71,7 @@ class StudentTrainer:
         """The student's distillation loss on ``x`` (weighted targets + group-LASSO penalty)."""
         self.model.train()
         outputs = self.model.named_outputs(x)
-        parts = target_losses(outputs, targets, self.cfg)
-        loss = sum(v if k == "predictive" else self.cfg.entropy_weight * v for k, v in parts.items())
-        if self.cfg.relational_weight > 0:
-            probs = F.softmax(outputs["predictive"], -1)
-            loss = loss + self.cfg.relational_weight * relational_loss(probs, targets["predictive"])
+        loss = self.target_loss(outputs, targets)
         if self.cfg.derivative_weight > 0:
             if "_jvp" not in targets:
                 raise ValueError("distill.derivative_weight > 0 needs the teacher's derivatives in the targets")
@@ -83,6 +79,15 @@ class StudentTrainer:
             loss = loss + self.cfg.derivative_weight * derivative_loss(jv, targets["_jvp"])
         if self.penalty is not None and self.penalty_weight > 0:
             loss = loss + self.penalty_weight * self.penalty()
+        return loss
+
+    def target_loss(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted loss of the heads' ``outputs`` against the targets (plus relational distillation)."""
+        parts = target_losses(outputs, targets, self.cfg)
+        loss = sum(v if k == "predictive" else self.cfg.entropy_weight * v for k, v in parts.items())
+        if self.cfg.relational_weight > 0:
+            probs = F.softmax(outputs["predictive"], -1)
+            loss = loss + self.cfg.relational_weight * relational_loss(probs, targets["predictive"])
         return loss
 
     def step(self, x: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
