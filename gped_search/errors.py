@@ -15,6 +15,7 @@ __all__ = [
     "DivergenceError",
     "StudyError",
     "ExportError",
+    "StoreError",
     "USER_ERRORS",
 ]
 
@@ -51,6 +52,10 @@ class ExportError(ValueError):
     """An export could not be written or did not reload to the same outputs."""
 
 
+class StoreError(RuntimeError):
+    """The study's object store is unreachable, misconfigured, or holds a missing or tampered object."""
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
     DataError,
@@ -60,6 +65,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     DivergenceError,
     StudyError,
     ExportError,
+    StoreError,
     OSError,
 )
 """What the command line prints as one line and exits 2 for (OSError: files and folders)."""
