@@ -36,6 +36,11 @@ STREAMS: dict[str, tuple[int, int]] = {
         23,
     ),  # random directions of derivative matching  # transfer minibatches whose gradients score units (round ``index``)
     "chain-init": (1000, 0),  # initial weights of chain ``index``
+    "supernet": (7919, 31),  # initial weights and minibatches of a supernet (search.strategy supernet)
+    "sandwich": (7919, 37),  # the random sub-networks of each sandwich step
+    "supernet-space": (7919, 41),  # the architectures a supernet scores, when the space is sampled
+    "supernet-check": (7919, 43),  # the configurations trained alone to measure Kendall tau
+    "halving-rung": (7919, 47),  # transfer minibatches of successive halving's rung ``index``
 }
 
 
