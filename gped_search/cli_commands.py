@@ -9,7 +9,12 @@ import json
 def _load(args):
     from gped_search.config import load_study
 
-    return load_study(args.study, args.overrides)
+    cfg = load_study(args.study, args.overrides)
+    if cfg.search.artifacts:  # a wrong bucket, no credentials, an unreachable endpoint: one line, before any work
+        from gped_search.store import check_store
+
+        check_store(cfg)
+    return cfg
 
 
 def _print_table(df) -> None:

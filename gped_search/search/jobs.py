@@ -199,7 +199,7 @@ def export_trial(
     if bad:
         raise ConfigError(f"--format: unknown {bad}; valid: {', '.join(FORMATS)}")
     row = df[df["number"] == number].iloc[0]
-    ckpt = study_path(cfg.out_dir, row.get("checkpoint"))
+    ckpt = _study_file(cfg, row.get("checkpoint"))
     if ckpt is None or not ckpt.is_file():
         raise ConfigError(
             f"trial {number}: its checkpoint {row.get('checkpoint')!r} is not in {cfg.out_dir} "
@@ -222,10 +222,27 @@ def export_trial(
         formats = (*formats, "onnx-int8")  # an int8 trial is deployed as int8
     kw = _int8_inputs(cfg) if "onnx-int8" in formats else {}
     res = export_student(str(ckpt), out, formats, meta=meta, **kw)
+    _publish_export(cfg, number, res["files"])
     exported = dict(study.user_attrs.get("exported_trials", {}))
     exported[str(number)] = str(Path(out).resolve())  # found from any directory (live_exports)
     study.set_user_attr("exported_trials", exported)  # starred in the report
     return {"trial": number, "warning": warning, **res}
+
+
+def _study_file(cfg: StudyConfig, stored: str | None) -> Path | None:
+    """A file the study recorded, in its report folder; with ``search.artifacts``, fetched from the store (verified)."""
+    from gped_search.store import fetch_study_file
+
+    return fetch_study_file(cfg, stored, study_path(cfg.out_dir, stored))
+
+
+def _publish_export(cfg: StudyConfig, number: int, files: dict) -> None:
+    """With ``search.artifacts``: the exported files also go to the store, under ``exports/trial-NNNNN/``."""
+    from gped_search.store import put_file, study_store
+
+    store = study_store(cfg)
+    for path in [] if store is None else files.values():
+        put_file(store, f"exports/trial-{number:05d}/{Path(path).name}", path)
 
 
 def _int8_inputs(cfg: StudyConfig) -> dict:
@@ -274,11 +291,11 @@ def _teacher_and_students(cfg: StudyConfig, study: optuna.Study, trials: str | N
             raise ConfigError("the study has no complete trial on its front; name --trials")
         idx = np.unique(np.linspace(0, len(front) - 1, min(3, len(front))).round().astype(int))
         numbers = [int(front.iloc[i]["number"]) for i in idx]
-    teacher = load_teacher(study_path(cfg.out_dir, study.user_attrs.get("teacher_artifact", TEACHER_FILE)), p.device)
+    teacher = load_teacher(_study_file(cfg, study.user_attrs.get("teacher_artifact", TEACHER_FILE)), p.device)
     students = {}
     for n in numbers:
         row = df[df["number"] == n].iloc[0]
-        model, _ = load_checkpoint(study_path(cfg.out_dir, row["checkpoint"]), p.device)
+        model, _ = load_checkpoint(_study_file(cfg, row["checkpoint"]), p.device)
         students[f"#{n} {row.get('arch', '')}".strip()] = model.eval()
     return teacher, students
 

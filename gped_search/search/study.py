@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from gped_search.config import StudyConfig
 from gped_search.engine import prepare
 from gped_search.seeds import resume_sampler_seed
+from gped_search.store import check_store, fetch_study_file
 
 from .results import (
     CALIBRATION_ATTR,
@@ -47,6 +48,7 @@ from .storage import (
     storage_url,
 )
 from .teacher import CHAIN_DIR, TEACHER_FILE, ensure_teacher, teacher_key
+from .teacher_store import ensure_shared_teacher
 from .trials import (  # noqa: F401
     EXPECTED_FAILURES,
     TrialFailed,
@@ -117,7 +119,7 @@ def _work_quiet(
             seed=resume_sampler_seed(search_seed(cfg), n_before, worker),
         )
     artifact_dir = cfg.out_dir.resolve()
-    teacher, info = ensure_teacher(p, artifact_dir, progress=teacher_progress, restart=restart)
+    teacher, info = ensure_shared_teacher(p, artifact_dir, url, progress=teacher_progress, restart=restart)
     if teacher_progress:
         how = "sampled" if info["teacher_sampled_here"] else "copied" if info["teacher_copied_from"] else "loaded"
         _say(f"teacher: {how} ({info['teacher_iterations']:,} SGLD iterations); {finished(study)} trials done before")
@@ -268,6 +270,7 @@ def _run_study(
     if not os.access(cfg.out_dir, os.W_OK):
         raise StudyError(f"report folder {cfg.out_dir} is not writable")
     url = storage_url(cfg, storage, workers)
+    check_store(cfg)  # a wrong bucket, missing credentials or an unreachable endpoint: one line, before any work
     if url.startswith("sqlite") and workers > 1:
         raise StudyError(
             "SQLite is not for parallel writers: use --workers with the default (a journal file) "
@@ -292,7 +295,7 @@ def _run_study(
     # Teacher first, in this process, so workers never race for it (data first: see _work).
     p = prepare(cfg)
     open_study(cfg, url)
-    ensure_teacher(p, cfg.out_dir.resolve(), progress=progress, restart=restart)
+    ensure_shared_teacher(p, cfg.out_dir.resolve(), url, progress=progress, restart=restart)
     ctx = multiprocessing.get_context("spawn")
     if threads:
         torch.set_num_threads(threads)
@@ -340,7 +343,7 @@ def calibrate_front(study: optuna.Study, cfg: StudyConfig, rounds: int = 10) -> 
     front = df[df["on_front"]] if "on_front" in df else df.iloc[:0]
     models, shape, precision = {}, None, {}
     for _, row in front.iterrows():
-        ckpt = study_path(cfg.out_dir, row.get("checkpoint"))
+        ckpt = fetch_study_file(cfg, row.get("checkpoint"), study_path(cfg.out_dir, row.get("checkpoint")))
         if ckpt is None or not ckpt.is_file():
             continue
         model, _ = load_checkpoint(ckpt)

@@ -31,6 +31,7 @@ from gped_search.config import StudyConfig, to_dict
 from gped_search.engine import Prepared, train_trial, train_trials, trial_seed
 from gped_search.errors import ConfigError, DivergenceError
 from gped_search.posterior.result import TeacherResult
+from gped_search.store import publish_study_file, study_store
 
 from .results import _scalar
 from .samplers import search_seed
@@ -86,8 +87,12 @@ class _TrialRunner:
             specs,
         )
         self.names = list(cfg.search.objectives)
-        self.store = optuna.artifacts.FileSystemArtifactStore(str(artifact_dir / "artifacts"))
-        (artifact_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+        self.remote = study_store(cfg)  # search.artifacts: what other machines read the checkpoints from
+        if self.remote is not None:
+            self.store = self.remote.artifact_store()
+        else:
+            self.store = optuna.artifacts.FileSystemArtifactStore(str(artifact_dir / "artifacts"))
+            (artifact_dir / "artifacts").mkdir(parents=True, exist_ok=True)
 
     def start(self, trial: optuna.Trial) -> tuple[StudyConfig, int]:
         fail_dead_trials(trial.study)
@@ -144,6 +149,7 @@ class _TrialRunner:
             pruning=pruning and {k: v for k, v in pruning.items() if k != "history"},
             extra=meta,
         )
+        publish_study_file(self.cfg, ckpt, self.artifact_dir)
         trial.set_user_attr("checkpoint", ckpt.relative_to(self.artifact_dir).as_posix())  # relative: movable
         try:
             trial.set_user_attr(

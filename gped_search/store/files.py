@@ -1,0 +1,133 @@
+"""Checksummed files in a store, and each worker's local, checksum-verified cache of them.
+
+Every object ``K`` is stored with ``K.sha256`` (its SHA-256 in hex). The data goes up first and the
+checksum last, so an object whose checksum exists is complete: a writer killed in between leaves a
+data object no reader takes. :func:`get_file` downloads into the local folder (a temp file, then
+renamed) only when the local copy's checksum differs from the store's, and refuses an object whose
+bytes do not match its checksum (torn or tampered) in one line. The local copy gets its ``.sha256``
+beside it too, so the local readers (teacher artifacts, chain checkpoints) verify it as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+from gped_search.errors import StoreError
+
+from .base import Store
+from .urls import study_store
+
+__all__ = ["SIDECAR", "put_file", "get_file", "stored_sha256", "fetch_study_file", "publish_study_file"]
+
+SIDECAR = ".sha256"
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stored_sha256(store: Store, key: str) -> str | None:
+    """The checksum the store holds for ``key``; None while the object is missing or incomplete."""
+    try:
+        text = store.read_bytes(key + SIDECAR).decode("ascii", "replace").strip()
+    except KeyError:
+        return None
+    return text or None
+
+
+def put_file(store: Store, key: str, path: str | os.PathLike) -> str:
+    """Upload ``path`` as ``key``, then its checksum (the object counts as stored from then on)."""
+    path = Path(path)
+    digest = _sha256_file(path)
+    with open(path, "rb") as f:
+        store.write(key, f)
+    store.write_bytes(key + SIDECAR, (digest + "\n").encode())
+    return digest
+
+
+def _write_local(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def get_file(store: Store, key: str, dest: str | os.PathLike) -> Path | None:
+    """``dest`` holding the stored object ``key``, verified; None when the store has no complete ``key``.
+
+    A local copy whose checksum already matches is kept (the cache); otherwise the object is downloaded,
+    checked against its stored checksum (a mismatch is a :class:`StoreError`) and renamed into place
+    after its ``.sha256``.
+    """
+    dest = Path(dest)
+    expected = stored_sha256(store, key)
+    if expected is None:
+        return None
+    side = dest.with_name(dest.name + SIDECAR)
+    if dest.is_file() and _sha256_file(dest) == expected:
+        if not side.is_file() or side.read_text(errors="replace").strip() != expected:
+            _write_local(side, (expected + "\n").encode())
+        return dest
+    try:
+        data = store.read_bytes(key)
+    except KeyError:
+        raise StoreError(f"{store.where(key)}: its checksum is stored but the object is missing") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise StoreError(
+            f"{store.where(key)}: checksum mismatch (stored {expected[:12]}..., object has {actual[:12]}...): "
+            "torn or tampered; refused"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _write_local(side, (expected + "\n").encode())  # the checksum first, the data last (as locally written files)
+    _write_local(dest, data)
+    return dest
+
+
+def put_text(store: Store, key: str, text: str) -> None:
+    store.write(key, io.BytesIO(text.encode()))
+
+
+def get_text(store: Store, key: str) -> str | None:
+    try:
+        return store.read_bytes(key).decode("utf-8", "replace")
+    except KeyError:
+        return None
+
+
+def fetch_study_file(cfg, stored: str | None, local: Path | None) -> Path | None:
+    """A file a study recorded (``trials/00003/student.pt``), fetched from the study's store into ``local``.
+
+    ``local`` is where the report folder would hold it (:func:`~gped_search.search.results.study_path`).
+    Without ``search.artifacts``, or for a path the store cannot hold (an absolute one of an old study),
+    ``local`` is returned as it is.
+    """
+    store = study_store(cfg)
+    if store is None or local is None or not isinstance(stored, str) or Path(stored).is_absolute():
+        return local
+    got = get_file(store, Path(stored).as_posix(), local)
+    if got is None and not local.is_file():
+        raise StoreError(f"{store.where(stored)}: not in the store (the study records it; was it deleted?)")
+    return got or local
+
+
+def publish_study_file(cfg, path: Path, out_dir: Path) -> str | None:
+    """Upload a file of the report folder to the study's store under its relative path; its checksum, or None."""
+    store = study_store(cfg)
+    if store is None:
+        return None
+    return put_file(store, path.resolve().relative_to(out_dir.resolve()).as_posix(), path)
