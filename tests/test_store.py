@@ -1,0 +1,108 @@
+"""The object store (``search.artifacts``) without a server: a folder store, checksums, the local cache,
+the database lease on SQLite, the chain checkpoints' copy in the store. Over S3 and PostgreSQL with
+several workers: ``test_object_store.py`` (``-m system``)."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+from conftest import QUICKSTART, cli, one_error_line
+
+from gped_search.errors import StoreError
+from gped_search.store import LocalStore, get_file, open_store, put_file, stored_sha256
+from gped_search.store.chain_sync import ChainMirror, pull_chain, store_generations
+from gped_search.store.lease import Lease
+
+
+def test_put_get_verifies_and_caches(tmp_path):
+    store = open_store(f"file://{tmp_path / 'bucket'}").child("study")
+    src = tmp_path / "student.pt"
+    src.write_bytes(b"weights" * 100)
+    digest = put_file(store, "trials/00001/student.pt", src)
+    assert store.list("trials/") == ["trials/00001/student.pt", "trials/00001/student.pt.sha256"]
+    assert stored_sha256(store, "trials/00001/student.pt") == digest
+    dest = tmp_path / "cache" / "trials" / "00001" / "student.pt"
+    assert get_file(store, "trials/00001/student.pt", dest) == dest
+    assert dest.read_bytes() == src.read_bytes()
+    assert dest.with_name("student.pt.sha256").read_text().strip() == digest  # local readers verify it too
+    before = dest.stat().st_mtime_ns
+    get_file(store, "trials/00001/student.pt", dest)  # a matching local copy is the cache: not downloaded again
+    assert dest.stat().st_mtime_ns == before
+    assert get_file(store, "trials/00002/student.pt", tmp_path / "x.pt") is None  # nothing stored
+
+
+def test_a_tampered_or_torn_object_is_refused_in_one_line(tmp_path):
+    store = LocalStore(tmp_path / "bucket")
+    src = tmp_path / "teacher.pt"
+    src.write_bytes(b"posterior" * 100)
+    put_file(store, "teacher.pt", src)
+    store.write_bytes("teacher.pt", b"posterior" * 50)  # torn: half of it
+    with pytest.raises(StoreError, match=r"teacher.pt: checksum mismatch .*torn or tampered; refused") as e:
+        get_file(store, "teacher.pt", tmp_path / "cache" / "teacher.pt")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "cache" / "teacher.pt").exists()
+    store.remove("teacher.pt")
+    with pytest.raises(StoreError, match="checksum is stored but the object is missing"):
+        get_file(store, "teacher.pt", tmp_path / "cache" / "teacher.pt")
+
+
+def test_store_urls_and_the_optuna_artifact_protocol(tmp_path):
+    import optuna
+
+    with pytest.raises(StoreError, match="give s3://bucket/prefix or file:///folder"):
+        open_store("gs://bucket")
+    with pytest.raises(StoreError, match="no bucket"):
+        open_store("s3:///prefix")
+    view = LocalStore(tmp_path).artifact_store()
+    view.write("abc", io.BytesIO(b"x"))
+    assert view.open_reader("abc").read() == b"x" and (tmp_path / "artifacts" / "abc").is_file()
+    with pytest.raises(optuna.artifacts.exceptions.ArtifactNotFound):
+        view.open_reader("missing")
+
+
+def test_the_lease_goes_to_one_holder_and_expires_when_not_renewed(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    a, b = Lease(url, "s/teacher", ttl=2), Lease(url, "s/teacher", ttl=2)
+    assert a.try_acquire() and not b.try_acquire()
+    assert a.current()[0] == a.holder and a.renew()
+    time.sleep(2.2)  # a stopped renewing (a dead worker): its lease runs out
+    assert b.try_acquire() and not a.renew()
+    with b.renewing():
+        time.sleep(2.5)  # renewed from the thread: still b's past its first expiry
+        assert not a.try_acquire() and not b.lost.is_set()
+    assert b.current() is None and a.try_acquire()  # released on leaving the block
+    a.close(), b.close()
+
+
+def test_chain_checkpoints_reach_the_store_and_resume_elsewhere(tmp_path):
+    from gped_search.posterior.checkpoint import latest_checkpoint, save_checkpoint_generation
+
+    store = LocalStore(tmp_path / "bucket")
+    here, there = tmp_path / "worker1" / "teacher.chain", tmp_path / "worker2" / "teacher.chain"
+    with ChainMirror(store, "teacher.chain", here, every=0.05) as mirror:
+        save_checkpoint_generation(here, 100, {"t": 100}, key="k")
+        mirror.sync()
+        save_checkpoint_generation(here, 200, {"t": 200}, key="k")
+    assert store_generations(store, "teacher.chain") == [200]  # older generations leave the store
+    assert pull_chain(store, "teacher.chain", there) == 200
+    assert latest_checkpoint(there, "k") == (200, {"t": 200})
+    save_checkpoint_generation(here, 300, {"t": 300}, key="k")
+    ChainMirror(store, "teacher.chain", here).sync()
+    store.write_bytes("teacher.chain/chain-300.pt", b"torn")  # the one generation kept is torn: nothing to resume
+    assert pull_chain(store, "teacher.chain", tmp_path / "worker3") is None
+
+
+def test_a_store_that_cannot_be_written_is_one_line_before_any_work(tmp_path):
+    rc, _, err = cli(["status", QUICKSTART, "--set", f"report_dir={tmp_path}", "--set",
+                      "search.artifacts=file:///proc/gped-no-such-folder"])
+    assert rc == 2
+    line = one_error_line(err)
+    assert "search.artifacts file:///proc/gped-no-such-folder" in line and "cannot write there" in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_search_artifacts_must_be_a_store_url(tmp_path):
+    rc, _, err = cli(["status", QUICKSTART, "--set", "search.artifacts=bucket/prefix"])
+    assert rc == 2 and "search.artifacts must be s3://bucket/prefix or file:///folder" in one_error_line(err)
