@@ -44,6 +44,7 @@ __all__ = [
     "run_teacher",
     "train_student",
     "train_students",
+    "LockstepRun",
     "transfer_batch",
     "student_diverged",
     "accumulate_gradients",
@@ -205,6 +206,76 @@ def _with_derivatives(source, teacher: TeacherResult, cfgs: Sequence[DistillConf
     return targets
 
 
+class LockstepRun:
+    """Students trained in lockstep from a finished teacher, in as many pieces as the caller wants.
+
+    One minibatch stream (seeded by ``seed``), one target source and one :class:`LockstepTrainer`
+    (one Adam and schedule) live across :meth:`run` calls, so ``run(a); run(b)`` trains exactly as
+    ``run(a + b)`` does. :meth:`stop` takes students out between pieces (successive halving): the
+    others' updates are unchanged, since each student's gradient is its own. Learning-curve points
+    fall every ``check_every`` steps of the whole run (default: 20 over ``total`` steps).
+    """
+
+    def __init__(
+        self,
+        trainers: Sequence[StudentTrainer],
+        teacher: TeacherResult,
+        transfer: torch.Tensor,
+        dcfg: DistillConfig,
+        data_cfg: DataConfig,
+        *,
+        seed: int = 0,
+        total: int = 1,
+        check_every: int | None = None,
+    ):
+        self.trainers, self.dcfg, self.data_cfg = list(trainers), dcfg, data_cfg
+        self.check_every = check_every or max(1, total // 20)
+        self.total = total
+        device = transfer.device
+        self.gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "student-batches"))
+        self.transfer = transfer[: dcfg.transfer_size] if dcfg.transfer_size else transfer
+        self.source = _with_derivatives(
+            _artifact_targets(teacher, dcfg, self.trainers[0].exps, self.gen, device, self.transfer.shape[0]),
+            teacher,
+            [tr.cfg for tr in self.trainers],
+            seed,
+        )
+        self.lock = LockstepTrainer(self.trainers)
+        self.step = 0
+        self.diverged: dict[int, int] = {}
+
+    def stop(self, indices: Sequence[int]) -> None:
+        """Students (indices into ``trainers``) that take no more steps."""
+        self.lock.stop(indices)
+
+    def run(self, steps: int, *, progress: bool = False, desc: str = "students", leave: bool = True) -> dict:
+        """``steps`` more steps of every active student; returns this piece's timing and ``diverged``."""
+        lock, last = self.lock, self.step + steps
+        start = time.perf_counter()
+        new: dict[int, int] = {}
+        bar = tqdm(range(steps), desc=desc, disable=not progress, unit="step", mininterval=1.0, leave=leave)
+        for _ in bar:
+            self.step += 1
+            idx, x = transfer_batch(self.transfer, self.dcfg.transfer_batch, self.data_cfg, self.gen)
+            lock.step(x, self.source(idx, x))
+            if self.step % self.check_every == 0 or self.step == last:
+                new.update((i, self.step) for i in lock.drop_diverged())
+                if not lock.active:
+                    break
+                if progress:  # the live loss: the learning curve's newest point (read at the check anyway)
+                    live = [self.trainers[i].curve[-1][1] for i in lock.active if self.trainers[i].curve]
+                    bar.set_postfix_str(_loss_text(live), refresh=False)
+        self.diverged.update(new)
+        seconds = time.perf_counter() - start
+        return {
+            "steps": steps,
+            "seconds": seconds,
+            "steps_per_second": steps / max(seconds, 1e-9),
+            "students": len(self.trainers),
+            "diverged": new,
+        }
+
+
 def train_students(
     trainers: Sequence[StudentTrainer],
     teacher: TeacherResult,
@@ -227,38 +298,10 @@ def train_students(
     ``"diverged"`` (index -> step) while the others go on. The students must share ``exps``.
     Every ``check_every`` steps (default: 20 checks per run) the students' losses are read once:
     divergence is checked and each trainer's ``curve`` (its learning curve) gets a point.
+    One :class:`LockstepRun` of ``steps`` steps.
     """
-    check_every = check_every or max(1, steps // 20)
-    device = transfer.device
-    gen = torch.Generator(device=device).manual_seed(derive_seed(seed, "student-batches"))
-    transfer = transfer[: dcfg.transfer_size] if dcfg.transfer_size else transfer
-    source = _with_derivatives(
-        _artifact_targets(teacher, dcfg, trainers[0].exps, gen, device, transfer.shape[0]),
-        teacher,
-        [tr.cfg for tr in trainers],
-        seed,
-    )
-    lock = LockstepTrainer(trainers)
-    diverged: dict[int, int] = {}
-    start = time.perf_counter()
-    bar = tqdm(range(1, steps + 1), desc=desc, disable=not progress, unit="step", mininterval=1.0, leave=leave)
-    for step in bar:
-        idx, x = transfer_batch(transfer, dcfg.transfer_batch, data_cfg, gen)
-        lock.step(x, source(idx, x))
-        if step % check_every == 0 or step == steps:
-            diverged.update((i, step) for i in lock.drop_diverged())
-            if not lock.active:
-                break
-            if progress:  # the live loss: the learning curve's newest point (read at the check anyway)
-                bar.set_postfix_str(_loss_text([tr.curve[-1][1] for tr in trainers if tr.curve]), refresh=False)
-    seconds = time.perf_counter() - start
-    return {
-        "steps": steps,
-        "seconds": seconds,
-        "steps_per_second": steps / max(seconds, 1e-9),
-        "students": len(trainers),
-        "diverged": diverged,
-    }
+    run = LockstepRun(trainers, teacher, transfer, dcfg, data_cfg, seed=seed, total=steps, check_every=check_every)
+    return run.run(steps, progress=progress, desc=desc, leave=leave)
 
 
 def _loss_text(losses: list[float]) -> str:

@@ -156,16 +156,28 @@ class LockstepTrainer:
         self._last = (self.active, losses)  # handed to the trainers' last_loss at the next check
         return losses
 
+    def stop(self, indices) -> None:
+        """Students that take no more steps (their parameters keep their values; Adam skips them)."""
+        gone = set(indices)
+        self.active = [i for i in self.active if i not in gone]
+        self._idx = torch.tensor(self.active, dtype=torch.long, device=self.nonfinite.device)
+        if self._last is not None:  # their last losses still go to their curves at the next check
+            active, losses = self._last
+            self._flush(active, losses)
+            self._last = None
+
+    def _flush(self, active: list[int], losses: torch.Tensor) -> None:
+        values = losses.tolist()
+        for j, i in enumerate(active):
+            self.trainers[i].last_loss = losses[j]
+            self.trainers[i].curve.append((self.trainers[i].steps, values[j]))
+
     def drop_diverged(self) -> list[int]:
         """Indices of students that went non-finite since the last call; they stop training. One sync.
 
         Also sets every active student's ``last_loss`` (kept on the device between checks)."""
-        if self._last is not None:
-            active, losses = self._last
-            values = losses.tolist()  # the check syncs anyway: keep the learning curve
-            for j, i in enumerate(active):
-                self.trainers[i].last_loss = losses[j]
-                self.trainers[i].curve.append((self.trainers[i].steps, values[j]))
+        if self._last is not None:  # the check syncs anyway: keep the learning curve
+            self._flush(*self._last)
             self._last = None
         flags = self.nonfinite.tolist()
         gone = [i for i in self.active if flags[i]]
