@@ -21,130 +21,31 @@ moved into place, so a failed export leaves no half-verified artefacts behind. E
 from __future__ import annotations
 
 import copy
-import datetime as _dt
-import importlib.util
 import json
-import math
 import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from gped_search.checkpoints import CheckpointError, _plain, load_checkpoint, save_checkpoint, sha256_of
+from gped_search.checkpoints import CheckpointError, load_checkpoint, sha256_of
 from gped_search.data.recipe import input_recipe, reproduce_script
 from gped_search.errors import ExportError  # noqa: F401  (raised here; re-exported)
-from gped_search.modelcard import HEAD_MEANINGS, MUTUAL_INFORMATION, card_markdown, heads_of, load_snippets
+from gped_search.export_files import FILE_NAMES, as_tuple, one_line, verify_pt2, write_formats
+from gped_search.modelcard import HEAD_MEANINGS, build_card, card_markdown, load_snippets
 from gped_search.models.nets import Arch, arch_of
 from gped_search.quant.onnx import ONNX_HINT, ort_missing
 from gped_search.quant.onnx import onnx_missing as _onnx_missing
-from gped_search.quant.onnx import write_onnx as _write_onnx
 
 __all__ = ["ExportError", "FORMATS", "FILE_NAMES", "HEAD_MEANINGS", "export_student", "verify_pt2"]
 
 FORMATS = ("checkpoint", "pt2", "onnx", "onnx-int8")
-FILE_NAMES = {
-    "checkpoint": "student.pt",
-    "pt2": "student.pt2",
-    "onnx": "student.onnx",
-    "onnx-int8": "student.int8.onnx",
-}
 REPRO_SCRIPT = "reproduce_accuracy.py"
-"""Written next to the card: rebuilds the test set and recomputes the card's test accuracy (plain torch)."""
-CARD_FORMAT = "gped-search-model-card"
-CARD_VERSION = 1
-
-
-def _one_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {(lines[0] if lines else '')[:200]}"
-
-
-def _as_tuple(out) -> tuple[torch.Tensor, ...]:
-    if isinstance(out, torch.Tensor):
-        return (out,)
-    if isinstance(out, (tuple, list)):
-        return tuple(out)
-    raise ExportError(f"model output is a {type(out).__name__}, expected a tuple of tensors")
-
-
-def _max_abs_diffs(got: Sequence[torch.Tensor], expected: Sequence[torch.Tensor], what: str) -> list[float]:
-    if len(got) != len(expected):
-        raise ExportError(f"{what}: {len(got)} outputs, expected {len(expected)}")
-    diffs = []
-    for i, (a, b) in enumerate(zip(got, expected)):
-        a = torch.as_tensor(a).detach().cpu()
-        b = torch.as_tensor(b).detach().cpu()
-        if a.shape != b.shape:
-            raise ExportError(f"{what}: output {i} has shape {tuple(a.shape)}, expected {tuple(b.shape)}")
-        d = (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
-        diffs.append(float("inf") if math.isnan(d) else d)
-    return diffs
-
-
-def verify_pt2(
-    path: str | os.PathLike,
-    x: torch.Tensor,
-    expected: Sequence[torch.Tensor],
-    *,
-    atol: float | None = None,
-) -> float:
-    """Load a ``torch.export`` program from ``path``, run it on ``x`` and return the max abs
-    difference to ``expected`` over all outputs. Raises :class:`ExportError` when the file does not
-    load or run, the outputs do not line up, or (with ``atol``) the difference exceeds ``atol``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path}: no such file")
-    try:
-        program = torch.export.load(str(path))
-    except Exception as e:
-        raise ExportError(f"{path}: cannot load the exported program ({_one_line(e)})") from e
-    try:
-        with torch.no_grad():
-            got = _as_tuple(program.module()(x))
-    except ExportError:
-        raise
-    except Exception as e:
-        raise ExportError(f"{path}: the exported program failed on input {tuple(x.shape)} ({_one_line(e)})") from e
-    diff = max(_max_abs_diffs(got, _as_tuple(expected), str(path)), default=0.0)
-    if atol is not None and not diff <= atol:
-        raise ExportError(f"{path}: outputs differ from the model by {diff:.3g} > atol {atol:.3g}")
-    return diff
-
-
-# --------------------------------------------------------------------------------------- writers
-
-
-def _export_program(model: nn.Module, x: torch.Tensor) -> tuple[torch.export.ExportedProgram, bool, str]:
-    """``torch.export`` with a dynamic batch dimension, falling back to static shapes."""
-    try:
-        batch = torch.export.Dim("batch", min=1)
-        ep = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
-        return ep, True, "batch dimension dynamic (min 1)"
-    except Exception as e:
-        reason = f"dynamic batch export failed ({_one_line(e)}); static batch {x.shape[0]}"
-    try:
-        return torch.export.export(model, (x,)), False, reason
-    except Exception as e:
-        raise ExportError(f"torch.export failed ({_one_line(e)})") from e
-
-
-def _verify_onnx(path: Path, x: torch.Tensor, expected: Sequence[torch.Tensor]) -> float | None:
-    """Max abs diff through onnxruntime, or ``None`` when onnxruntime is not installed."""
-    if importlib.util.find_spec("onnxruntime") is None:
-        return None
-    import onnxruntime as ort
-
-    try:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        got = sess.run(None, {sess.get_inputs()[0].name: x.detach().cpu().numpy()})
-    except Exception as e:
-        raise ExportError(f"{path}: onnxruntime cannot run the exported model ({_one_line(e)})") from e
-    return max(_max_abs_diffs([torch.from_numpy(g) for g in got], expected, str(path)), default=0.0)
+"""Written next to the card: rebuilds the test set and recomputes the card's test accuracy (with an ONNX
+file: onnxruntime and numpy only; else plain torch)."""
 
 
 # ------------------------------------------------------------------------------------ model card
@@ -218,140 +119,6 @@ def _example(arch: Arch, dtype: torch.dtype, example: torch.Tensor | None) -> tu
     return x, "the given example batch"
 
 
-@dataclass
-class _Written:
-    """What writing the formats left: max abs differences on reload, dynamic batch, notes per format."""
-
-    diffs: dict[str, float | None] = field(default_factory=dict)
-    dynamic: bool | None = None
-    notes: dict[str, str] = field(default_factory=dict)
-    int8: dict | None = None  # the card's quantization section (onnx-int8)
-
-
-def _write_formats(
-    model: nn.Module,
-    x: torch.Tensor,
-    expected,
-    stage: Path,
-    formats,
-    meta: dict,
-    ck_extra: dict,
-    atol: float,
-    int8_data: tuple = (None, None, 0.5),
-) -> _Written:
-    """Write each format into ``stage`` and reload it against the model's outputs (``atol``; int8:
-    ``int8_data`` = (calibration inputs, (test x, test y), its atol from fp32 over the test set))."""
-    w = _Written()
-    for fmt in formats:
-        path = stage / FILE_NAMES[fmt]
-        if fmt == "onnx-int8":
-            from gped_search.quant.export import write_int8
-
-            calibration, test, int8_atol = int8_data
-            w.int8 = write_int8(model, stage, calibration, test, x)
-            w.int8["atol"] = int8_atol
-            dev = max(w.int8["max_abs_deviation_from_fp32"].values(), default=0.0)
-            if not dev <= int8_atol:
-                raise ExportError(f"onnx-int8: outputs differ from the fp32 student by {dev:.3g} > {int8_atol:.3g}")
-            w.notes[fmt] = f"int8 ({w.int8['mode']}); max abs deviation from fp32 {dev:.3g}"
-            continue
-        if fmt == "checkpoint":
-            try:
-                save_checkpoint(
-                    path,
-                    model,
-                    config=meta.get("config"),
-                    metrics=meta.get("metrics"),
-                    pruning=meta.get("pruning"),
-                    extra=ck_extra,
-                )
-                loaded, _ = load_checkpoint(path)
-            except (TypeError, CheckpointError) as e:
-                raise ExportError(f"checkpoint: {_one_line(e)}") from e
-            with torch.no_grad():
-                got = _as_tuple(loaded(x.to(next(loaded.parameters()).dtype)))
-            w.diffs[fmt] = max(_max_abs_diffs(got, expected, FILE_NAMES[fmt]), default=0.0)
-        elif fmt == "pt2":
-            program, w.dynamic, w.notes[fmt] = _export_program(model, x)
-            try:
-                torch.export.save(program, str(path))
-            except Exception as e:
-                raise ExportError(f"cannot save the exported program ({_one_line(e)})") from e
-            w.diffs[fmt] = verify_pt2(path, x, expected)
-            if w.dynamic:  # the batch dimension really is free: check a batch of one too
-                with torch.no_grad():
-                    one = _as_tuple(model(x[:1]))
-                w.diffs["pt2_batch1"] = verify_pt2(path, x[:1], one)
-        else:
-            _, w.notes[fmt] = _write_onnx(model, x, path, arch_of(model).head_names)
-            w.diffs[fmt] = _verify_onnx(path, x, expected)
-        bad = {k: v for k, v in w.diffs.items() if v is not None and not v <= atol}
-        if bad:
-            k, v = next(iter(bad.items()))
-            raise ExportError(f"{k}: reloaded outputs differ from the model by {v:.3g} > atol {atol:.3g}")
-    return w
-
-
-def _card(
-    model: nn.Module,
-    x: torch.Tensor,
-    x_desc: str,
-    w: _Written,
-    files: dict,
-    recipe: dict,
-    meta: dict,
-    cost,
-    extra: dict,
-    atol: float,
-) -> dict:
-    """The model card as plain data (``model_card.json``)."""
-    arch, dtype = arch_of(model), next(model.parameters()).dtype
-    derived = [MUTUAL_INFORMATION] if {"predictive", "expected_entropy"} <= set(arch.head_names) else []
-    batch = (
-        "dynamic (any N >= 1)"
-        if w.dynamic or w.dynamic is None
-        else f"static: the .pt2 program expects N = {x.shape[0]}"
-    )
-    card = {
-        "format": CARD_FORMAT,
-        "version": CARD_VERSION,
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "torch_version": torch.__version__,
-        "study": {
-            "name": meta.get("study_name", meta.get("study")),
-            "trial_number": meta.get("trial_number", meta.get("trial")),
-        },
-        "architecture": {
-            "description": arch.describe(),
-            "arch": arch.to_dict(),
-            "n_params": sum(p.numel() for p in model.parameters()),
-        },
-        "heads": heads_of(arch),
-        "derived": derived,
-        "input": {"shape": ["N", *arch.in_shape], "dtype": str(dtype).removeprefix("torch."), **recipe, "batch": batch},
-        "metrics": meta.get("metrics"),
-        "cost": cost,
-        "config": meta.get("config"),
-        "pruning": meta.get("pruning"),
-        "extra": extra or None,
-        "files": files,
-        "verification": {
-            "atol": atol,
-            "batch": int(x.shape[0]),
-            "input": x_desc,
-            "max_abs_diff": w.diffs,
-            "passed": True,
-        },
-        "dynamic_batch": w.dynamic,
-    }
-    if w.int8 is not None:
-        card["quantization"] = w.int8
-    try:
-        return _plain(card, "card")
-    except TypeError as e:
-        raise ExportError(f"model card: {_one_line(e)}") from e
-
-
 def _remove_stale(out_dir: Path, written: list[str]) -> list[str]:
     """Remove the files an earlier export wrote into ``out_dir`` that this one did not (a ``student.onnx``
     of another model beside a new card). Only the names the exporter itself writes are touched."""
@@ -360,6 +127,26 @@ def _remove_stale(out_dir: Path, written: list[str]) -> list[str]:
     for n in stale:
         (out_dir / n).unlink()
     return stale
+
+
+def _script(arch: Arch, formats, config: dict | None, int8: bool, test) -> tuple[str | None, str]:
+    """The accuracy script and the card figure it checks. With an ONNX file it needs only onnxruntime and
+    numpy (scikit-learn for digits): the int8 file's accuracy when quantized against a test set, else
+    ``student.onnx``'s; with only ``student.pt2`` it needs plain torch."""
+    if "predictive" not in arch.head_names:
+        return None, ""
+    head, hw = arch.head_names.index("predictive"), tuple(arch.in_shape[1:])
+    if int8 and test is not None:
+        from gped_search.quant.export import int8_script
+
+        return int8_script(config, head, test[0].shape[0], hw), "quantization.test_student_acc"
+    if "onnx" in formats:
+        from gped_search.quant.export import ort_script
+
+        return ort_script(config, head, hw, file=FILE_NAMES["onnx"]), "metrics.test_student_acc"
+    if "pt2" in formats:
+        return reproduce_script(config, head), "metrics.test_student_acc"
+    return None, ""
 
 
 def export_student(
@@ -397,10 +184,10 @@ def export_student(
         model = copy.deepcopy(src).cpu().eval()
         arch = arch_of(model)
     except Exception as e:
-        raise ExportError(f"not a gped_search student network ({_one_line(e)})") from e
+        raise ExportError(f"not a gped_search student network ({one_line(e)})") from e
     x, x_desc = _example(arch, next(model.parameters()).dtype, example)
     with torch.no_grad():
-        expected = _as_tuple(model(x))
+        expected = as_tuple(model(x))
     cost = _cost(model, x, meta)
     known = {"config", "metrics", "pruning", "cost", "study_name", "study", "trial_number", "trial"}
     extra = {k: v for k, v in meta.items() if k not in known}
@@ -415,7 +202,7 @@ def export_student(
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:
-        w = _write_formats(model, x, expected, stage, formats, meta, ck_extra, atol, (calibration, test, int8_atol))
+        w = write_formats(model, x, expected, stage, formats, meta, ck_extra, atol, (calibration, test, int8_atol))
         files = {
             fmt: {
                 "name": FILE_NAMES[fmt],
@@ -427,25 +214,11 @@ def export_student(
             for fmt in formats
         }
         recipe = input_recipe(meta.get("config"))
-        script = (
-            reproduce_script(meta.get("config"), arch.head_names.index("predictive"))
-            if "predictive" in arch.head_names and ("pt2" in formats or "onnx" in formats)
-            else None
-        )
-        if w.int8 is not None and "predictive" in arch.head_names and test is not None:
-            from gped_search.quant.export import int8_script
-
-            hw = tuple(arch.in_shape[1:])
-            script = int8_script(meta.get("config"), arch.head_names.index("predictive"), test[0].shape[0], hw)
+        script, what = _script(arch, formats, meta.get("config"), w.int8 is not None, test)
         if script is not None:
             (stage / REPRO_SCRIPT).write_text(script, encoding="utf-8")
-            what = (
-                "quantization.test_student_acc"
-                if w.int8 is not None and test is not None
-                else "metrics.test_student_acc"
-            )
             recipe["reproduce"] = f"python {REPRO_SCRIPT} --data-root PATH  (recomputes {what})"
-        card = _card(model, x, x_desc, w, files, recipe, meta, cost, extra, atol)
+        card = build_card(model, x, x_desc, w, files, recipe, meta, cost, extra, atol)
         (stage / "model_card.json").write_text(
             json.dumps(card, indent=2, allow_nan=True, default=str) + "\n", encoding="utf-8"
         )

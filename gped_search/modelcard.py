@@ -1,12 +1,35 @@
-"""The model card of an exported student: what each output head means, how to load each file, and
-the card as Markdown (``exporting.export_student`` writes it next to the files)."""
+"""The model card of an exported student as plain data: the deployment figures first (test accuracy,
+NLL, ECE, KL to the teacher, size, latency and the machine it was measured on), intended use and
+limitations, what each output head means, how to load each file; every recorded metric stays in the
+card's ``metrics`` (the Markdown puts them in an appendix, :mod:`gped_search.modelcard_md`)."""
 
 from __future__ import annotations
 
-from gped_search.models.nets import Arch
+import datetime as _dt
 
-__all__ = ["HEAD_MEANINGS", "CUSTOM_MEANING", "MUTUAL_INFORMATION", "load_snippets", "heads_of", "card_markdown"]
+import torch
+from torch import nn
 
+from gped_search.checkpoints import _plain
+from gped_search.errors import ExportError
+from gped_search.modelcard_md import card_markdown
+from gped_search.models.nets import Arch, arch_of
+
+__all__ = [
+    "HEAD_MEANINGS",
+    "CUSTOM_MEANING",
+    "MUTUAL_INFORMATION",
+    "CARD_FORMAT",
+    "CARD_VERSION",
+    "load_snippets",
+    "heads_of",
+    "deployment_figures",
+    "build_card",
+    "card_markdown",
+]
+
+CARD_FORMAT = "gped-search-model-card"
+CARD_VERSION = 2  # 2: ``deployment``, ``intended_use`` and ``limitations`` sections
 HEAD_MEANINGS = {
     "predictive": (
         "class logits; softmax(logits) = p(y|x) = E_theta[p(y|x,theta)], the class probabilities "
@@ -17,10 +40,15 @@ HEAD_MEANINGS = {
         "per-sample predictions = aleatoric uncertainty"
     ),
 }
-CUSTOM_MEANING = "user-defined posterior expectation (softplus output, >= 0)"
+CUSTOM_MEANING = "user-defined posterior expectation"
 MUTUAL_INFORMATION = (
     "mutual information = H(softmax(predictive)) - expected_entropy (nats, clamp at 0) = epistemic uncertainty"
 )
+_DATASETS = {
+    "digits": "8x8 handwritten digits (scikit-learn)",
+    "mnist": "MNIST digits",
+    "fashion_mnist": "Fashion-MNIST",
+}
 
 
 def load_snippets(arch: Arch) -> dict[str, str]:
@@ -50,125 +78,163 @@ def load_snippets(arch: Arch) -> dict[str, str]:
     }
 
 
+def _head_output(arch: Arch, name: str) -> str:
+    if name == "predictive":
+        t = arch.temperature
+        return f"logits at temperature {t:g} (apply softmax)" if t != 1.0 else "logits (apply softmax)"
+    if name in getattr(arch, "unit_heads", ()):
+        return "sigmoid (in [0, 1])"
+    return "linear (any sign)" if name in arch.linear_heads else "softplus (positive)"
+
+
 def heads_of(arch: Arch) -> list[dict]:
-    out = []
-    for i, (name, dim) in enumerate(arch.heads):
-        out.append(
-            {
-                "index": i,
-                "name": name,
-                "dim": arch.n_classes if name == "predictive" else int(dim),
-                "output": (
-                    (
-                        f"logits at temperature {arch.temperature:g} (apply softmax)"
-                        if arch.temperature != 1.0
-                        else "logits (apply softmax)"
-                    )
-                    if name == "predictive"
-                    else "linear (any sign)"
-                    if name in arch.linear_heads
-                    else "softplus (positive)"
-                ),
-                "meaning": HEAD_MEANINGS.get(name, CUSTOM_MEANING),
-            }
+    return [
+        {
+            "index": i,
+            "name": name,
+            "dim": arch.n_classes if name == "predictive" else int(dim),
+            "output": _head_output(arch, name),
+            "meaning": HEAD_MEANINGS.get(name, f"{CUSTOM_MEANING} ({_head_output(arch, name)})"),
+        }
+        for i, (name, dim) in enumerate(arch.heads)
+    ]
+
+
+def _pick(metrics: dict, name: str):
+    """The test figure ``test_<name>``, or ``<name>`` when the study selected on the test set."""
+    if f"test_{name}" in metrics:
+        return metrics[f"test_{name}"]
+    return metrics.get(name) if metrics.get("selection_split") == "test" else None
+
+
+def deployment_figures(metrics: dict | None, cost: dict | None, files: dict, quantization: dict | None) -> dict:
+    """What a deployer asks first, on the test set: accuracy, NLL, ECE, KL to the teacher, size, latency
+    and where latency was measured. A figure the trial did not record is absent."""
+    m, c = metrics or {}, cost or {}
+    out = {
+        "test_accuracy": _pick(m, "student_acc"),
+        "test_nll": _pick(m, "student_nll"),
+        "test_ece": _pick(m, "student_ece"),
+        "test_kl_to_teacher": _pick(m, "kl"),
+    }
+    if quantization and "test_student_acc" in quantization:
+        out["test_accuracy"] = quantization["test_student_acc"]
+    out["params"] = c.get("params", m.get("params"))
+    out["bytes_fp32"] = c.get("bytes_fp32", m.get("bytes_fp32"))
+    out["file_bytes"] = {f["name"]: f["bytes"] for f in files.values()}
+    if "latency_ms" in m:
+        out["latency_ms"] = m["latency_ms"]
+        if "latency_p10_ms" in m and "latency_p90_ms" in m:
+            out["latency_p10_p90_ms"] = [m["latency_p10_ms"], m["latency_p90_ms"]]
+        out["latency_batch"] = m.get("latency_batch", 1)
+        out["latency_measured_on"] = _machine(m)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _machine(m: dict) -> str:
+    where = m.get("latency_machine")
+    device = m.get("latency_device", "cpu")
+    how = "ONNX Runtime, one thread" if m.get("latency_backend") == "onnxruntime" else f"PyTorch on {device}"
+    if where:
+        return f"{where} ({how}, during the search)"
+    return f"the machine that ran the study ({how}; its CPU model was not recorded): re-measure on yours"
+
+
+def _use_and_limits(arch: Arch, config: dict | None, metrics: dict | None) -> tuple[list[str], list[str]]:
+    data = (config or {}).get("data") or {}
+    name = str(data.get("dataset", "")).lower()
+    what = _DATASETS.get(name, name or "the study's dataset")
+    mask = int(data.get("mask_size", 0) or 0)
+    m = metrics or {}
+    use = [
+        f"Classifying {what} images of shape {list(arch.in_shape)}, preprocessed exactly as under Input"
+        + (f", with a {mask} px occluding square as in training" if mask else ""),
+    ]
+    if "expected_entropy" in arch.head_names:
+        use.append(
+            "Flagging uncertain inputs from one forward pass: the expected entropy (aleatoric) and, with the "
+            "predictive, the mutual information (epistemic), distilled from a Bayesian (SGLD) teacher"
         )
-    return out
-
-
-def card_markdown(card: dict) -> str:
-    a, inp = card["architecture"], card["input"]
-    title = card["study"]["name"] or "student"
-    if card["study"]["trial_number"] is not None:
-        title += f" / trial {card['study']['trial_number']}"
-    lines = [
-        f"# Model card: {title}",
-        "",
-        f"Student network distilled from a Bayesian (SGLD) teacher. Exported {card['created_utc']} "
-        f"with torch {card['torch_version']}.",
-        "",
-        "## Architecture",
-        "",
-        f"- {a['description']} ({a['n_params']} parameters)",
-        f"- family `{a['arch']['family']}`, hidden {a['arch']['hidden']}"
+    limits = [
+        "Only as good as its teacher: the student imitates an SGLD posterior estimate"
         + (
-            f", conv channels {a['arch']['channels']} kernel {a['arch']['kernel']} padding {a['arch']['padding']}"
-            if a["arch"]["family"] == "cnn"
+            f" of {int(m['teacher_iterations']):,} iterations"
+            if isinstance(m.get("teacher_iterations"), (int, float))
             else ""
-        ),
-        "",
-        "## Outputs (one tensor per head, in this order)",
-        "",
-        "| # | head | dim | output | meaning |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [f"| {h['index']} | `{h['name']}` | {h['dim']} | {h['output']} | {h['meaning']} |" for h in card["heads"]]
-    lines += [""] + [f"- Derived: {d}" for d in card["derived"]] + [""]
-    lines += [
-        "## Input",
-        "",
-        f"- shape {inp['shape']} (batch first), dtype {inp['dtype']}",
-        f"- preprocessing: {inp['preprocessing']}",
-        f"- batch dimension: {inp['batch']}",
-    ]
-    lines += [f"- {k.replace('_', ' ')}: {inp[k]}" for k in ("test_split", "occlusion", "reproduce") if k in inp]
-    lines += [""]
-    metrics = card["metrics"] or {}
-    split = metrics.get("selection_split")
-    test = {k: v for k, v in metrics.items() if k.startswith("test_")}
-    sel = {k: v for k, v in metrics.items() if not k.startswith("test_")}
-    heading = {
-        "validation": "Metrics on the validation split (what the search selected on)",
-        "test": "Metrics on the test set (no validation split: this student was also selected on them)",
-    }.get(split, "Metrics")
-    sections = [(heading, sel)]
-    if test and split == "validation":
-        sections.append(("Test-set metrics (reported apart, never used for selection)", test))
-    sections.append(("Cost", card["cost"] or {}))
-    for heading, vals in sections:
-        lines += [f"## {heading}", ""]
-        vals = {k: v for k, v in vals.items() if not (isinstance(v, float) and v != v)}  # no nan rows
-        lines += [f"- {k}: {v}" for k, v in vals.items()] if vals else ["- (none given)"]
-        lines.append("")
-    q = card.get("quantization")
-    if q:
-        dev = ", ".join(f"{k} {v:.3g}" for k, v in q["max_abs_deviation_from_fp32"].items())
-        lines += [
-            "## Quantization",
-            "",
-            f"- precision {q['precision']}: ONNX Runtime, mode `{q['mode']}`, weights {q['weight_type']}"
-            + (" per channel" if q["per_channel"] else "")
-            + f", activations {q['activation_type']}",
-            f"- reduce_range {q['reduce_range']} (CPU VNNI: {q['vnni']})",
-            f"- calibration: {q['calibration_set']}"
-            + (f", {q['calibration_size']} inputs" if q["calibration_size"] else ""),
-            f"- max abs deviation from the fp32 student on {q['deviation_measured_on']}: {dev} (limit {q['atol']:g})",
-        ]
-        if "test_student_acc" in q:
-            lines.append(f"- int8 test accuracy: {q['test_student_acc']:.6f} (what reproduce_accuracy.py checks)")
-        lines.append("")
-    lines += [
-        "## Files",
-        "",
-        "| file | bytes | sha256 | max abs diff on reload |",
-        "|---|---|---|---|",
-    ]
-    ver = card["verification"]["max_abs_diff"]
-    for fmt, f in card["files"].items():
-        d = ver.get(fmt)
-        lines.append(
-            f"| `{f['name']}` | {f['bytes']} | `{f['sha256']}` | {'not verified' if d is None else f'{d:.3g}'} |"
         )
-    lines += [
-        "",
-        f"Verified on a batch of {card['verification']['batch']} "
-        f"({card['verification']['input']}) with atol {card['verification']['atol']:g}.",
-        "",
-        "## Loading",
-        "",
+        + "; its KL to the teacher says how closely, not whether the teacher is right",
+        f"Measured on {what} test images only; other data, sensors or preprocessing are untested",
     ]
-    for f in card["files"].values():
-        lines += [f"`{f['name']}`:", "", "```python", f["load"], "```", ""]
-    return "\n".join(lines)
+    if "test_ood_auroc" in m or "ood_auroc" in m:
+        limits.append("Out-of-distribution detection was measured against one OOD dataset; others may differ")
+    else:
+        limits.append("Out-of-distribution detection was not measured for this student")
+    if "robust_acc" not in m:
+        limits.append("Not evaluated under adversarial attack (gped-search robustness measures it)")
+    limits.append("Latency is a batch-1 figure on one machine; it reorders with hardware and load")
+    return use, limits
 
 
-# ---------------------------------------------------------------------------------------- export
+def build_card(
+    model: nn.Module,
+    x: torch.Tensor,
+    x_desc: str,
+    written,
+    files: dict,
+    recipe: dict,
+    meta: dict,
+    cost,
+    extra: dict,
+    atol: float,
+) -> dict:
+    """The model card as plain data (``model_card.json``); ``written`` is the export's
+    :class:`gped_search.export_files.Written`."""
+    arch, dtype = arch_of(model), next(model.parameters()).dtype
+    derived = [MUTUAL_INFORMATION] if {"predictive", "expected_entropy"} <= set(arch.head_names) else []
+    batch = (
+        "dynamic (any N >= 1)"
+        if written.dynamic or written.dynamic is None
+        else f"static: the .pt2 program expects N = {x.shape[0]}"
+    )
+    use, limits = _use_and_limits(arch, meta.get("config"), meta.get("metrics"))
+    card = {
+        "format": CARD_FORMAT,
+        "version": CARD_VERSION,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "torch_version": torch.__version__,
+        "study": {
+            "name": meta.get("study_name", meta.get("study")),
+            "trial_number": meta.get("trial_number", meta.get("trial")),
+        },
+        "deployment": deployment_figures(meta.get("metrics"), cost, files, written.int8),
+        "intended_use": use,
+        "limitations": limits,
+        "architecture": {
+            "description": arch.describe(),
+            "arch": arch.to_dict(),
+            "n_params": sum(p.numel() for p in model.parameters()),
+        },
+        "heads": heads_of(arch),
+        "derived": derived,
+        "input": {"shape": ["N", *arch.in_shape], "dtype": str(dtype).removeprefix("torch."), **recipe, "batch": batch},
+        "metrics": meta.get("metrics"),
+        "cost": cost,
+        "config": meta.get("config"),
+        "pruning": meta.get("pruning"),
+        "extra": extra or None,
+        "files": files,
+        "verification": {
+            "atol": atol,
+            "batch": int(x.shape[0]),
+            "input": x_desc,
+            "max_abs_diff": written.diffs,
+            "passed": True,
+        },
+        "dynamic_batch": written.dynamic,
+    }
+    if written.int8 is not None:
+        card["quantization"] = written.int8
+    try:
+        return _plain(card, "card")
+    except TypeError as e:
+        raise ExportError(f"model card: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from e

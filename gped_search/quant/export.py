@@ -24,7 +24,7 @@ from gped_search.quant.int8 import quantize_student
 from gped_search.quant.onnx import OrtStudent
 from gped_search.seeds import derive_seed
 
-__all__ = ["INT8_FILE", "write_int8", "int8_script"]
+__all__ = ["INT8_FILE", "write_int8", "int8_script", "ort_script"]
 
 INT8_FILE = "student.int8.onnx"
 
@@ -74,7 +74,7 @@ def write_int8(
 
 
 _SCRIPT = '''#!/usr/bin/env python3
-"""Recompute this int8 student's test accuracy from {file} with onnxruntime and numpy only
+"""Recompute this {what} student's test accuracy from {file} with onnxruntime and numpy only
 (no torch, no gped_search; scikit-learn for the digits data).
 
     python reproduce_accuracy.py [--data-root PATH]      # PATH holds {raw_folder}/raw/ (torchvision layout)
@@ -144,7 +144,7 @@ def main():
     logits = np.concatenate([sess.run(None, {{name: x[i:i + 1000]}})[HEAD] for i in range(0, len(x), 1000)])
     acc = float((logits.argmax(axis=1) == y).mean())
     card = json.loads((HERE / "model_card.json").read_text())
-    want = (card.get("quantization") or {{}}).get("test_student_acc")
+    want = (card.get({card_key!r}) or {{}}).get("test_student_acc")
     print(f"test accuracy {{acc:.6f}} on {{len(y)}} images" + ("" if want is None else f" (model card: {{want:.6f}})"))
     if want is not None and abs(acc - want) > 0.5 / len(y):
         print("MISMATCH: the files do not reproduce the card's accuracy", file=sys.stderr)
@@ -159,12 +159,31 @@ if __name__ == "__main__":
 _RAW = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 
 
+_TEST_SIZE = {"mnist": 10000, "fashion_mnist": 10000}
+
+
 def int8_script(config: dict | None, head: int, n_test: int, in_hw: tuple[int, int]) -> str | None:
     """The onnxruntime + numpy accuracy script for ``student.int8.onnx``; None for unknown data."""
+    return ort_script(config, head, in_hw, n_test=n_test)
+
+
+def ort_script(
+    config: dict | None,
+    head: int,
+    in_hw: tuple[int, int],
+    *,
+    file: str = INT8_FILE,
+    n_test: int | None = None,
+) -> str | None:
+    """The onnxruntime + numpy accuracy script for the ONNX ``file`` (``student.int8.onnx``: checks the
+    card's ``quantization.test_student_acc``; ``student.onnx``: its ``metrics.test_student_acc``);
+    None for unknown data. ``n_test`` defaults to the dataset's test-set size."""
     data = (config or {}).get("data") or {}
     name = str(data.get("dataset", "")).lower()
     if name != "digits" and name not in _RAW:
         return None
+    if n_test is None:
+        n_test = 1797 - int(0.8 * 1797) if name == "digits" else _TEST_SIZE[name]
     seed = int((config or {}).get("seed", 0))
     mask = int(data.get("mask_size", 0) or 0)
     digits = ""
@@ -176,8 +195,11 @@ def int8_script(config: dict | None, head: int, n_test: int, in_hw: tuple[int, i
         h, w = in_hw
         g = torch.Generator().manual_seed(derive_seed(seed, "test-mask"))
         positions = _b64(occlusion_positions(n_test, h, w, min(mask, h, w), g).numpy(), "u1")
+    int8 = file == INT8_FILE
     return _SCRIPT.format(
-        file=INT8_FILE,
+        file=file,
+        what="int8" if int8 else "fp32 ONNX",
+        card_key="quantization" if int8 else "metrics",
         dataset=name,
         mask=mask,
         head=int(head),
