@@ -108,8 +108,9 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _chains(cfg) -> dict:
-    """Progress of the study's teacher chain and of a ``distill`` run's chain, where they exist."""
+def _chains(cfg, url: str | None = None) -> dict:
+    """Progress of the study's teacher chain and of a ``distill`` run's chain, where they exist (with
+    ``search.artifacts``, the teacher chain's as the store and the lease in ``url``'s database say)."""
     from gped_search.posterior.checkpoint import CHAIN_DIR, DISTILL_CHAIN_DIR, chain_status
 
     out = {}
@@ -117,6 +118,12 @@ def _chains(cfg) -> dict:
         st = chain_status(cfg.out_dir / folder)
         if st is not None:
             out[label] = st
+    if url and cfg.search.artifacts:  # the chain may run on another machine
+        from gped_search.search.teacher_store import store_chain_status
+
+        st = store_chain_status(cfg, url)
+        if st is not None:
+            out["teacher chain"] = st
     return out
 
 
@@ -128,6 +135,8 @@ def _chain_line(label: str, st: dict) -> str:
     if st.get("seconds_left") and st["state"] != "done":
         left = st["seconds_left"]
         line += f", {left / 3600:.1f} h left" if left >= 3600 else f", {left / 60:.1f} min left"
+    if st.get("holder") and st["state"] == "running":
+        line += f" (sampled by {st['holder']})"
     if st["state"] == "paused":
         line += f" (resumes from the checkpoint at {st['checkpoint_iteration'] or 0:,} on the next run/distill)"
     return line
@@ -138,7 +147,7 @@ def cmd_status(args) -> int:
     from gped_search.search.storage import StudyError
 
     cfg = _load(args)
-    chains = _chains(cfg)
+    chains = _chains(cfg, storage_url(cfg, args.storage))
     try:
         from gped_search.search import open_study
 

@@ -106,3 +106,26 @@ def test_a_store_that_cannot_be_written_is_one_line_before_any_work(tmp_path):
 def test_search_artifacts_must_be_a_store_url(tmp_path):
     rc, _, err = cli(["status", QUICKSTART, "--set", "search.artifacts=bucket/prefix"])
     assert rc == 2 and "search.artifacts must be s3://bucket/prefix or file:///folder" in one_error_line(err)
+
+
+def test_status_reads_the_chain_from_the_store_and_the_lease(tmp_path):
+    from gped_search.config import load_study
+    from gped_search.posterior.checkpoint import save_checkpoint_generation, write_progress
+    from gped_search.search.teacher_store import store_chain_status, teacher_lease
+
+    cfg = load_study(QUICKSTART, [f"report_dir={tmp_path / 'elsewhere'}", f"search.artifacts=file://{tmp_path / 'b'}"])
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    assert store_chain_status(cfg, url) is None  # no chain yet
+    chain = tmp_path / "worker" / "teacher.chain"  # another machine's chain folder
+    save_checkpoint_generation(chain, 400, {"t": 400}, key="k")
+    write_progress(chain, iteration=500, total=1000, rate=100.0, state="running")
+    ChainMirror(LocalStore(tmp_path / "b" / cfg.name), "teacher.chain", chain).sync()
+    lease = teacher_lease(url, cfg.name)
+    assert lease.try_acquire()
+    st = store_chain_status(cfg, url)
+    assert st["state"] == "running" and st["iteration"] == 500 and st["seconds_left"] == 5.0
+    assert st["holder"] == lease.holder.rsplit(":", 1)[0]
+    lease.release()  # the worker died (or stopped): the chain waits at its checkpoint
+    st = store_chain_status(cfg, url)
+    assert st["state"] == "paused" and st["iteration"] == 400 and st["holder"] is None
+    lease.close()

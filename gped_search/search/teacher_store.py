@@ -34,7 +34,7 @@ from .teacher import CHAIN_DIR, TEACHER_FILE, ensure_teacher, teacher_key
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ensure_shared_teacher", "teacher_lease", "KEY_FILE"]
+__all__ = ["ensure_shared_teacher", "teacher_lease", "store_chain_status", "KEY_FILE"]
 
 KEY_FILE = TEACHER_FILE + ".key"
 POLL_SECONDS = 1.0
@@ -108,3 +108,48 @@ def _sample(p, artifact_dir: Path, store, lease: Lease | None, stamp: str, progr
         put_text(store, KEY_FILE, stamp + "\n")
         info["teacher_store"] = store.where(TEACHER_FILE)
         return teacher, info
+
+
+def store_chain_status(cfg, url: str, stale_seconds: float = 600.0) -> dict | None:
+    """Where the study's teacher chain stands, read from the store and the lease (``status`` on any machine).
+
+    The shape of :func:`~gped_search.posterior.checkpoint.chain_status`, plus ``holder`` (``host:pid`` of
+    the worker sampling it). ``running`` needs a live lease (or, without a database, a fresh progress note)."""
+    import json
+
+    from gped_search.store.chain_sync import store_generations
+
+    store = study_store(cfg)
+    if store is None:
+        return None
+    try:
+        note = json.loads(get_text(store, f"{CHAIN_DIR}/progress.json") or "null") or {}
+    except ValueError:
+        note = {}
+    gens = store_generations(store, CHAIN_DIR)
+    if not note and not gens:
+        return None
+    lease = teacher_lease(url, cfg.name)
+    try:
+        holder = lease.current() if lease is not None else None
+    finally:
+        if lease is not None:
+            lease.close()
+    state, ckpt, total = note.get("state", "paused"), gens[-1] if gens else None, note.get("total")
+    if state == "running" and (
+        holder is None if lease is not None else time.time() - note.get("updated", 0) > stale_seconds
+    ):
+        state = "paused"
+    done_it = note.get("iteration", ckpt or 0) if state != "paused" else ckpt or 0
+    rate = note.get("rate")
+    left = 0.0 if state == "done" else (total - done_it) / rate if rate and total is not None else None
+    return {
+        "state": state,
+        "iteration": done_it,
+        "total": total,
+        "checkpoint_iteration": ckpt,
+        "rate_it_per_s": rate,
+        "seconds_left": left,
+        "seconds_so_far": note.get("seconds"),
+        "holder": holder[0].rsplit(":", 1)[0] if holder else None,
+    }
