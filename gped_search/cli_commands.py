@@ -120,6 +120,13 @@ def cmd_evaluate(args) -> int:
 
     from gped_search.errors import CheckpointError
 
+    # a store's object (s3://bucket/prefix/<study>/teacher.pt) is fetched into a local cache and verified
+    for attr in ("checkpoint", "teacher"):
+        url = getattr(args, attr, None)
+        if isinstance(url, str) and url.startswith(("s3://", "file://")):
+            from gped_search.store.files import fetch_url
+
+            setattr(args, attr, str(fetch_url(url)))
     if not Path(args.checkpoint).is_file():  # before torch is imported: the error comes at once
         raise CheckpointError(f"{args.checkpoint}: no such checkpoint file")
     from gped_search.checkpoints import load_checkpoint

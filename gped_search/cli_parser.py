@@ -257,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default reports/<name>/robustness/)")
 
     p = sub.add_parser("evaluate", help="evaluate one exported student: accuracy, calibration, OOD detection")
-    p.add_argument("checkpoint", help="student checkpoint (.pt) written by export or distill")
+    p.add_argument(
+        "checkpoint", help="student checkpoint (.pt) written by export or distill, or a store address (s3://...)"
+    )
     p.add_argument(
         "--ood",
         help="OOD test set: fashion_mnist or mnist (28x28 students), or 'occlusion:<size>' "
@@ -266,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="data root (default: $GPED_DATA_ROOT, then ../shared/data)")
     p.add_argument(
         "--teacher",
-        help="the study's teacher artifact (teacher.pt): adds KL and ranking vs the teacher",
+        help="the study's teacher artifact (teacher.pt, or its store address s3://bucket/prefix/STUDY/teacher.pt): "
+        "adds KL and ranking vs the teacher",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     return ap

@@ -13,15 +13,16 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
 
 from gped_search.errors import StoreError
 
 from .base import Store
-from .urls import study_store
+from .urls import open_store, study_store
 
-__all__ = ["SIDECAR", "put_file", "get_file", "stored_sha256", "fetch_study_file", "publish_study_file"]
+__all__ = ["SIDECAR", "put_file", "get_file", "stored_sha256", "fetch_study_file", "publish_study_file", "fetch_url"]
 
 SIDECAR = ".sha256"
 
@@ -131,3 +132,19 @@ def publish_study_file(cfg, path: Path, out_dir: Path) -> str | None:
     if store is None:
         return None
     return put_file(store, path.resolve().relative_to(out_dir.resolve()).as_posix(), path)
+
+
+def fetch_url(url: str, cache: str | os.PathLike | None = None) -> Path:
+    """The stored object ``url`` (``s3://bucket/prefix/<study>/teacher.pt``), verified, in a local cache
+    (``$XDG_CACHE_HOME/gped-search/store``, else ``~/.cache/...``): what ``evaluate`` reads store URLs through."""
+    parent, _, name = url.rstrip("/").rpartition("/")
+    if "://" not in parent or not name:
+        raise StoreError(f"{url}: give the object's full address, e.g. s3://bucket/prefix/<study>/teacher.pt")
+    store = open_store(parent)
+    store.check()
+    root = Path(cache) if cache else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gped-search"
+    dest = root / "store" / re.sub(r"[^A-Za-z0-9._-]+", "_", parent.split("://", 1)[1]) / name
+    got = get_file(store, name, dest)
+    if got is None:
+        raise StoreError(f"{url}: not in the store (no object with its .sha256 beside it)")
+    return got
