@@ -14,7 +14,7 @@ from gped_search.errors import ConfigError
 from .cost import cost_figures
 from .quality import evaluate, student_outputs
 
-__all__ = ["SCORED", "PROXY", "check_objectives", "interim_scores"]
+__all__ = ["COST", "SCORED", "PROXY", "check_objectives", "interim_scores"]
 
 COST = ("params", "buffers", "bytes_fp32", "bytes_fp16", "bytes", "macs", "macs_conv_linear")
 PROXY = {"latency_ms": "macs", "latency_p10_ms": "macs", "latency_p90_ms": "macs"}
