@@ -72,7 +72,9 @@ class ArchSpace:
                 "mlp_depth, m1 or m2 a range or several values"
             )
         fam = self.specs.get("family")
-        self.families = [getattr(f, "value", f) for f in (fam.choices if fam is not None else [self.cfg.student.family])]
+        self.families = [
+            getattr(f, "value", f) for f in (fam.choices if fam is not None else [self.cfg.student.family])
+        ]
 
     # ------------------------------------------------------------------ dimensions per family
 
