@@ -88,27 +88,17 @@ def main() -> None:
         model = distil(p, teacher, cfg.student.widths, lam, steps, args.seed)
         row = {"lambda_g": lam, "before": pick(student_record(model, teacher, p))}
         if lam > 0:
+            # the one prune -> fine-tune schedule; the record after pruning, before fine-tuning, is "pruned"
             info = prune_and_finetune(
                 model,
                 teacher,
-                replace(p, cfg=cfg),
-                replace(prune, finetune_steps=0),
+                p,
+                prune,
                 cfg.distill,
                 args.seed,
+                after_prune=lambda m, r, row=row: row.update(pruned=pick(student_record(m.model, teacher, p))),
             )
             row["units_kept"] = info["units_kept"]
-            row["pruned"] = pick(student_record(model, teacher, p))
-            trainer = make_trainer(model, p, cfg.distill, lr=cfg.distill.lr * prune.finetune_lr_factor)
-            if prune.finetune_steps and sum(info["units_removed"]):
-                train_student(
-                    trainer,
-                    teacher,
-                    p.bundle.transfer,
-                    prune.finetune_steps,
-                    cfg.distill,
-                    cfg.data,
-                    seed=args.seed + 1,
-                )
             row["finetuned"] = pick(student_record(model, teacher, p))
             # The budget-matched plain student: the pruned widths, trained without the penalty.
             plain = distil(p, teacher, info["units_kept"], 0.0, steps + prune.finetune_steps, args.seed)

@@ -11,11 +11,13 @@ Python API (the CLI ``gped-search`` calls the same functions)::
 # Names are imported on first use (PEP 562), so that ``gped-search --help`` or ``status`` do not pay
 # for torch: ``from gped_search import run_study`` works as before.
 _EXPORTS = {
-    "distill_online": "gped_search.online",
+    "distill_online": "gped_search.engine.online",
     "prepare": "gped_search.engine",
     "sample_teacher": "gped_search.engine",
     "train_trial": "gped_search.engine",
     "train_trials": "gped_search.engine",
+    "StudentResult": "gped_search.engine",
+    "StudentFailure": "gped_search.engine",
     "ConfigError": "gped_search.config",
     "StudyConfig": "gped_search.config",
     "load_study": "gped_search.config",
@@ -56,6 +58,8 @@ __all__ = [
     "sample_teacher",
     "train_trial",
     "train_trials",
+    "StudentResult",
+    "StudentFailure",
     "ConfigError",
     "StudyConfig",
     "load_study",

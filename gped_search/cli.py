@@ -27,7 +27,7 @@ __all__ = ["main", "build_parser"]
 
 
 def cmd_distill(args) -> int:
-    from gped_search.online import distill_online
+    from gped_search.engine.online import distill_online
 
     cfg = _load(args)
     import torch

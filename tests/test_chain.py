@@ -16,8 +16,8 @@ import torch
 import yaml
 
 from gped_search import engine as api
-from gped_search import online
 from gped_search.config import load_study, study_from_dict, to_dict
+from gped_search.engine import online
 from gped_search.posterior.checkpoint import (
     chain_status,
     latest_checkpoint,
@@ -50,7 +50,7 @@ RUNNER = textwrap.dedent("""
     import os, signal, sys
     import torch
     torch.set_num_threads(1)
-    from gped_search import online
+    from gped_search.engine import online
     from gped_search.config import load_study
     from gped_search.distill import chain
     from gped_search.posterior import checkpoint as ck

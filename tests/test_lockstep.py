@@ -86,10 +86,11 @@ def test_train_trials_gives_each_trial_its_record(setup):
                replace(cfg, student=replace(cfg.student, widths=(32, 8)), prune=replace(cfg.prune, lambda_g=0.05)),
                replace(cfg, distill=replace(cfg.distill, lr=1e12))]
     out = api.train_trials(p, teacher, configs, [11, 12, 13])
-    (m0, r0), (m1, r1), err = out
-    assert isinstance(err, DivergenceError) and "lower distill.lr" in str(err)
+    (_, r0), (m1, r1), failed = out[0], out[1], out[2]
+    assert isinstance(failed, api.StudentFailure) and failed.config is configs[2]
+    assert isinstance(failed.error, DivergenceError) and "lower distill.lr" in str(failed.error)
     assert r0["params"] != r1["params"] and r0["batch_students"] == r1["batch_students"] == 3
-    assert r0["_pruning"] is None and r1["_pruning"]["rule"] == "threshold"
+    assert out[0].pruning is None and out[1].pruning["rule"] == "threshold"
     assert r1["params"] == sum(t.numel() for t in m1.parameters())
     for r in (r0, r1):
         assert r["kl"] >= 0 and r["train_seconds"] > 0 and r["student_steps"] == 60

@@ -190,9 +190,8 @@ def test_every_method_prunes_saves_and_reloads(tiny, tmp_path, family, method):
     student = replace(cfg.student, family=StudentFamily(family), widths=(48, 32), m1=0.5, m2=0.5)
     prune = replace(cfg.prune, method=PruneMethod(method), rule=PruneRule.budget, budget=0.5, rounds=2,
                     lambda_g=1e-3, reg=1e-3, taylor_batches=2)
-    model, rec = api.train_trial(replace(p, cfg=replace(cfg, student=student, prune=prune)), teacher, student,
-                                 prune, seed=3)
-    info = rec["_pruning"]
+    res = api.train_trial(replace(p, cfg=replace(cfg, student=student, prune=prune)), teacher, student, prune, seed=3)
+    model, rec, info = res.model, res.metrics, res.pruning
     assert info["method"] == method and rec["prune_method"] == method and info["rounds"] == 2
     assert info["finetune_steps"] == 12
     assert rec["params"] == info["params_after"]
@@ -217,9 +216,8 @@ def test_batch_mode_runs_each_schedule(tiny):
         configs.append(replace(cfg, prune=prune))
     out = api.train_trials(p, teacher, configs, [11, 12, 13])
     for c, r in zip(configs, out):
-        assert not isinstance(r, Exception), r
-        model, rec = r
-        assert rec["_pruning"]["method"] == c.prune.method.value
-        assert rec["_pruning"]["finetune_steps"] == 12
-        _, alone = api.train_trial(replace(p, cfg=c), teacher, c.student, c.prune, seed=1)
-        assert alone["_pruning"]["units_kept"] == rec["_pruning"]["units_kept"]
+        assert isinstance(r, api.StudentResult), r
+        assert r.pruning["method"] == c.prune.method.value
+        assert r.pruning["finetune_steps"] == 12
+        alone = api.train_trial(replace(p, cfg=c), teacher, c.student, c.prune, seed=1)
+        assert alone.pruning["units_kept"] == r.pruning["units_kept"]

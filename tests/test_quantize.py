@@ -138,7 +138,7 @@ def test_bad_input_is_one_line_naming_the_key(digits, tmp_path, monkeypatch):
         "studies/quickstart.yaml",
         ["search.space.precision=[fp32, int8]", "search.latency_backend=onnxruntime", f"report_dir={tmp_path}"],
     )
-    monkeypatch.setattr(engine, "make_bundle", lambda *a: pytest.fail("data loaded before the check"))
+    monkeypatch.setattr("gped_search.engine.context.make_bundle", lambda *a: pytest.fail("data loaded before the check"))
     with pytest.raises(ConfigError) as e:
         engine.prepare(cfg)
     assert (

@@ -127,8 +127,8 @@ def test_selection_ood_auroc_scores_other_ood_images_than_the_test_one():
 
     import torch
 
-    from gped_search import engine
     from gped_search.data import Split
+    from gped_search.engine.scoring import selection_scores
     from gped_search.models import build, student_arch
 
     torch.manual_seed(0)
@@ -149,7 +149,7 @@ def test_selection_ood_auroc_scores_other_ood_images_than_the_test_one():
         test=Split(dark, y), val=Split(dark, y), ood=Split(torch.ones(n, 1, 8, 8), y), val_ood=Split(dark.clone(), y)
     )
     teacher = SimpleNamespace(test=means(n), val=means(n), ood=means(n))
-    rec = engine._scores(model, teacher, SimpleNamespace(bundle=bundle))
+    rec = selection_scores(model, teacher, SimpleNamespace(bundle=bundle))
     assert rec["selection_split"] == "validation"
     assert "ood_auroc" in rec and "test_ood_auroc" in rec and "teacher_ood_auroc" not in rec
     # the test OOD images (bright) are told apart (inverted: the student is sure of them), the validation

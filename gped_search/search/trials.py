@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from gped_search.checkpoints import save_checkpoint
 from gped_search.config import StudyConfig, to_dict
-from gped_search.engine import Prepared, train_trial, train_trials, trial_seed
+from gped_search.engine import Prepared, StudentFailure, StudentResult, train_trial, train_trials, trial_seed
 from gped_search.errors import ConfigError, DivergenceError
 from gped_search.posterior.result import TeacherResult
 from gped_search.store import publish_study_file, study_store
@@ -125,9 +125,9 @@ class _TrialRunner:
         trial.set_user_attr("fail_reason", reason)
         return TrialFailed(reason)
 
-    def finish(self, trial: optuna.Trial, tc: StudyConfig, model, rec: dict) -> tuple[float, ...]:
-        pruning = rec.pop("_pruning")
-        record_curve(trial, rec.pop("_curve", []))
+    def finish(self, trial: optuna.Trial, tc: StudyConfig, result: StudentResult) -> tuple[float, ...]:
+        model, rec, pruning = result.model, result.metrics, result.pruning
+        record_curve(trial, result.curve)
         for k, v in rec.items():
             if _scalar(v):
                 trial.set_user_attr(k, v)
@@ -194,7 +194,7 @@ def make_objective(
     def _objective(trial: optuna.Trial) -> tuple[float, ...]:
         tc, seed = runner.start(trial)
         try:
-            model, rec = train_trial(
+            result = train_trial(
                 replace(p, cfg=tc),
                 teacher,
                 tc.student,
@@ -207,7 +207,7 @@ def make_objective(
             raise
         except Exception as e:  # a FAIL with the reason, the study goes on
             raise runner.failed(trial, e) from e
-        return runner.finish(trial, tc, model, rec)
+        return runner.finish(trial, tc, result)
 
     return objective
 
@@ -304,13 +304,13 @@ def _run_batch(study, cfg, p, teacher, runner, trials, bar, announce) -> None:
             else []
         )
         for t, tc, res in zip(started, configs, results):
-            if isinstance(res, OSError):
-                raise res
-            if isinstance(res, Exception):
-                _tell(study, t, None, runner.failed(t, res))
+            if isinstance(res, StudentFailure):
+                if isinstance(res.error, OSError):
+                    raise res.error
+                _tell(study, t, None, runner.failed(t, res.error))
             else:
                 try:
-                    _tell(study, t, runner.finish(t, tc, *res), None)
+                    _tell(study, t, runner.finish(t, tc, res), None)
                 except TrialFailed as e:
                     _tell(study, t, None, e)
             if announce:
