@@ -177,9 +177,22 @@ def test_three_workers_without_shared_files_one_killed_while_sampling(s3, tmp_pa
         r = _gped(["export", str(study4), "--storage", url, "--knee", "--out", str(fourth / "exported")], fourth,
                   _env(s3))
         assert r.returncode == 0, r.stderr
-        for cmd in (["status"], ["pareto"], ["report", "--out", str(fourth / "report")]):
-            r2 = _gped([*cmd, str(study4), "--storage", url], fourth, _env(s3))
-            assert r2.returncode == 0, (cmd, r2.stderr)
+        knee = json.loads((fourth / "exported" / "model_card.json").read_text())["study"]["trial_number"]
+        where = f"s3://{BUCKET}/{prefix}/{NAME}"
+        reads = {  # the other read-only commands, side by side
+            "status": ["status", str(study4), "--storage", url],
+            "report": ["report", str(study4), "--storage", url, "--out", str(fourth / "report")],
+            "downstream": ["downstream", str(study4), "--storage", url, "--trials", str(knee), "--baseline-steps", "0"],
+            "evaluate": ["evaluate", f"{where}/trials/{knee:05d}/student.pt", "--teacher", f"{where}/teacher.pt"],
+        }
+        env4 = _env(s3, XDG_CACHE_HOME=str(fourth / "cache"))
+        procs = {k: subprocess.Popen([*pg.gped(), *a], cwd=fourth, env=env4, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True) for k, a in reads.items()}
+        done = {k: (p.communicate(timeout=300), p.returncode) for k, p in procs.items()}
+        for k, ((_, err), rc) in done.items():
+            assert rc == 0, (k, err[-2000:])
+        assert "teacher chain: done, iteration 8,000 of 8,000" in done["status"][0][0]
+        assert "rank_spearman" in done["evaluate"][0][0]  # scored against the teacher fetched from the store
 
         # the same export on a shared filesystem: the workers' report folders in one place, no store
         shared = tmp_path / "shared"
@@ -200,7 +213,6 @@ def test_three_workers_without_shared_files_one_killed_while_sampling(s3, tmp_pa
         assert SECRET not in records
 
         # a tampered checkpoint is refused by its checksum, in one line
-        knee = json.loads((fourth / "exported" / "model_card.json").read_text())["study"]["trial_number"]
         key = f"{prefix}/{NAME}/trials/{knee:05d}/student.pt"
         body = bytearray(s3.client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
         body[len(body) // 2] ^= 0xFF
