@@ -217,25 +217,37 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium (.ci/run installs Debian's chromium when it can)")
 def test_report_renders_in_headless_chromium_without_overflow(study, tmp_path):
+    """At 1400 and 800 px: no horizontal overflow, every image decoded, and the sections added by issue 28
+    (learning curves, durations, downstream results once run) present and laid out."""
     root, _ = study
-    page = (root / NAME / "index.html").read_text()
-    probe = ("<script>window.addEventListener('load',function(){document.title='W='"
+    copy = tmp_path / "reports"
+    shutil.copytree(root, copy)  # downstream writes into the study folder: leave the module's study alone
+    s = sets(copy)
+    assert main(["downstream", QUICKSTART, "--baseline-steps", "0", "--ood", "occlusion:4", *s]) == 0
+    assert main(["report", QUICKSTART, *s]) == 0
+    page = (copy / NAME / "index.html").read_text()
+    probe = ("<script>window.addEventListener('load',function(){var h=function(i){var e=document.getElementById(i);"
+             "return e?e.getBoundingClientRect().height:0};document.title='W='"
              "+document.documentElement.scrollWidth+' H='+document.documentElement.scrollHeight"
-             "+' IMG='+Array.from(document.images).filter(function(i){return i.naturalWidth>0}).length;});"
+             "+' IMG='+Array.from(document.images).filter(function(i){return i.naturalWidth>0}).length"
+             "+' S='+['curves','durations','downstream'].map(function(i){return h(i)>0?1:0}).join('');});"
              "</script></body>")
     probed = tmp_path / "probe.html"
     probed.write_text(page.replace("</body>", probe))
     prof = str(tmp_path / "profile")
-    dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={prof}", "--virtual-time-budget=5000", "--dump-dom",
-                          probed.as_uri()], capture_output=True, text=True, timeout=120)
-    m = re.search(r"<title>W=(\d+) H=(\d+) IMG=(\d+)</title>", dom.stdout)
-    assert m, dom.stdout[:500] + dom.stderr[-500:]
-    width, height, images = map(int, m.groups())
-    assert width <= 1400, f"horizontal overflow: the page is {width} px wide at a 1400 px window"
-    assert height > 1000 and images == page.count("data:image/png;base64,") >= 4
+    for width in (1400, 800):
+        flags = [f if not f.startswith("--window-size") else f"--window-size={width},1000" for f in FLAGS]
+        dom = subprocess.run([CHROMIUM, *flags, f"--user-data-dir={prof}", "--virtual-time-budget=5000",
+                              "--dump-dom", probed.as_uri()], capture_output=True, text=True, timeout=120)
+        m = re.search(r"<title>W=(\d+) H=(\d+) IMG=(\d+) S=(\d+)</title>", dom.stdout)
+        assert m, dom.stdout[:500] + dom.stderr[-500:]
+        page_width, height, images, shown = int(m[1]), int(m[2]), int(m[3]), m[4]
+        assert page_width <= width, f"horizontal overflow: the page is {page_width} px wide at a {width} px window"
+        assert height > 1000 and images == page.count("data:image/png;base64,") >= 7
+        assert shown == "111", f"sections curves, durations, downstream laid out: {shown}"
     shot = tmp_path / "shot.png"
     subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={prof}", f"--screenshot={shot}",
-                    (root / NAME / "index.html").as_uri()], capture_output=True, timeout=120)
+                    (copy / NAME / "index.html").as_uri()], capture_output=True, timeout=120)
     from matplotlib.image import imread
 
     img = imread(shot)

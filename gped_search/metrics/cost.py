@@ -20,7 +20,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-__all__ = ["cost_figures", "measure_latency", "calibrate_latency"]
+__all__ = ["cost_figures", "layer_costs", "measure_latency", "calibrate_latency"]
 
 
 def _conv_linear_macs(model: nn.Module, x: Tensor) -> int:
@@ -40,6 +40,35 @@ def _conv_linear_macs(model: nn.Module, x: Tensor) -> int:
         for h in hooks:
             h.remove()
     return total
+
+
+@torch.no_grad()
+def layer_costs(model: nn.Module, example_input: Tensor) -> list[dict]:
+    """Per Linear / Conv2d layer in forward order: ``layer`` (module name), ``kind``, ``shape`` (out x in
+    [x kh x kw]), ``params`` (weights and bias) and ``macs`` for one sample: the same counts as
+    ``macs_conv_linear`` of :func:`cost_figures`, split by layer."""
+    rows: list[dict] = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def hook(m: nn.Module, inputs, output: Tensor) -> None:
+        if isinstance(m, nn.Linear):
+            macs, shape = m.in_features * output.numel(), f"{m.out_features}x{m.in_features}"
+        else:
+            macs = (m.in_channels // m.groups) * math.prod(m.kernel_size) * output.numel()
+            shape = f"{m.out_channels}x{m.in_channels // m.groups}x" + "x".join(map(str, m.kernel_size))
+        params = sum(p.numel() for p in m.parameters(recurse=False))
+        rows.append({"layer": names[m], "kind": type(m).__name__, "shape": shape, "params": params, "macs": macs})
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    was_training = model.training
+    model.eval()
+    try:
+        model(example_input[:1])
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return rows
 
 
 def cost_figures(model: nn.Module, example_input: Tensor) -> dict:

@@ -43,6 +43,7 @@ _COLUMNS = {
     "test_expected_entropy_mae": ("exp. entropy MAE test [nats]", "g"),
     "test_ood_auroc": ("OOD AUROC test", "g"),
     "state": ("state", "str"),
+    "duration_s": ("duration [s]", "g"),
     "on_front": ("on front", "str"),
     "fail_reason": ("why it failed", "str"),
     "teacher_acc": ("accuracy test [%]", "pct"),

@@ -45,6 +45,7 @@ from .recommend import (  # noqa: E402, F401  (re-exported)
     recommendation,
     selection_note,
 )
+from .sections import ReportExtras, build_sections, section_html, section_markdown  # noqa: E402
 from .tables import (  # noqa: E402
     hypervolume,
     hypervolume_history,
@@ -85,6 +86,7 @@ def write_report(
     importances: Mapping[str, Mapping[str, float]] | None = None,
     exported: Mapping[int, str] | None = None,
     export_command: str | None = None,
+    extras: ReportExtras | None = None,
 ) -> dict:
     """Write the study's report; returns the written paths, the front and the summary.
 
@@ -92,7 +94,9 @@ def write_report(
     :data:`KNEE_RULE`) with the command that exports it; the knee and ``exported`` trials (number ->
     where) are starred in every plot and highlighted in the tables. ``notes`` are sentences for the
     Notes section, ``extra`` machine-readable figures for ``summary.json``, ``importances`` maps an
-    objective to Optuna's parameter importances for it.
+    objective to Optuna's parameter importances for it. ``extras`` (:class:`ReportExtras`) adds learning
+    curves, the downstream and robustness results and the pruned students' per-layer table; trial
+    durations come from the table's ``duration_s``.
     """
     r = _Report(
         df.copy(),
@@ -107,6 +111,7 @@ def write_report(
         importances or {},
         {int(k): v for k, v in (exported or {}).items()},
         export_command,
+        extras or ReportExtras(),
     )
     r.out.mkdir(parents=True, exist_ok=True)
     r.write_tables()
@@ -133,6 +138,7 @@ class _Report:
     importances: Mapping[str, Mapping[str, float]]
     exported: dict[int, str]
     export_command: str | None
+    extras: ReportExtras
     written: dict[str, str] = field(default_factory=dict)
     images: list[tuple[str, str]] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
@@ -168,6 +174,10 @@ class _Report:
     def write_figures(self) -> None:
         df, obj, title = self.df, self.objectives, self.title
         self.ref_used, self.hv = None, 0.0
+        self.sections = build_sections(self.extras, df, self.highlight, title)
+        for name, data in (f for s in self.sections for f in s.figures if "/" not in f[0]):
+            (self.out / name).write_bytes(data)
+            self.written[name] = str(self.out / name)
         if not len(self.complete):
             return
         color = "family" if "family" in df.columns else None
@@ -278,6 +288,7 @@ class _Report:
         if len(self.failed):
             md += ["## Failed trials", "", markdown_table(self.failed), ""]
         md += [*[f"![{caption(n, obj, self.title)}]({n})" for n, _ in self.images], ""]
+        md += [line for s in self.sections for line in section_markdown(s)]
         (self.out / "summary.md").write_text("\n".join(md))
         self.written["summary_md"] = str(self.out / "summary.md")
 
@@ -310,6 +321,7 @@ class _Report:
             f"<figcaption>{e(caption(n, obj, self.title))}</figcaption></figure>"
             for n, b in self.images
         ]
+        body += [section_html(s) for s in self.sections]
         if self.importances:
             body += [
                 "<h2>Parameter importances</h2><p>Optuna's default evaluator (fANOVA): the share of each "
@@ -321,7 +333,7 @@ class _Report:
         if len(self.failed):
             body += ["<h2>Failed trials</h2>", pretty_table(self.failed, ["number", "fail_reason"])]
         if not df.empty:
-            all_cols = [c for c in front_columns(df, obj) + ["state", "on_front"] if c in df.columns]
+            all_cols = [c for c in front_columns(df, obj) + ["state", "on_front", "duration_s"] if c in df.columns]
             body += ["<h2>All trials</h2>", pretty_table(df.sort_values("number"), all_cols, mark=mark)]
         if self.settings:
             import yaml
