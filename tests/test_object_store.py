@@ -45,7 +45,8 @@ def s3():
     import boto3
 
     port = pg._free_port()
-    log = open(Path(tempfile.mkdtemp(prefix="gped-moto-")) / "moto.log", "w")
+    logdir = Path(tempfile.mkdtemp(prefix="gped-moto-"))
+    log = open(logdir / "moto.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=log, stderr=subprocess.STDOUT)
 
@@ -66,6 +67,7 @@ def s3():
     finally:
         pg.kill(proc)
         log.close()
+        shutil.rmtree(logdir, ignore_errors=True)
 
 
 def _env(s3, **changes) -> dict[str, str]:
