@@ -10,6 +10,12 @@ def _load(args):
     from gped_search.config import load_study
 
     cfg = load_study(args.study, args.overrides)
+    if cfg.distill.plugins:  # found beside the study file or in the current folder; one line if not, before any work
+        from pathlib import Path
+
+        from gped_search.posterior.expectations import import_plugins
+
+        import_plugins(cfg.distill.plugins, (Path(args.study).resolve().parent, Path.cwd()))
     if cfg.search.artifacts:  # a wrong bucket, no credentials, an unreachable endpoint: one line, before any work
         from gped_search.store import check_store
 

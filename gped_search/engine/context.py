@@ -89,7 +89,8 @@ def student_arch_for(p: Prepared, s: StudentConfig) -> Arch:
         linear_heads=linear,
         temperature=p.cfg.distill.temperature,
     )
-    return replace(arch, input_scale=p.cfg.data.input_scale)
+    unit = tuple(e.name for e in p.exps if e.range == "unit")  # declared in [0, 1]: a sigmoid head
+    return replace(arch, input_scale=p.cfg.data.input_scale, unit_heads=unit)
 
 
 def make_trainer(

@@ -2,9 +2,9 @@
 
 Every network is described by an :class:`Arch` (plain data, saved in checkpoints) and built by
 :func:`build`. A network returns a tuple with one tensor per head: head 0 is always the class
-logits (``predictive``); further heads are positive outputs (softplus of a linear layer) of the
-dimension their expectation needs, e.g. the 1-unit expected-entropy head. All heads read the last
-hidden layer. Head outputs are never pruned.
+logits (``predictive``); further heads have the dimension their expectation needs and its range:
+softplus (>= 0, e.g. the 1-unit expected-entropy head), sigmoid (``unit_heads``, in [0, 1]) or linear
+(``linear_heads``). All heads read the last hidden layer. Head outputs are never pruned.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class Arch:
     heads: tuple[tuple[str, int], ...] = (("predictive", 0),)  # (name, dim); predictive dim = n_classes
     dropout: float = 0.0
     linear_heads: tuple[str, ...] = ()  # extra heads without softplus (expectations that may be negative)
+    unit_heads: tuple[str, ...] = ()  # extra heads with a sigmoid (expectations in [0, 1])
     temperature: float = 1.0  # predictive logits are divided by it (trained and scored at this temperature)
     input_scale: float = 1.0  # inputs are multiplied by it first (data.pixel_divisor: 255 / divisor)
 
@@ -60,6 +61,10 @@ class Arch:
         d["heads"] = [[n, k] for n, k in self.heads]
         if self.input_scale == 1.0:  # the key postdates saved networks: absent means 1
             del d["input_scale"]
+        if self.unit_heads:  # likewise: absent means none, so earlier networks' records stay identical
+            d["unit_heads"] = list(self.unit_heads)
+        else:
+            del d["unit_heads"]
         return d
 
     @classmethod
@@ -77,6 +82,7 @@ class Arch:
             linear_heads=tuple(str(n) for n in d.get("linear_heads", ())),
             temperature=float(d.get("temperature", 1.0)),
             input_scale=float(d.get("input_scale", 1.0)),
+            unit_heads=tuple(str(n) for n in d.get("unit_heads", ())),
         )
 
     @property
@@ -131,7 +137,11 @@ class Net(nn.Module):
         self.heads = nn.ModuleList(
             nn.Linear(width, arch.n_classes if name == "predictive" else dim) for name, dim in arch.heads
         )
-        self._positive = tuple(name != "predictive" and name not in arch.linear_heads for name, _ in arch.heads)
+        self._unit = tuple(name in arch.unit_heads for name, _ in arch.heads)
+        self._positive = tuple(
+            name != "predictive" and name not in arch.linear_heads and name not in arch.unit_heads
+            for name, _ in arch.heads
+        )
         self._scale = tuple(
             1.0 / arch.temperature if name == "predictive" and arch.temperature != 1.0 else None
             for name, _ in arch.heads
@@ -142,9 +152,9 @@ class Net(nn.Module):
             x = x * self.arch.input_scale
         z = self.body(x)
         out = []
-        for head, pos, scale in zip(self.heads, self._positive, self._scale):
+        for head, pos, unit, scale in zip(self.heads, self._positive, self._unit, self._scale):
             h = head(z)
-            out.append(F.softplus(h) if pos else h * scale if scale is not None else h)
+            out.append(torch.sigmoid(h) if unit else F.softplus(h) if pos else h * scale if scale is not None else h)
         return tuple(out)
 
     def named_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -9,8 +9,10 @@ module that registers them through ``distill.plugins``.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.nn import functional as F
@@ -18,6 +20,8 @@ from torch.nn import functional as F
 __all__ = [
     "Expectation",
     "register_expectation",
+    "RANGES",
+    "import_plugins",
     "get_expectation",
     "resolve",
     "registered",
@@ -35,7 +39,8 @@ class Expectation:
     name: str
     fn: Callable[[torch.Tensor], torch.Tensor]
     dim: int | None  # None: the number of classes (a distribution over classes)
-    positive: bool = True  # the student's head for it is softplus-positive
+    positive: bool = True  # the student's head is not linear (softplus for ">= 0", sigmoid for "[0, 1]")
+    range: str = "positive"  # "unit": in [0, 1] (sigmoid head); "positive": >= 0 (softplus); "real" (linear)
 
     def out_dim(self, n_classes: int) -> int:
         return n_classes if self.dim is None else self.dim
@@ -52,9 +57,25 @@ def _expected_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 _REGISTRY: dict[str, Expectation] = {
-    "predictive": Expectation("predictive", lambda z: F.softmax(z, -1), None, positive=False),
-    "expected_entropy": Expectation("expected_entropy", _expected_entropy, 1, positive=True),
+    "predictive": Expectation("predictive", lambda z: F.softmax(z, -1), None, positive=False, range="real"),
+    "expected_entropy": Expectation("expected_entropy", _expected_entropy, 1, positive=True, range="positive"),
 }
+
+
+RANGES = {
+    "unit": "unit",
+    "[0, 1]": "unit",
+    "[0,1]": "unit",
+    "probability": "unit",
+    "positive": "positive",
+    ">= 0": "positive",
+    ">=0": "positive",
+    "nonnegative": "positive",
+    "real": "real",
+    "any": "real",
+}
+"""How an expectation's values may be declared (``value_range``) and the student head each gets:
+[0, 1] -> sigmoid, >= 0 -> softplus, real -> linear."""
 
 
 def register_expectation(
@@ -63,14 +84,24 @@ def register_expectation(
     dim: int = 1,
     positive: bool = True,
     overwrite: bool = False,
+    *,
+    value_range: str | None = None,
 ) -> Expectation:
     """Register g by name. ``fn`` maps teacher logits (..., K) to (..., dim); keep it differentiable-free
-    and vectorised (it runs on whole batches on the device)."""
+    and vectorised (it runs on whole batches on the device). ``value_range`` declares the values g can
+    take, and so the student's head: ``"[0, 1]"`` (a sigmoid head, e.g. a probability), ``">= 0"``
+    (softplus, the default; an entropy) or ``"real"`` (linear); without it ``positive=False`` means real."""
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"expectation {name!r} is already registered")
     if dim < 1:
         raise ValueError("dim must be >= 1")
-    exp = Expectation(name, fn, dim, positive)
+    if value_range is None:
+        kind = "positive" if positive else "real"
+    elif str(value_range).strip().lower() in RANGES:
+        kind = RANGES[str(value_range).strip().lower()]
+    else:
+        raise ValueError(f"value_range {value_range!r}: use '[0, 1]', '>= 0' or 'real'")
+    exp = Expectation(name, fn, dim, kind != "real", kind)
     _REGISTRY[name] = exp
     return exp
 
@@ -89,10 +120,42 @@ def get_expectation(name: str) -> Expectation:
         ) from None
 
 
+def import_plugins(modules: Iterable[str], folders: Iterable[str | Path] = ()) -> None:
+    """Import each plugin module (``distill.plugins``). A module not found on ``sys.path`` is looked for
+    in ``folders`` (the CLI gives the study file's folder and the current one), which then join
+    ``sys.path`` (spawned workers inherit it). Raises :class:`ConfigError` in one line when a module is
+    not found or fails while importing."""
+    from gped_search.errors import ConfigError
+
+    extra = [str(Path(f).resolve()) for f in folders]
+    for mod in modules:
+        try:
+            importlib.import_module(mod)
+            continue
+        except ModuleNotFoundError as e:
+            if e.name is None or not (mod == e.name or mod.startswith(e.name + ".")):
+                raise ConfigError(f"distill.plugins: {mod!r} imports a missing module: {e}") from None
+        except Exception as e:  # the plugin's own error (syntax, an exception at import)
+            raise ConfigError(f"distill.plugins: importing {mod!r} failed: {type(e).__name__}: {e}") from None
+        for folder in extra:
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name is None or not (mod == e.name or mod.startswith(e.name + ".")):
+                raise ConfigError(f"distill.plugins: {mod!r} imports a missing module: {e}") from None
+            where = ", ".join(dict.fromkeys(extra)) or "the current folder"
+            raise ConfigError(
+                f"distill.plugins: cannot import {mod!r} ({e}); looked in {where} and on the Python path"
+            ) from None
+        except Exception as e:
+            raise ConfigError(f"distill.plugins: importing {mod!r} failed: {type(e).__name__}: {e}") from None
+
+
 def resolve(names: Iterable[str], plugins: Iterable[str] = ()) -> tuple[Expectation, ...]:
-    """Import plugin modules, then look the names up."""
-    for mod in plugins:
-        importlib.import_module(mod)
+    """Import plugin modules (also from the current folder), then look the names up."""
+    import_plugins(plugins, [Path.cwd()])
     return tuple(get_expectation(n) for n in names)
 
 
@@ -106,7 +169,7 @@ def tempered(exps: tuple[Expectation, ...], temperature: float) -> tuple[Expecta
     if temperature == 1.0:
         return tuple(exps)
     return tuple(
-        Expectation("predictive", lambda z, t=temperature: F.softmax(z / t, -1), None, positive=False)
+        Expectation("predictive", lambda z, t=temperature: F.softmax(z / t, -1), None, positive=False, range="real")
         if e.name == "predictive"
         else e
         for e in exps
