@@ -3,25 +3,21 @@ search's batch mode) and a single trial, which is a batch of one (:func:`train_t
 
 A batch builds each student from its own seed, distils all of them in lockstep (one minibatch
 stream, one target computation, one backward per step), runs the prune -> fine-tune schedule
-(:func:`gped_search.engine.pruning.prune_schedule`) and records each student.
+(:func:`gped_search.engine.pruning.prune_schedule`) and records each student: a
+:class:`~gped_search.engine.bracket.Bracket` (successive halving's unit) advanced once.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
-
-import torch
 
 from gped_search.config import PruneConfig, StudentConfig, StudyConfig
 from gped_search.distill.loop import TeacherResult
-from gped_search.models import build
+from gped_search.models import Net
 
-from .context import Prepared, make_trainer, student_arch_for, student_steps
-from .lockstep import Member, train_together
-from .pruning import prune_schedule
+from .bracket import Bracket
+from .context import Prepared, student_steps
 from .result import StudentFailure, StudentResult
-from .scoring import trial_record
 
 __all__ = ["train_trial", "train_trials", "run_batch"]
 
@@ -36,46 +32,17 @@ def run_batch(
     steps: int,
     latency_batch: int = 1,
     progress: bool = False,
+    models: list[Net | None] | None = None,
 ) -> list[StudentResult | StudentFailure]:
-    """Per config (one trial's student, prune and distill choices), its student built from its seed,
-    then all distilled together for ``steps`` steps on the stream of ``data_seed``, pruned and
-    fine-tuned (:func:`prune_schedule`) and recorded: a :class:`StudentResult` or, for a student
-    that failed alone (say diverged), a :class:`StudentFailure`. A student's ``train_seconds`` is its
-    share of the lockstep time plus its own pruning and evaluation."""
-    out: list[StudentResult | StudentFailure | None] = [None] * len(configs)
-    members: dict[int, Member] = {}
-    trainers = {}
-    for i, (c, seed) in enumerate(zip(configs, seeds)):
-        try:
-            torch.manual_seed(seed)
-            model = build(student_arch_for(p, c.student)).to(p.device)
-            trainers[i] = make_trainer(model, p, c.distill, prune=c.prune)
-        except Exception as e:  # noqa: BLE001 - one trial's failure, returned to the caller
-            out[i] = StudentFailure(c, e)
-            continue
-        members[i] = Member(model, c.distill, c.prune)
-    if members:
-        desc = "student" if len(members) == 1 else f"{len(members)} students"
-        group = list(members.values())
-        train_together(
-            group, [trainers[i] for i in members], p, teacher, steps, data_seed, progress=progress, desc=desc
-        )
-        prune_schedule([m for m in group if m.prune.active], p, teacher, data_seed, progress=progress)
-    for i, m in members.items():
-        c = configs[i]
-        if m.error is not None:
-            out[i] = StudentFailure(c, m.error)
-            continue
-        t0 = time.perf_counter()
-        try:
-            rec = trial_record(m.model, teacher, p, c.prune, m.pruning, steps, latency_batch, c.student.precision.value)
-        except Exception as e:  # noqa: BLE001
-            out[i] = StudentFailure(c, e)
-            continue
-        rec["train_seconds"] = m.seconds + time.perf_counter() - t0
-        rec["data_seed"] = data_seed  # the batch's shared minibatch stream
-        out[i] = StudentResult(m.model, rec, m.pruning, list(trainers[i].curve))
-    return out
+    """Per config (one trial's student, prune and distill choices), its student built from its seed
+    (or taken from ``models``: a supernet's slice), then all distilled together for ``steps`` steps on
+    the stream of ``data_seed``, pruned and fine-tuned (:func:`prune_schedule`) and recorded: a
+    :class:`StudentResult` or, for a student that failed alone (say diverged), a
+    :class:`StudentFailure`. A student's ``train_seconds`` is its share of the lockstep time plus its
+    own pruning and evaluation. This is a :class:`Bracket` advanced once by the whole length."""
+    br = Bracket(p, teacher, configs, seeds, data_seed=data_seed, total=steps, models=models, progress=progress)
+    br.advance(steps, desc="student" if len(br.ids) == 1 else f"{len(br.ids)} students")
+    return br.finish(latency_batch)
 
 
 def train_trial(
