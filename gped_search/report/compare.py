@@ -78,6 +78,8 @@ class StudyRun:
     config: dict
     trials: pd.DataFrame
     teacher: dict = field(default_factory=dict)
+    overhead_seconds: float = 0.0
+    """Compute spent before the first trial besides the teacher: a supernet's distillation and scoring."""
 
     @property
     def method(self) -> str:
@@ -104,9 +106,13 @@ def _varies(spec) -> bool:
 
 def method_label(config: Mapping) -> str:
     """``grid`` (a grid over sizes, no pruning), ``prune`` (a grid over the pruning strength only),
-    else the sampler's name (``tpe``, ``nsga2``, ``random``)."""
+    ``supernet`` / ``halving`` (those strategies, with the sampler when it is not TPE: ``halving-qmc``),
+    else the sampler's name (``tpe``, ``nsga2``, ``random``, ``qmc``, ``gp``)."""
     search = config.get("search", {})
     sampler = search.get("sampler", "tpe")
+    strategy = search.get("strategy", "trials")
+    if strategy in ("supernet", "halving"):
+        return strategy if sampler == "tpe" else f"{strategy}-{sampler}"
     if sampler != "grid":
         return sampler
     space = search.get("space", {})
@@ -200,7 +206,7 @@ def hv_curves(runs: Sequence[StudyRun], ref: np.ndarray | None = None) -> pd.Dat
                     "method": r.method,
                     "seed": r.seed,
                     "trials": np.arange(1, len(t) + 1),
-                    "seconds": busy_seconds(t),
+                    "seconds": busy_seconds(t) + r.overhead_seconds,
                     "hypervolume": h["hypervolume"].to_numpy(),
                 }
             )

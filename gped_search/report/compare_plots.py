@@ -18,13 +18,17 @@ if TYPE_CHECKING:
 
 __all__ = ["plot_setting", "plot_summary", "plot_grid_scaling"]
 
-METHOD_ORDER = ("grid", "prune", "tpe", "nsga2", "random")
+METHOD_ORDER = ("grid", "prune", "tpe", "nsga2", "random", "qmc", "gp", "supernet", "halving")
 METHOD_NAMES = {
     "grid": "paper's grid",
     "prune": "group-LASSO pruning",
     "tpe": "search (TPE)",
     "nsga2": "search (NSGA-II)",
     "random": "random search",
+    "qmc": "search (Sobol QMC)",
+    "gp": "search (GP)",
+    "supernet": "supernet",
+    "halving": "successive halving",
 }
 METHOD_COLORS = {
     "grid": "tab:blue",
@@ -32,6 +36,10 @@ METHOD_COLORS = {
     "tpe": "tab:red",
     "nsga2": "tab:purple",
     "random": "tab:gray",
+    "qmc": "tab:olive",
+    "gp": "tab:pink",
+    "supernet": "tab:green",
+    "halving": "tab:cyan",
 }
 
 
