@@ -160,7 +160,7 @@ def cmd_downstream(args) -> int:
         from gped_search.config import ConfigError
 
         raise ConfigError(f"--baseline-steps {args.baseline_steps}: give 0 (no baseline) or more Adam steps")
-    from gped_search.search.jobs import run_downstream
+    from gped_search.search.uncertainty_jobs import run_downstream
 
     cfg, study = _open(args)
     table, out = run_downstream(
@@ -186,7 +186,7 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
 def cmd_robustness(args) -> int:
     from gped_search.config import ConfigError
     from gped_search.metrics.adversarial import ATTACKS
-    from gped_search.search.jobs import run_robustness
+    from gped_search.search.uncertainty_jobs import run_robustness
 
     eps = _floats(args.eps, "--eps")
     if any(not 0 < e <= 1 for e in eps):

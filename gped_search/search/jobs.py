@@ -16,16 +16,13 @@ from gped_search.config import ConfigError, StudyConfig, to_dict
 from gped_search.report.tables import knee_point, pareto_front
 
 from .results import live_exports, study_objectives, study_path, study_status, teacher_seconds_saved, trials_frame
-from .uncertainty_jobs import run_downstream, run_robustness
 
 __all__ = [
     "pick_trial",
     "export_command",
     "parameter_importances",
-    "run_robustness",
     "write_study_report",
     "export_trial",
-    "run_downstream",
 ]
 
 
