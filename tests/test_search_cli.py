@@ -124,7 +124,7 @@ def test_run_records_four_complete_trials(study_run):
     assert len(df) == 4 and set(df["state"]) == {"COMPLETE"}
     assert sorted(df["number"]) == [0, 1, 2, 3]
     for _, r in df.iterrows():
-        for k in ("kl", "bytes_fp32", "latency_ms"):
+        for k in ("kl", "bytes_fp32", "macs", "latency_ms"):
             assert r[k] == r[k] and float(r[k]) >= 0, (k, r[k])  # finite objective values
         assert int(r["params"]) > 0 and float(r["bytes_fp32"]) == 4 * int(r["params"]) + 4 * int(r["buffers"])
         assert not Path(r["checkpoint"]).is_absolute()  # relative to the study folder: it can move
@@ -152,7 +152,7 @@ def test_report_is_written_and_self_contained(study_run):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     trials = pd.read_csv(out / "trials.csv")
     assert "on_front" in trials.columns and len(trials) == 4
-    assert set(trials.loc[trials["on_front"], "number"]) == nondominated(trials, ["kl", "bytes_fp32", "latency_ms"])
+    assert set(trials.loc[trials["on_front"], "number"]) == nondominated(trials, ["kl", "bytes_fp32", "macs"])
     summary = (out / "summary.md").read_text()
     assert summary.startswith("> Selected on the validation split") and f"# {NAME}" in summary
     assert "Pareto front" in summary and "KL test [nats]" in summary and "Monte-Carlo floor KL" in summary
