@@ -75,7 +75,7 @@ def cmd_scratch(args) -> int:
     from gped_search.distill.loop import train_student
     from gped_search.engine import make_trainer, prepare, student_arch_for, student_record
     from gped_search.models import build
-    from gped_search.search.study import ensure_teacher
+    from gped_search.search.teacher import ensure_teacher
     from gped_search.seeds import trial_seed
 
     torch.set_num_threads(args.threads)

@@ -27,7 +27,7 @@ from gped_search.engine import (
 )
 from gped_search.metrics.cost import measure_latency
 from gped_search.models import build
-from gped_search.search.study import ensure_teacher
+from gped_search.search.teacher import ensure_teacher
 
 KEYS = ("kl", "student_acc", "expected_entropy_mae", "params", "bytes_fp32")
 

@@ -118,7 +118,7 @@ class Suite:
 
         from gped_search.config import load_study
         from gped_search.engine import prepare
-        from gped_search.search.study import ensure_teacher
+        from gped_search.search.teacher import ensure_teacher
 
         torch.set_num_threads(args.threads)
         seen = set()

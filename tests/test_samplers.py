@@ -223,7 +223,7 @@ def test_old_studies_keep_their_teacher_key():
     """Keys added with the recipe, at their defaults, leave the teacher key as it was before they
     existed (recomputed here from the settings as the old code digested them)."""
     from gped_search.config import settings_digest
-    from gped_search.schema_chain import RECIPE_DEFAULTS
+    from gped_search.config.schema_chain import RECIPE_DEFAULTS
     from gped_search.search.teacher import teacher_key
 
     cfg = load_study("studies/quickstart.yaml")

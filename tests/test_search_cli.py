@@ -30,7 +30,8 @@ from optuna.trial import TrialState
 from gped_search.cli import main
 from gped_search.config import load_study
 from gped_search.search import open_study, trials_frame
-from gped_search.search.study import TEACHER_FILE, fail_dead_trials, mask_url
+from gped_search.search.storage import fail_dead_trials, mask_url
+from gped_search.search.teacher import TEACHER_FILE
 
 QUICKSTART = str(Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml")
 NAME = "quickstart"

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from gped_search.config.space import precisions
 from gped_search.models.nets import arch_of
 from gped_search.quant.int8 import calibration_inputs, quantize_student, require_onnxruntime
 from gped_search.quant.onnx import OrtStudent, measure_latency_ort, strip_debug, write_onnx
-from gped_search.search.space import precisions
 
 if TYPE_CHECKING:
     from gped_search.config import StudyConfig

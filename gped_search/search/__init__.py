@@ -7,7 +7,9 @@ study), :mod:`.teacher` (the shared teacher), :mod:`.study` (running trials), :m
 import torch.
 """
 
-from .space import METRICS, PARAMS, parse_space, suggest
+from gped_search.config.space import METRICS, PARAMS, parse_space
+
+from .space import suggest
 
 _LAZY = {
     "StudyError": "storage",

@@ -10,7 +10,8 @@ import optuna
 from gped_search.config import ConfigError, load_study
 from gped_search.report.compare import StudyRun
 
-from .study import StudyError, open_storage, open_study, trials_frame
+from .results import trials_frame
+from .storage import StudyError, open_storage, open_study
 
 __all__ = ["collect_runs"]
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import optuna
 
 from gped_search.config import StudyConfig
-
-from .space import Spec, grid_space
+from gped_search.config.space import Spec, grid_space
 
 __all__ = ["search_seed", "make_sampler"]
 

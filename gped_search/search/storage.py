@@ -32,11 +32,11 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, Jou
 from optuna.trial import TrialState
 
 from gped_search.config import StudyConfig, to_dict
+from gped_search.config.space import parse_space
 from gped_search.errors import StudyError  # noqa: F401  (raised here; re-exported)
 from gped_search.posterior.checkpoint import pid_alive as _alive
 
 from .samplers import make_sampler
-from .space import parse_space
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ import torch
 from optuna.trial import TrialState
 
 from gped_search.config import StudyConfig
+from gped_search.config.space import parse_space
 from gped_search.engine import prepare
 from gped_search.seeds import resume_sampler_seed
 from gped_search.store import check_store, fetch_study_file
@@ -31,57 +32,29 @@ from .results import (
     CALIBRATION_ATTR,
     _scalar,
     study_path,
-    study_status,
-    teacher_seconds_saved,
     trials_frame,
 )
 from .samplers import make_sampler, search_seed
 from .settings_history import record_settings
-from .space import parse_space
 from .storage import (
     StudyError,
     fail_dead_trials,
-    mask_url,
-    open_storage,
     open_study,
     optuna_quiet,
     storage_url,
 )
-from .teacher import CHAIN_DIR, TEACHER_FILE, ensure_teacher, teacher_key
+from .teacher import TEACHER_FILE
 from .teacher_store import ensure_shared_teacher
-from .trials import (  # noqa: F401
-    EXPECTED_FAILURES,
+from .trials import (
     TrialFailed,
     _echo,
     finished,
     make_objective,
     optimize_batched,
     retry_interrupted,
-    trial_line,
 )
 
-__all__ = [
-    "StudyError",
-    "storage_url",
-    "mask_url",
-    "open_storage",
-    "make_sampler",
-    "search_seed",
-    "teacher_key",
-    "ensure_teacher",
-    "open_study",
-    "run_study",
-    "trials_frame",
-    "study_status",
-    "fail_dead_trials",
-    "teacher_seconds_saved",
-    "optimize_batched",
-    "TEACHER_FILE",
-    "calibrate_front",
-    "CHAIN_DIR",
-    "CALIBRATION_ATTR",
-    "TrialFailed",
-]
+__all__ = ["run_study", "calibrate_front"]
 
 
 def _work(*args, **kwargs) -> None:

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from gped_search.checkpoints import save_checkpoint
 from gped_search.config import StudyConfig, to_dict
+from gped_search.config.space import Spec
 from gped_search.engine import Prepared, StudentFailure, StudentResult, train_trial, train_trials, trial_seed
 from gped_search.errors import ConfigError, DivergenceError
 from gped_search.posterior.result import TeacherResult
@@ -35,7 +36,7 @@ from gped_search.store import publish_study_file, study_store
 
 from .results import _scalar
 from .samplers import search_seed
-from .space import Spec, suggest
+from .space import suggest
 from .storage import Heartbeat, fail_dead_trials, grid_left, record_curve, trial_ids
 
 __all__ = [

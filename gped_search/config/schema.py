@@ -1,7 +1,8 @@
 """The study's settings as typed, frozen, validated dataclasses (the schema of a study file).
 
 Every section is a frozen dataclass whose ``__post_init__`` range-checks its values; reading YAML,
-``--set`` overrides and type coercion are :mod:`gped_search.config` (which re-exports all of this).
+``--set`` overrides and type coercion are :mod:`gped_search.config.loading`; the package
+:mod:`gped_search.config` re-exports all of this.
 """
 
 from __future__ import annotations
@@ -40,16 +41,18 @@ from gped_search.choices import (
     StudentFamily,
     TargetMode,
 )
-from gped_search.schema_chain import (  # noqa: E402  (re-exported)
+
+from .schema_chain import (  # noqa: E402  (re-exported)
     CHAIN_LENGTH_KEYS,
     DataConfig,
     TeacherConfig,
-    _check,
     chain_settings,
+    check,
     settings_digest,
     to_dict,
 )
-from gped_search.schema_strategy import HalvingConfig, SupernetConfig  # noqa: E402  (re-exported)
+from .schema_strategy import HalvingConfig, SupernetConfig  # noqa: E402  (re-exported)
+from .space import check_metric, grid_space, parse_space, precisions  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -70,13 +73,13 @@ class StudentConfig:
     """int8 CNN students: transfer-set inputs (evenly spaced) that calibrate static quantization."""
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             len(self.widths) >= 1 and all(w >= 1 for w in self.widths),
             "student.widths must be positive",
         )
-        _check(self.m1 > 0 and self.m2 > 0, "student.m1 and student.m2 must be > 0")
-        _check(0 <= self.dropout < 1, "student.dropout must be in [0, 1)")
-        _check(self.calibration_size >= 1, "student.calibration_size must be >= 1")
+        check(self.m1 > 0 and self.m2 > 0, "student.m1 and student.m2 must be > 0")
+        check(0 <= self.dropout < 1, "student.dropout must be in [0, 1)")
+        check(self.calibration_size >= 1, "student.calibration_size must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -127,39 +130,39 @@ class DistillConfig:
     """polyak: fraction of the run's online student steps after which the average starts, in [0, 1)."""
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             len(self.targets) >= 1 and self.targets[0] == "predictive",
             "distill.targets must start with 'predictive'",
         )
-        _check(len(set(self.targets)) == len(self.targets), "distill.targets has duplicates")
-        _check(
+        check(len(set(self.targets)) == len(self.targets), "distill.targets has duplicates")
+        check(
             self.every >= 1 and self.transfer_batch >= 1,
             "distill.every and transfer_batch must be >= 1",
         )
-        _check(self.steps is None or self.steps >= 1, "distill.steps must be >= 1")
-        _check(
+        check(self.steps is None or self.steps >= 1, "distill.steps must be >= 1")
+        check(
             self.online_average in ("none", "polyak"),
             f"distill.online_average must be none or polyak, got {self.online_average!r}",
         )
-        _check(0 <= self.online_average_start < 1, "distill.online_average_start must be in [0, 1)")
-        _check(
+        check(0 <= self.online_average_start < 1, "distill.online_average_start must be in [0, 1)")
+        check(
             self.derivative_weight >= 0 and self.relational_weight >= 0,
             "distill.derivative_weight and distill.relational_weight must be >= 0",
         )
-        _check(self.derivative_directions >= 1, "distill.derivative_directions must be >= 1")
-        _check(
+        check(self.derivative_directions >= 1, "distill.derivative_directions must be >= 1")
+        check(
             self.derivative_samples is None or self.derivative_samples >= 1, "distill.derivative_samples must be >= 1"
         )
-        _check(self.transfer_size is None or self.transfer_size >= 1, "distill.transfer_size must be >= 1")
-        _check(
+        check(self.transfer_size is None or self.transfer_size >= 1, "distill.transfer_size must be >= 1")
+        check(
             self.lr > 0 and self.lr_step >= 1 and 0 < self.lr_gamma <= 1,
             "distill lr/lr_step/lr_gamma out of range",
         )
-        _check(
+        check(
             self.entropy_weight >= 0 and self.temperature > 0,
             "distill.entropy_weight >= 0, temperature > 0",
         )
-        _check(
+        check(
             self.entropy_loss == EntropyLoss.l2 or self.target_mode == TargetMode.cached,
             f"distill.entropy_loss: l1 with target_mode {getattr(self.target_mode, 'value', self.target_mode)} "
             f"fits the posterior median of single-sample targets, not their mean; use l2 (or target_mode cached)",
@@ -201,22 +204,22 @@ class PruneConfig:
     """Fine-tuning learning rate = distill.lr * this factor."""
 
     def __post_init__(self) -> None:
-        _check(self.lambda_g >= 0, "prune.lambda_g must be >= 0")
-        _check(self.tau >= 0, "prune.tau must be >= 0")
-        _check(0 <= self.ratio < 1, "prune.ratio must be in [0, 1)")
-        _check(0 < self.budget <= 1, "prune.budget must be in (0, 1]")
-        _check(self.reg >= 0 and self.delta_reg >= 0, "prune.reg and prune.delta_reg must be >= 0")
-        _check(self.rounds >= 1, "prune.rounds must be >= 1")
-        _check(self.taylor_batches >= 1, "prune.taylor_batches must be >= 1")
-        _check(self.norm in (1, 2), "prune.norm must be 1 or 2")
-        _check(self.finetune_steps >= 0, "prune.finetune_steps must be >= 0")
-        _check(self.finetune_lr_factor > 0, "prune.finetune_lr_factor must be > 0")
-        _check(
+        check(self.lambda_g >= 0, "prune.lambda_g must be >= 0")
+        check(self.tau >= 0, "prune.tau must be >= 0")
+        check(0 <= self.ratio < 1, "prune.ratio must be in [0, 1)")
+        check(0 < self.budget <= 1, "prune.budget must be in (0, 1]")
+        check(self.reg >= 0 and self.delta_reg >= 0, "prune.reg and prune.delta_reg must be >= 0")
+        check(self.rounds >= 1, "prune.rounds must be >= 1")
+        check(self.taylor_batches >= 1, "prune.taylor_batches must be >= 1")
+        check(self.norm in (1, 2), "prune.norm must be 1 or 2")
+        check(self.finetune_steps >= 0, "prune.finetune_steps must be >= 0")
+        check(self.finetune_lr_factor > 0, "prune.finetune_lr_factor must be > 0")
+        check(
             self.method == PruneMethod.group_lasso or self.rule != PruneRule.threshold,
             f"prune.rule threshold needs prune.method group_lasso (method "
             f"{getattr(self.method, 'value', self.method)} ranks units: use rule budget or ratio)",
         )
-        _check(
+        check(
             self.rounds == 1 or self.rule != PruneRule.threshold,
             "prune.rounds > 1 needs prune.rule budget or ratio (a threshold has no intermediate steps)",
         )
@@ -271,29 +274,29 @@ class SearchConfig:
     teacher depends on the study ``seed`` only, so studies that differ in ``search.seed`` share it."""
 
     def __post_init__(self) -> None:
-        _check(0 < self.robust_eps <= 1, "search.robust_eps must be in (0, 1]")
-        _check(self.robust_steps >= 1 and self.robust_n >= 1, "search.robust_steps and search.robust_n must be >= 1")
-        _check(
+        check(0 < self.robust_eps <= 1, "search.robust_eps must be in (0, 1]")
+        check(self.robust_steps >= 1 and self.robust_n >= 1, "search.robust_steps and search.robust_n must be >= 1")
+        check(
             self.sampler in {"tpe", "nsga2", "random", "grid", "qmc", "gp"},
             f"search.sampler must be tpe|nsga2|random|grid|qmc|gp, got {self.sampler!r}",
         )
-        _check(
+        check(
             self.n_startup_trials is None or self.n_startup_trials >= 1,
             f"search.n_startup_trials must be >= 1, got {self.n_startup_trials}",
         )
-        _check(len(self.objectives) >= 1, "search.objectives must name at least one objective")
+        check(len(self.objectives) >= 1, "search.objectives must name at least one objective")
         for k, v in self.objectives.items():
-            _check(v in {"minimize", "maximize"}, f"search.objectives.{k} must be minimize or maximize")
-        _check(self.n_trials is None or self.n_trials >= 1, "search.n_trials must be >= 1")
-        _check(self.timeout is None or self.timeout > 0, "search.timeout must be > 0")
-        _check(self.latency_batch >= 1, "search.latency_batch must be >= 1")
-        _check(self.batch >= 1, "search.batch must be >= 1")
-        _check(
+            check(v in {"minimize", "maximize"}, f"search.objectives.{k} must be minimize or maximize")
+        check(self.n_trials is None or self.n_trials >= 1, "search.n_trials must be >= 1")
+        check(self.timeout is None or self.timeout > 0, "search.timeout must be > 0")
+        check(self.latency_batch >= 1, "search.latency_batch must be >= 1")
+        check(self.batch >= 1, "search.batch must be >= 1")
+        check(
             self.artifacts is None
             or (isinstance(self.artifacts, str) and self.artifacts.startswith(("s3://", "file:///"))),
             f"search.artifacts must be s3://bucket/prefix or file:///folder, got {self.artifacts!r}",
         )
-        _check(
+        check(
             self.seed is None or (isinstance(self.seed, int) and self.seed >= 0),
             "search.seed must be a non-negative integer",
         )
@@ -317,33 +320,29 @@ class StudyConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
             "name must be a non-empty name without '/' (and not '.' or '..')",
         )
-        _check(
+        check(
             self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
             "device must be auto, cpu, cuda or cuda:N",
         )
-        from gped_search.search.space import check_metric, parse_space
-
         specs = parse_space(self.search.space)
         for s in specs.values():
             vals = s.choices if s.choices is not None else (s.low, s.high, s.step)
-            _check(
+            check(
                 not any(isinstance(v, float) and not math.isfinite(v) for v in vals),
                 f"search.space.{s.name}: numbers must be finite",
             )
         methods = specs["method"].values() if "method" in specs else [self.prune.method.value]
         rules = specs["rule"].values() if "rule" in specs else [self.prune.rule.value]
-        _check(
+        check(
             not ("threshold" in rules and any(m != "group_lasso" for m in methods)),
             "search.space.method: methods other than group_lasso rank units and need prune.rule budget or "
             "ratio, but the study may use rule threshold (set prune.rule: budget)",
         )
         if self.search.sampler == "grid":
-            from gped_search.search.space import grid_space
-
             _check_grid_size(specs, len(self.student.widths))
             if not grid_space(specs, len(self.student.widths)):
                 raise ConfigError("search.space: the grid sampler needs at least one parameter with several values")
@@ -351,14 +350,12 @@ class StudyConfig:
             check_metric(k, self.distill.targets, f"search.objectives.{k}")
         for k, v in self.search.constraints.items():
             check_metric(k, self.distill.targets, f"search.constraints.{k}")
-            _check(
+            check(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
                 f"search.constraints.{k} must be a finite number (the upper bound)",
             )
-        from gped_search.search.space import precisions
-
         timed = any(k.startswith("latency") for k in (*self.search.objectives, *self.search.constraints))
-        _check(
+        check(
             not (timed and {"fp32", "int8"} <= precisions(self) and self.search.latency_backend.value == "torch"),
             "search.latency_backend: int8 students run in ONNX Runtime, so a latency objective over fp32 "
             "and int8 needs search.latency_backend: onnxruntime",
@@ -383,7 +380,7 @@ def _check_grid_size(specs: dict, default_depth: int) -> None:
             counts[name] = len(s.choices)
         elif s.is_int or s.step:
             n = math.floor((s.high - s.low) / (s.step or 1) + 1e-9) + 1
-            _check(
+            check(
                 n <= GRID_MAX,
                 f"search.space.{name}: {n} grid values (at most {GRID_MAX}); use a larger step",
             )
@@ -397,7 +394,7 @@ def _check_grid_size(specs: dict, default_depth: int) -> None:
             continue
         for _ in range(depth if name == "mlp_width" and not specs[name].shared else 1):
             total *= n
-            _check(
+            check(
                 total <= GRID_MAX,
                 f"search.space: more than {GRID_MAX} grid points; fewer values or a larger step",
             )

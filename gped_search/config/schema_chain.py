@@ -1,6 +1,6 @@
 """The data and teacher-chain sections of a study file (:class:`DataConfig`, :class:`TeacherConfig`).
 
-Split from :mod:`gped_search.schema` (which re-exports both): these are the settings a teacher chain
+Split from :mod:`gped_search.config.schema` (which re-exports both): these are the settings a teacher chain
 depends on, and the digests that identify a chain (:func:`chain_settings`, :func:`settings_digest`,
 :func:`to_dict`). :data:`RECIPE_DEFAULTS` lists the keys added after artifacts already existed; at their old
 behaviour they are left out of the settings digests, so an old artifact keeps its key and loads.
@@ -17,6 +17,7 @@ from gped_search.choices import Dataset, StepSchedule, TeacherArch, TeacherInit,
 from gped_search.errors import ConfigError
 
 __all__ = [
+    "check",
     "DataConfig",
     "TeacherConfig",
     "RECIPE_DEFAULTS",
@@ -27,7 +28,8 @@ __all__ = [
 ]
 
 
-def _check(cond: bool, msg: str) -> None:
+def check(cond: bool, msg: str) -> None:
+    """Raise :class:`ConfigError` with ``msg`` unless ``cond`` (every range check of the schema)."""
     if not cond:
         raise ConfigError(msg)
 
@@ -58,7 +60,7 @@ class DataConfig:
     files, occlusion, perturbation, attacks and exported models all keep [0, 1] inputs."""
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             self.validation is None
             or (
                 isinstance(self.validation, (int, float))
@@ -67,10 +69,10 @@ class DataConfig:
             ),
             "data.validation must be 0, a fraction in (0, 1) or a whole count",
         )
-        _check(self.mask_size >= 0, "data.mask_size must be >= 0")
-        _check(self.train_subset is None or self.train_subset > 0, "data.train_subset must be > 0")
-        _check(self.perturb_sigma >= 0, "data.perturb_sigma must be >= 0")
-        _check(self.pixel_divisor > 0, f"data.pixel_divisor must be > 0, got {self.pixel_divisor}")
+        check(self.mask_size >= 0, "data.mask_size must be >= 0")
+        check(self.train_subset is None or self.train_subset > 0, "data.train_subset must be > 0")
+        check(self.perturb_sigma >= 0, "data.perturb_sigma must be >= 0")
+        check(self.pixel_divisor > 0, f"data.pixel_divisor must be > 0, got {self.pixel_divisor}")
 
     @property
     def input_scale(self) -> float:
@@ -142,33 +144,33 @@ class TeacherConfig:
     """With checkpoint_every None: seconds of sampling between chain checkpoints."""
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             len(self.widths) >= 1 and all(w >= 1 for w in self.widths),
             "teacher.widths must be positive",
         )
-        _check(self.iterations >= 1, "teacher.iterations must be >= 1")
-        _check(self.batch_size >= 1, "teacher.batch_size must be >= 1")
-        _check(self.step_size > 0, "teacher.step_size must be > 0")
-        _check(self.prior_precision >= 0, "teacher.prior_precision must be >= 0")
-        _check(0 <= self.burn_in < self.iterations, "teacher.burn_in must be in [0, iterations)")
-        _check(self.thin >= 1, "teacher.thin must be >= 1")
-        _check(self.chains >= 1, "teacher.chains must be >= 1")
-        _check(self.bank_size >= 1, "teacher.bank_size must be >= 1")
-        _check(self.check_every >= 1, "teacher.check_every must be >= 1")
-        _check(
+        check(self.iterations >= 1, "teacher.iterations must be >= 1")
+        check(self.batch_size >= 1, "teacher.batch_size must be >= 1")
+        check(self.step_size > 0, "teacher.step_size must be > 0")
+        check(self.prior_precision >= 0, "teacher.prior_precision must be >= 0")
+        check(0 <= self.burn_in < self.iterations, "teacher.burn_in must be in [0, iterations)")
+        check(self.thin >= 1, "teacher.thin must be >= 1")
+        check(self.chains >= 1, "teacher.chains must be >= 1")
+        check(self.bank_size >= 1, "teacher.bank_size must be >= 1")
+        check(self.check_every >= 1, "teacher.check_every must be >= 1")
+        check(
             self.checkpoint_every is None or self.checkpoint_every >= 0,
             "teacher.checkpoint_every must be >= 0",
         )
-        _check(self.checkpoint_seconds > 0, "teacher.checkpoint_seconds must be > 0")
-        _check(
+        check(self.checkpoint_seconds > 0, "teacher.checkpoint_seconds must be > 0")
+        check(
             self.decay_t0 > 0 and 0 < self.decay_gamma <= 1,
             "teacher decay_t0 > 0, 0 < decay_gamma <= 1",
         )
-        _check(self.decay_every >= 1, f"teacher.decay_every must be >= 1, got {self.decay_every}")
-        _check(0 < self.decay_factor <= 1, f"teacher.decay_factor must be in (0, 1], got {self.decay_factor}")
-        _check(0 < self.psgld_alpha < 1, f"teacher.psgld_alpha must be in (0, 1), got {self.psgld_alpha}")
-        _check(self.psgld_damping > 0, f"teacher.psgld_damping must be > 0, got {self.psgld_damping}")
-        _check(self.init_magnitude > 0, f"teacher.init_magnitude must be > 0, got {self.init_magnitude}")
+        check(self.decay_every >= 1, f"teacher.decay_every must be >= 1, got {self.decay_every}")
+        check(0 < self.decay_factor <= 1, f"teacher.decay_factor must be in (0, 1], got {self.decay_factor}")
+        check(0 < self.psgld_alpha < 1, f"teacher.psgld_alpha must be in (0, 1), got {self.psgld_alpha}")
+        check(self.psgld_damping > 0, f"teacher.psgld_damping must be > 0, got {self.psgld_damping}")
+        check(self.init_magnitude > 0, f"teacher.init_magnitude must be > 0, got {self.init_magnitude}")
 
 
 RECIPE_DEFAULTS = {

@@ -1,12 +1,12 @@
 """Settings of the search strategies that spend less than one full training per trial:
 ``search.supernet`` (a weight-sharing student scores the space) and ``search.halving``
-(synchronous successive halving in lockstep). Re-exported by :mod:`gped_search.schema`."""
+(synchronous successive halving in lockstep). Re-exported by :mod:`gped_search.config.schema`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gped_search.schema_chain import _check
+from .schema_chain import check
 
 __all__ = ["SupernetConfig", "HalvingConfig"]
 
@@ -29,14 +29,14 @@ class SupernetConfig:
     are not trials, and their seconds are recorded apart (``supernet_check_seconds``)."""
 
     def __post_init__(self) -> None:
-        _check(self.steps is None or self.steps >= 1, f"search.supernet.steps must be >= 1, got {self.steps}")
-        _check(self.random >= 0, f"search.supernet.random must be >= 0, got {self.random}")
-        _check(self.samples >= 2, f"search.supernet.samples must be >= 2, got {self.samples}")
-        _check(
+        check(self.steps is None or self.steps >= 1, f"search.supernet.steps must be >= 1, got {self.steps}")
+        check(self.random >= 0, f"search.supernet.random must be >= 0, got {self.random}")
+        check(self.samples >= 2, f"search.supernet.samples must be >= 2, got {self.samples}")
+        check(
             self.finetune_steps is None or self.finetune_steps >= 0,
             f"search.supernet.finetune_steps must be >= 0, got {self.finetune_steps}",
         )
-        _check(self.check == 0 or self.check >= 3, f"search.supernet.check must be 0 or >= 3, got {self.check}")
+        check(self.check == 0 or self.check >= 3, f"search.supernet.check must be 0 or >= 3, got {self.check}")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,6 @@ class HalvingConfig:
     """Configurations asked at the first rung (None: from search.n_trials, the trials that reach full length)."""
 
     def __post_init__(self) -> None:
-        _check(self.eta >= 2, f"search.halving.eta must be >= 2, got {self.eta}")
-        _check(self.rungs is None or self.rungs >= 1, f"search.halving.rungs must be >= 1, got {self.rungs}")
-        _check(self.n is None or self.n >= 2, f"search.halving.n must be >= 2, got {self.n}")
+        check(self.eta >= 2, f"search.halving.eta must be >= 2, got {self.eta}")
+        check(self.rungs is None or self.rungs >= 1, f"search.halving.rungs must be >= 1, got {self.rungs}")
+        check(self.n is None or self.n >= 2, f"search.halving.n must be >= 2, got {self.n}")

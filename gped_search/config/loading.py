@@ -1,7 +1,7 @@
-"""Typed, frozen, validated study configuration: reading a study file.
+"""Reading a study file into a :class:`StudyConfig`: YAML 1.2 numbers, type coercion, ``--set`` overrides.
 
 A study file is YAML whose top-level keys map onto :class:`StudyConfig` (the dataclasses live in
-:mod:`gped_search.schema` and are re-exported here). Unknown keys are an error that names the valid
+:mod:`gped_search.config.schema`; ``extends:`` is :mod:`gped_search.config.study_files`). Unknown keys are an error that names the valid
 keys and the closest one, values are type-checked and range-checked, and ``--set a.b=c`` overrides
 are applied after the file itself is validated, so an error is blamed on the file or on the override.
 """
@@ -22,57 +22,12 @@ from typing import Any
 
 import yaml
 
-from gped_search.choices import (
-    Dataset,
-    EntropyLoss,
-    PruneMethod,
-    PruneRule,
-    StepSchedule,
-    StudentFamily,
-    TargetMode,
-    TeacherArch,
-)  # noqa: F401
-from gped_search.errors import ConfigError  # noqa: F401  (raised here; re-exported)
-from gped_search.schema import (  # noqa: F401  (re-exported)
-    CHAIN_LENGTH_KEYS,
-    GRID_MAX,
-    DataConfig,
-    DistillConfig,
-    PruneConfig,
-    SearchConfig,
-    StudentConfig,
-    StudyConfig,
-    TeacherConfig,
-    chain_settings,
-    settings_digest,
-    to_dict,
-)
-from gped_search.study_files import merge, read_mapping
+from gped_search.errors import ConfigError
 
-__all__ = [
-    "ConfigError",
-    "Dataset",
-    "TeacherArch",
-    "StudentFamily",
-    "TargetMode",
-    "EntropyLoss",
-    "StepSchedule",
-    "PruneRule",
-    "PruneMethod",
-    "DataConfig",
-    "TeacherConfig",
-    "StudentConfig",
-    "DistillConfig",
-    "PruneConfig",
-    "SearchConfig",
-    "StudyConfig",
-    "load_study",
-    "report_base",
-    "parse_overrides",
-    "study_from_dict",
-    "to_dict",
-    "save_study",
-]
+from .schema import StudyConfig
+from .study_files import merge, read_mapping
+
+__all__ = ["load_study", "report_base", "parse_overrides", "study_from_dict"]
 
 
 class _Loader(yaml.SafeLoader):
@@ -285,7 +240,3 @@ def _load_study(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
             except ConfigError as e1:
                 raise ConfigError(f"--set {o}: {e1}") from None
         raise ConfigError(f"--set {' '.join(overrides)}: {e}") from None
-
-
-def save_study(cfg: StudyConfig, path: str | os.PathLike) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
