@@ -107,11 +107,14 @@ def test_a_misconfigured_store_is_one_line_before_any_work(s3, tmp_path):
          "no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
         ([], {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{pg._free_port()}"}, "cannot reach the endpoint"),
     ]
-    for extra, env_changes, want in cases:
-        r = _gped(["run", str(study), "--no-progress", *extra], tmp_path, _env(s3, **env_changes), timeout=120)
-        assert r.returncode == 2, r.stderr
-        line = r.stderr.strip().splitlines()
-        assert len(line) == 1 and line[0].startswith("gped-search: error: search.artifacts s3://"), r.stderr
+    procs = [subprocess.Popen([*pg.gped(), "run", str(study), "--no-progress", *extra], cwd=tmp_path,
+                              env=_env(s3, **env_changes), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for extra, env_changes, _ in cases]  # side by side
+    for proc, (_, _, want) in zip(procs, cases):
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, err
+        line = err.strip().splitlines()
+        assert len(line) == 1 and line[0].startswith("gped-search: error: search.artifacts s3://"), err
         assert want in line[0], line[0]
         assert not (tmp_path / "w" / "reports").exists()  # nothing started: no report folder, no teacher
 
@@ -181,28 +184,32 @@ def test_three_workers_without_shared_files_one_killed_while_sampling(s3, tmp_pa
         assert r.returncode == 0, r.stderr
         knee = json.loads((fourth / "exported" / "model_card.json").read_text())["study"]["trial_number"]
         where = f"s3://{BUCKET}/{prefix}/{NAME}"
-        reads = {  # the other read-only commands, side by side
-            "status": ["status", str(study4), "--storage", url],
-            "report": ["report", str(study4), "--storage", url, "--out", str(fourth / "report")],
-            "downstream": ["downstream", str(study4), "--storage", url, "--trials", str(knee), "--baseline-steps", "0"],
-            "evaluate": ["evaluate", f"{where}/trials/{knee:05d}/student.pt", "--teacher", f"{where}/teacher.pt"],
-        }
+        # the same export on a shared filesystem (the workers' report folders in one place, no store), and
+        # the other read-only commands from the fourth folder: side by side
+        shared = tmp_path / "shared"
+        for d in dirs:
+            shutil.copytree(d / "reports", shared / "reports", dirs_exist_ok=True)
         env4 = _env(s3, XDG_CACHE_HOME=str(fourth / "cache"))
-        procs = {k: subprocess.Popen([*pg.gped(), *a], cwd=fourth, env=env4, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True) for k, a in reads.items()}
+        runs = {
+            "status": (["status", str(study4), "--storage", url], fourth),
+            "report": (["report", str(study4), "--storage", url, "--out", str(fourth / "report")], fourth),
+            "downstream": (["downstream", str(study4), "--storage", url, "--trials", str(knee), "--baseline-steps",
+                            "0"], fourth),
+            "evaluate": (["evaluate", f"{where}/trials/{knee:05d}/student.pt", "--teacher", f"{where}/teacher.pt"],
+                         fourth),
+            "shared": (["export", str(studies[1]), "--storage", url, "--set", f"report_dir={shared / 'reports'}",
+                        "--set", "search.artifacts=null", "--knee", "--out", str(shared / "exported")], shared),
+        }
+        procs = {k: subprocess.Popen([*pg.gped(), *a], cwd=cwd, env=env4, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True) for k, (a, cwd) in runs.items()}
         done = {k: (p.communicate(timeout=300), p.returncode) for k, p in procs.items()}
         for k, ((_, err), rc) in done.items():
             assert rc == 0, (k, err[-2000:])
         assert "teacher chain: done, iteration 8,000 of 8,000" in done["status"][0][0]
         assert "rank_spearman" in done["evaluate"][0][0]  # scored against the teacher fetched from the store
-
-        # the same export on a shared filesystem: the workers' report folders in one place, no store
-        shared = tmp_path / "shared"
-        for d in dirs:
-            shutil.copytree(d / "reports", shared / "reports", dirs_exist_ok=True)
-        r = _gped(["export", str(studies[1]), "--storage", url, "--set", f"report_dir={shared / 'reports'}",
-                   "--set", "search.artifacts=null", "--knee", "--out", str(shared / "exported")], shared, _env(s3))
-        assert r.returncode == 0, r.stderr
+        pruned = {t.number for t in trials if t.user_attrs.get("units_removed", 0) > 0}  # the report's layer table
+        cached = {int(p.parent.name) for p in (fourth / "reports" / NAME / "trials").glob("*/student.pt")}
+        assert pruned <= cached
         assert _card(fourth / "exported") == _card(shared / "exported")
         assert _keys(s3, f"{prefix}/{NAME}/exports/")  # the exported files went to the store too
 

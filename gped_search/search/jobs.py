@@ -138,6 +138,8 @@ def write_study_report(
 
     exported = live_exports(study)
     df = trials_frame(study)
+    if cfg.search.artifacts:  # the pruned students the report's layer table reads: from the store, into the cache
+        _prefetch_pruned(cfg, df)
     return write_report(
         df,
         study_objectives(study),
@@ -236,6 +238,20 @@ def _study_file(cfg: StudyConfig, stored: str | None) -> Path | None:
     from gped_search.store import fetch_study_file
 
     return fetch_study_file(cfg, stored, study_path(cfg.out_dir, stored))
+
+
+def _prefetch_pruned(cfg: StudyConfig, df: pd.DataFrame) -> None:
+    import logging
+
+    from gped_search.errors import StoreError
+
+    from .report_data import _pruned_trials
+
+    for n in _pruned_trials(df):
+        try:
+            _study_file(cfg, df.loc[df["number"] == n, "checkpoint"].iloc[0])
+        except StoreError as e:  # the report goes on without this student's layer table
+            logging.getLogger(__name__).warning("%s", e)
 
 
 def _publish_export(cfg: StudyConfig, number: int, files: dict) -> None:
