@@ -1,0 +1,42 @@
+"""The README's and write-ups' generated tables equal what benchmarks/readme_figures.py makes from the
+committed data (issue 28, item 13): a figure edited by hand, or data changed without regenerating, fails."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("readme_figures", ROOT / "benchmarks" / "readme_figures.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_generated_blocks_equal_what_the_script_makes_from_the_committed_data():
+    rf = _script()
+    assert rf.stale_blocks() == []
+    for name, (path, _) in rf.BLOCKS.items():
+        assert f"<!-- generated: {name} -->" in path.read_text(), (name, path)
+
+
+def test_the_headline_write_up_uses_its_own_grid_scaling_csv():
+    rf = _script()
+    row = next(line for line in rf.grid_scaling().splitlines() if line.startswith("| 14 |"))
+    assert "0.0763 (1600-1600)" in row and "0.0697 (1600-1600)" in row  # was 0.0770 / 0.0699 by hand
+    text = (rf.HEADLINE / "README.md").read_text()
+    assert "0.0770" not in text and "0.0699" not in text
+
+
+def test_a_hand_edit_is_caught(tmp_path, monkeypatch):
+    rf = _script()
+    readme = tmp_path / "README.md"
+    readme.write_text((ROOT / "README.md").read_text().replace("0.407 (0.001)", "0.417 (0.001)", 1))
+    monkeypatch.setitem(rf.BLOCKS, "headline-hypervolume", (readme, rf.headline_hypervolume))
+    monkeypatch.setattr(rf, "ROOT", tmp_path)
+    assert rf.stale_blocks() == ["README.md"]
+    readme.write_text(rf.render(readme.read_text()))
+    assert "0.407 (0.001)" in readme.read_text() and rf.stale_blocks() == []
