@@ -129,3 +129,33 @@ def test_status_reads_the_chain_from_the_store_and_the_lease(tmp_path):
     st = store_chain_status(cfg, url)
     assert st["state"] == "paused" and st["iteration"] == 400 and st["holder"] is None
     lease.close()
+
+
+def test_the_teacher_through_the_store_sampled_once_loaded_elsewhere_extended_elsewhere(tmp_path):
+    import torch
+
+    from gped_search.config import load_study
+    from gped_search.engine import prepare
+    from gped_search.search.teacher_store import ensure_shared_teacher
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    tiny = ["device=cpu", "teacher.burn_in=100", "teacher.thin=20", "teacher.bank_size=4",
+            f"search.artifacts=file://{tmp_path / 'bucket'}"]
+
+    def worker(folder: str, iterations: int):
+        cfg = load_study(QUICKSTART, [*tiny, f"teacher.iterations={iterations}", f"report_dir={tmp_path / folder}"])
+        return ensure_shared_teacher(prepare(cfg), cfg.out_dir, url, progress=False)
+
+    try:
+        t1, info1 = worker("one", 300)
+        t2, info2 = worker("two", 300)  # another machine: the store's teacher, not sampled again
+        assert info1["teacher_sampled_here"] and not info2["teacher_sampled_here"]
+        assert torch.equal(t1.test["predictive"], t2.test["predictive"])
+        t3, info3 = worker("three", 500)  # a third machine extends the chain from the store's final checkpoint
+        assert info3["teacher_extended_from"] == 300 and t3.stats["iterations"] == 500 and t3.stats["sessions"] == 2
+        assert (tmp_path / "bucket" / "quickstart" / "teacher.pt.key").read_text().split() == [
+            info3["teacher_key"], "500"]
+    finally:
+        torch.set_num_threads(before)
