@@ -94,6 +94,9 @@ class Lease:
             ).rowcount
         if got:
             return True
+        with self.engine.begin() as c:  # held by someone: no failing INSERT (and no server log line) per poll
+            if c.execute(sa.select(t.c.name).where(t.c.name == self.name)).first() is not None:
+                return False
         try:
             with self.engine.begin() as c:
                 c.execute(t.insert().values(name=self.name, holder=self.holder, expires=now + self.ttl))
