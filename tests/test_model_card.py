@@ -109,3 +109,13 @@ def test_the_onnx_accuracy_check_needs_only_onnxruntime_and_numpy(mask, tmp_path
     bad = subprocess.run([sys.executable, "-I", "-c", NO_TORCH, str(script)], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 1 and "MISMATCH" in bad.stderr
+
+
+def test_latency_records_the_machine_but_not_the_host():
+    import socket
+
+    from gped_search.metrics.cost import measure_latency
+
+    lat = measure_latency(_model(), (1, 8, 8), repeats=3, warmup=1, threads=1)
+    assert lat["machine"] and "logical CPUs" in lat["machine"]
+    assert socket.gethostname() not in lat["machine"]

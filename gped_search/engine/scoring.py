@@ -118,6 +118,7 @@ def student_record(
             "latency_p90_ms": lat["p90_ms"],
             "latency_batch": lat["batch"],
             "latency_device": str(lat["device"]),
+            "latency_machine": lat["machine"],
         }
     )
     rec["bytes"] = rec["bytes_fp32"]

@@ -20,7 +20,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-__all__ = ["cost_figures", "layer_costs", "measure_latency", "calibrate_latency"]
+__all__ = ["cost_figures", "layer_costs", "machine_description", "measure_latency", "calibrate_latency"]
 
 
 def _conv_linear_macs(model: nn.Module, x: Tensor) -> int:
@@ -40,6 +40,27 @@ def _conv_linear_macs(model: nn.Module, x: Tensor) -> int:
         for h in hooks:
             h.remove()
     return total
+
+
+def machine_description(device: str | torch.device = "cpu") -> str:
+    """What a latency was measured on, for records and model cards: the GPU's name, or the CPU's model
+    and logical CPU count (from /proc/cpuinfo, else the platform). Never the host's name."""
+    import os
+    import platform
+
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(device)} (CUDA)"
+    model = ""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.lower().startswith("model name") and ":" in line:
+                model = " ".join(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine() or "unknown CPU"
+    return f"{model}, {os.cpu_count() or 1} logical CPUs"
 
 
 @torch.no_grad()
@@ -186,6 +207,7 @@ def measure_latency(
         "p90_ms": _quantile(times, 0.9),
         "mean_ms": sum(times) / len(times),
         "device": str(device),
+        "machine": machine_description(device),
         "threads": used_threads if device.type == "cpu" else None,
         "batch": int(batch),
         "in_shape": [int(v) for v in in_shape],
