@@ -129,6 +129,8 @@ def test_status_reads_the_chain_from_the_store_and_the_lease(tmp_path):
     st = store_chain_status(cfg, url)
     assert st["state"] == "paused" and st["iteration"] == 400 and st["holder"] is None
     lease.close()
+    nowhere = tmp_path / "no-such-folder" / "study.db"  # status reads the lease, never creates a database or table
+    assert store_chain_status(cfg, f"sqlite:///{nowhere}")["holder"] is None and not nowhere.parent.exists()
 
 
 def test_the_teacher_through_the_store_sampled_once_loaded_elsewhere_extended_elsewhere(tmp_path):

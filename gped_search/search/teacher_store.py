@@ -40,9 +40,9 @@ KEY_FILE = TEACHER_FILE + ".key"
 POLL_SECONDS = 1.0
 
 
-def teacher_lease(url: str, study_name: str) -> Lease | None:
+def teacher_lease(url: str, study_name: str, create: bool = True) -> Lease | None:
     """The study's teacher lease in its database, or None for a journal-file storage."""
-    return Lease(url, f"{study_name}/teacher") if supports_lease(url) else None
+    return Lease(url, f"{study_name}/teacher", create=create) if supports_lease(url) else None
 
 
 def _published(store, stamp: str) -> bool:
@@ -129,7 +129,7 @@ def store_chain_status(cfg, url: str, stale_seconds: float = 600.0) -> dict | No
     gens = store_generations(store, CHAIN_DIR)
     if not note and not gens:
         return None
-    lease = teacher_lease(url, cfg.name)
+    lease = teacher_lease(url, cfg.name, create=False)  # only read: status creates nothing
     try:
         holder = lease.current() if lease is not None else None
     finally:

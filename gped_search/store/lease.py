@@ -60,7 +60,7 @@ def _table():
 class Lease:
     """The lease ``name`` in the database at ``url`` (an SQLAlchemy URL, e.g. Optuna's RDB storage URL)."""
 
-    def __init__(self, url: str, name: str, ttl: float | None = None):
+    def __init__(self, url: str, name: str, ttl: float | None = None, create: bool = True):
         import sqlalchemy as sa
         from sqlalchemy.pool import NullPool
 
@@ -71,7 +71,7 @@ class Lease:
         self.engine = sa.create_engine(_postgres_driver(url), poolclass=NullPool)
         self.table = _table()
         self.lost = threading.Event()
-        for attempt in range(6):  # workers starting together race to create the table
+        for attempt in range(6 if create else 0):  # workers starting together race to create the table
             try:
                 self.table.metadata.create_all(self.engine, checkfirst=True)
                 break
@@ -122,10 +122,15 @@ class Lease:
             c.execute(t.delete().where(t.c.name == self.name, t.c.holder == self.holder))
 
     def current(self) -> tuple[str, float] | None:
-        """(holder, expiry) of a live lease, or None when nobody holds it."""
+        """(holder, expiry) of a live lease, or None when nobody holds it (or there is no lease table)."""
+        import sqlalchemy as sa
+
         t = self.table
-        with self.engine.begin() as c:
-            row = c.execute(t.select().where(t.c.name == self.name)).first()
+        try:
+            with self.engine.begin() as c:
+                row = c.execute(t.select().where(t.c.name == self.name)).first()
+        except sa.exc.SQLAlchemyError:  # a database without the table (never leased), or out of reach
+            return None
         if row is None or row.expires < time.time():
             return None
         return row.holder, row.expires
