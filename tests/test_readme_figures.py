@@ -40,3 +40,17 @@ def test_a_hand_edit_is_caught(tmp_path, monkeypatch):
     assert rf.stale_blocks() == ["README.md"]
     readme.write_text(rf.render(readme.read_text()))
     assert "0.407 (0.001)" in readme.read_text() and rf.stale_blocks() == []
+
+
+def test_the_quickstart_figure_is_drawn_from_committed_data(tmp_path):
+    import json
+
+    import pandas as pd
+
+    rf = _script()
+    meta = json.loads((rf.QUICKSTART_DATA / "quickstart.json").read_text())
+    trials = pd.read_csv(rf.QUICKSTART_DATA / "quickstart_trials.csv")
+    assert meta["knee"] in set(trials["number"]) and set(meta["objectives"]) <= set(trials.columns)
+    assert "latency_ms" not in meta["objectives"]  # the shipped quickstart's objectives (item 18)
+    out = rf.quickstart_png(tmp_path / "q.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
