@@ -1,6 +1,6 @@
 """A study's files in an object store (``search.artifacts``), for workers that share no filesystem.
 
-:mod:`.base` (the store interface, a folder store, ``open_store``), :mod:`.s3` (S3-compatible stores
+:mod:`.base` (the store interface, a folder store), :mod:`.urls` (``open_store``), :mod:`.s3` (S3-compatible stores
 through boto3 / ``optuna.artifacts.Boto3ArtifactStore``), :mod:`.files` (checksummed objects and the
 local cache), :mod:`.lease` (the teacher lease in the study's database) and :mod:`.chain_sync` (the
 teacher chain's checkpoints). How the study's teacher uses them: :mod:`gped_search.search.teacher_store`.
