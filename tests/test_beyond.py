@@ -210,11 +210,21 @@ def test_auxiliary_losses_train_and_add_to_the_loss(tiny):
 
 
 def test_a_searched_derivative_weight_trains_in_lockstep(tiny):
-    """derivative_weight searched per trial (the study's own is 0): the batch computes the derivatives."""
+    """derivative_weight searched per trial (the study's own is 0): the batch computes the derivatives, the
+    trial that matches them learns from them (it ends elsewhere than the same student without them, and where
+    it ends trained alone), and its batch-mate without them is untouched."""
     cfg, p, teacher = tiny
     configs = [replace(cfg, distill=replace(cfg.distill, derivative_weight=w, derivative_samples=2)) for w in (0.0, 50.0)]
     out = api.train_trials(p, teacher, configs, [1, 2])
-    assert all(isinstance(r, api.StudentResult) for r in out), out
+    plain = api.train_trials(p, teacher, [configs[0], configs[0]], [1, 2])  # the same students, neither matching
+    assert all(isinstance(r, api.StudentResult) for r in out + plain), out + plain
+    for a, b in zip(out[0].model.parameters(), plain[0].model.parameters()):
+        torch.testing.assert_close(a, b)
+    assert not all(torch.allclose(a, b) for a, b in zip(out[1].model.parameters(), plain[1].model.parameters()))
+    c = configs[1]
+    alone = api.train_trial(replace(p, cfg=c), teacher, c.student, c.prune, seed=2, data_seed=1)
+    for a, b in zip(alone.model.parameters(), out[1].model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_online_distill_refuses_derivative_matching(tmp_path):
