@@ -166,9 +166,18 @@ def cmd_downstream(args) -> int:
     table, out = run_downstream(
         cfg, study, trials=args.trials, oods=args.ood, baseline_steps=args.baseline_steps, out=args.out
     )
+    _publish(cfg, out)
     _print_table(table)
     print(f"wrote {out}/downstream.csv, downstream.md and plots")
     return 0
+
+
+def _publish(cfg, folder) -> None:
+    """With ``search.artifacts``: results written into the report folder go to the store too (reports elsewhere)."""
+    if cfg.search.artifacts:
+        from gped_search.store.files import publish_study_folder
+
+        publish_study_folder(cfg, folder)
 
 
 def _floats(text: str, flag: str) -> tuple[float, ...]:
@@ -212,6 +221,7 @@ def cmd_robustness(args) -> int:
         out=args.out,
         seed=args.seed,
     )
+    _publish(cfg, out)
     _print_table(table)
     print(f"wrote {out}/robustness.csv, robustness.md and robustness.png")
     return 0

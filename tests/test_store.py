@@ -161,3 +161,21 @@ def test_the_teacher_through_the_store_sampled_once_loaded_elsewhere_extended_el
             info3["teacher_key"], "500"]
     finally:
         torch.set_num_threads(before)
+
+
+def test_result_folders_go_through_the_store_to_reports_elsewhere(tmp_path):
+    from gped_search.config import load_study
+    from gped_search.store.files import fetch_study_folder, publish_study_folder
+
+    def cfg(folder):
+        return load_study(QUICKSTART, [f"report_dir={tmp_path / folder}", f"search.artifacts=file://{tmp_path / 'b'}"])
+
+    here, there = cfg("here"), cfg("there")
+    (here.out_dir / "downstream").mkdir(parents=True)
+    (here.out_dir / "downstream" / "downstream.csv").write_text("model,acc\nteacher,0.9\n")
+    (tmp_path / "elsewhere").mkdir()
+    assert publish_study_folder(here, here.out_dir / "downstream") == 1
+    assert publish_study_folder(here, tmp_path / "elsewhere") == 0  # an --out outside the report folder stays put
+    assert fetch_study_folder(there, "downstream") == 1
+    assert (there.out_dir / "downstream" / "downstream.csv").read_text() == "model,acc\nteacher,0.9\n"
+    assert fetch_study_folder(there, "robustness") == 0

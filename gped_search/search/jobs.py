@@ -138,8 +138,12 @@ def write_study_report(
 
     exported = live_exports(study)
     df = trials_frame(study)
-    if cfg.search.artifacts:  # the pruned students the report's layer table reads: from the store, into the cache
+    if cfg.search.artifacts:  # what the report reads (pruned students, downstream and robustness results): cached
+        from gped_search.store.files import fetch_study_folder
+
         _prefetch_pruned(cfg, df)
+        for folder in ("downstream", "robustness"):
+            fetch_study_folder(cfg, folder)
     return write_report(
         df,
         study_objectives(study),

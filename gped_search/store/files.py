@@ -22,7 +22,17 @@ from gped_search.errors import StoreError
 from .base import Store
 from .urls import open_store, study_store
 
-__all__ = ["SIDECAR", "put_file", "get_file", "stored_sha256", "fetch_study_file", "publish_study_file", "fetch_url"]
+__all__ = [
+    "SIDECAR",
+    "put_file",
+    "get_file",
+    "stored_sha256",
+    "fetch_study_file",
+    "publish_study_file",
+    "publish_study_folder",
+    "fetch_study_folder",
+    "fetch_url",
+]
 
 SIDECAR = ".sha256"
 
@@ -132,6 +142,28 @@ def publish_study_file(cfg, path: Path, out_dir: Path) -> str | None:
     if store is None:
         return None
     return put_file(store, path.resolve().relative_to(out_dir.resolve()).as_posix(), path)
+
+
+def publish_study_folder(cfg, folder: str | os.PathLike) -> int:
+    """Upload the files of a folder inside the report folder (``downstream/``) to the study's store; how many.
+
+    Nothing happens without ``search.artifacts`` or for a folder outside the report folder (``--out``)."""
+    store, out_dir, folder = study_store(cfg), Path(cfg.out_dir).resolve(), Path(folder).resolve()
+    if store is None or not folder.is_relative_to(out_dir):
+        return 0
+    files = [f for f in sorted(folder.rglob("*")) if f.is_file() and not f.name.startswith(".")]
+    for f in files:
+        put_file(store, f.relative_to(out_dir).as_posix(), f)
+    return len(files)
+
+
+def fetch_study_folder(cfg, rel: str) -> int:
+    """The store's objects under ``rel/`` (e.g. ``downstream``) into the report folder, verified; how many."""
+    store = study_store(cfg)
+    if store is None:
+        return 0
+    keys = [k for k in store.list(rel.rstrip("/") + "/") if not k.endswith(SIDECAR)]
+    return sum(get_file(store, k, Path(cfg.out_dir) / k) is not None for k in keys)
 
 
 def fetch_url(url: str, cache: str | os.PathLike | None = None) -> Path:
