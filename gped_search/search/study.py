@@ -243,7 +243,7 @@ def _run_study(
     if not os.access(cfg.out_dir, os.W_OK):
         raise StudyError(f"report folder {cfg.out_dir} is not writable")
     url = storage_url(cfg, storage, workers)
-    check_store(cfg)  # a wrong bucket, missing credentials or an unreachable endpoint: one line, before any work
+    check_store(cfg, write=True)  # a wrong bucket, no credentials (or read-only ones), no endpoint: one line, first
     if url.startswith("sqlite") and workers > 1:
         raise StudyError(
             "SQLite is not for parallel writers: use --workers with the default (a journal file) "

@@ -27,9 +27,10 @@ __all__ = [
 ]
 
 
-def check_store(cfg) -> Store | None:
-    """The study's store after a start-up check (one line naming what to set on failure); None without one."""
+def check_store(cfg, write: bool = False) -> Store | None:
+    """The study's store after a start-up check (one line naming what to set on failure); None without one.
+    ``write``: also that these credentials may write and delete there (``run``)."""
     store = study_store(cfg)
     if store is not None:
-        store.check()
+        store.check(write=write)
     return store

@@ -46,8 +46,8 @@ class Store(ABC):
         """Every key that starts with ``prefix``, sorted."""
 
     @abstractmethod
-    def check(self) -> None:
-        """Fail with one line naming what to set unless the store can be read and written (before any work)."""
+    def check(self, write: bool = False) -> None:
+        """Fail with one line naming what to set unless the store can be read (and, with ``write``, written)."""
 
     @abstractmethod
     def child(self, name: str) -> Store:
@@ -136,7 +136,7 @@ class LocalStore(Store):
         keys = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
         return sorted(k for k in keys if k.startswith(prefix) and not k.rsplit("/", 1)[-1].startswith("."))
 
-    def check(self) -> None:
+    def check(self, write: bool = False) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-", delete=True)

@@ -97,11 +97,17 @@ class S3Store(Store):
         cut = len(self.prefix) + 1 if self.prefix else 0
         return sorted(k[cut:] for k in keys)
 
-    def check(self) -> None:
-        """The bucket exists and these credentials may list it (one request; before any work)."""
+    def check(self, write: bool = False) -> None:
+        """The bucket exists and these credentials may list it (and, with ``write``, write and delete in it)."""
+        import uuid
+
+        probe = self._key(f".gped-probe-{uuid.uuid4().hex[:12]}")
         try:
             self.client.head_bucket(Bucket=self.bucket)
             self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(""), MaxKeys=1)
+            if write:
+                self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"")
+                self.client.delete_object(Bucket=self.bucket, Key=probe)
         except Exception as e:
             raise self.error(e, "checking the bucket") from None
 
