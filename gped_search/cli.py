@@ -119,7 +119,7 @@ def _chains(cfg, url: str | None = None) -> dict:
         if st is not None:
             out[label] = st
     if url and cfg.search.artifacts:  # the chain may run on another machine
-        from gped_search.search.teacher_store import store_chain_status
+        from gped_search.search.teacher_lease import store_chain_status
 
         st = store_chain_status(cfg, url)
         if st is not None:

@@ -111,7 +111,7 @@ def test_search_artifacts_must_be_a_store_url(tmp_path):
 def test_status_reads_the_chain_from_the_store_and_the_lease(tmp_path):
     from gped_search.config import load_study
     from gped_search.posterior.checkpoint import save_checkpoint_generation, write_progress
-    from gped_search.search.teacher_store import store_chain_status, teacher_lease
+    from gped_search.search.teacher_lease import store_chain_status, teacher_lease
 
     cfg = load_study(QUICKSTART, [f"report_dir={tmp_path / 'elsewhere'}", f"search.artifacts=file://{tmp_path / 'b'}"])
     url = f"sqlite:///{tmp_path / 'study.db'}"

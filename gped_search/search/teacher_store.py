@@ -28,21 +28,17 @@ from gped_search.posterior.result import TeacherResult
 from gped_search.store import get_file, put_file, study_store
 from gped_search.store.chain_sync import ChainMirror, clear_store_chain, pull_chain
 from gped_search.store.files import get_text, put_text
-from gped_search.store.lease import Lease, supports_lease
+from gped_search.store.lease import Lease
 
 from .teacher import CHAIN_DIR, TEACHER_FILE, ensure_teacher, teacher_key
+from .teacher_lease import teacher_lease
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ensure_shared_teacher", "teacher_lease", "store_chain_status", "KEY_FILE"]
+__all__ = ["ensure_shared_teacher", "KEY_FILE"]
 
 KEY_FILE = TEACHER_FILE + ".key"
 POLL_SECONDS = 1.0
-
-
-def teacher_lease(url: str, study_name: str, create: bool = True) -> Lease | None:
-    """The study's teacher lease in its database, or None for a journal-file storage."""
-    return Lease(url, f"{study_name}/teacher", create=create) if supports_lease(url) else None
 
 
 def _published(store, stamp: str) -> bool:
@@ -108,48 +104,3 @@ def _sample(p, artifact_dir: Path, store, lease: Lease | None, stamp: str, progr
         put_text(store, KEY_FILE, stamp + "\n")
         info["teacher_store"] = store.where(TEACHER_FILE)
         return teacher, info
-
-
-def store_chain_status(cfg, url: str, stale_seconds: float = 600.0) -> dict | None:
-    """Where the study's teacher chain stands, read from the store and the lease (``status`` on any machine).
-
-    The shape of :func:`~gped_search.posterior.checkpoint.chain_status`, plus ``holder`` (``host:pid`` of
-    the worker sampling it). ``running`` needs a live lease (or, without a database, a fresh progress note)."""
-    import json
-
-    from gped_search.store.chain_sync import store_generations
-
-    store = study_store(cfg)
-    if store is None:
-        return None
-    try:
-        note = json.loads(get_text(store, f"{CHAIN_DIR}/progress.json") or "null") or {}
-    except ValueError:
-        note = {}
-    gens = store_generations(store, CHAIN_DIR)
-    if not note and not gens:
-        return None
-    lease = teacher_lease(url, cfg.name, create=False)  # only read: status creates nothing
-    try:
-        holder = lease.current() if lease is not None else None
-    finally:
-        if lease is not None:
-            lease.close()
-    state, ckpt, total = note.get("state", "paused"), gens[-1] if gens else None, note.get("total")
-    if state == "running" and (
-        holder is None if lease is not None else time.time() - note.get("updated", 0) > stale_seconds
-    ):
-        state = "paused"
-    done_it = note.get("iteration", ckpt or 0) if state != "paused" else ckpt or 0
-    rate = note.get("rate")
-    left = 0.0 if state == "done" else (total - done_it) / rate if rate and total is not None else None
-    return {
-        "state": state,
-        "iteration": done_it,
-        "total": total,
-        "checkpoint_iteration": ckpt,
-        "rate_it_per_s": rate,
-        "seconds_left": left,
-        "seconds_so_far": note.get("seconds"),
-        "holder": holder[0].rsplit(":", 1)[0] if holder else None,
-    }

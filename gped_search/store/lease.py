@@ -58,17 +58,15 @@ def _table():
 
 
 class Lease:
-    """The lease ``name`` in the database at ``url`` (an SQLAlchemy URL, e.g. Optuna's RDB storage URL)."""
+    """The lease ``name`` in the database at ``url`` (an SQLAlchemy URL with its driver, as Optuna's RDB storage's)."""
 
     def __init__(self, url: str, name: str, ttl: float | None = None, create: bool = True):
         import sqlalchemy as sa
         from sqlalchemy.pool import NullPool
 
-        from gped_search.search.storage import _postgres_driver
-
         self.name, self.ttl = name, float(ttl or lease_seconds())
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.engine = sa.create_engine(_postgres_driver(url), poolclass=NullPool)
+        self.engine = sa.create_engine(url, poolclass=NullPool)
         self.table = _table()
         self.lost = threading.Event()
         for attempt in range(6 if create else 0):  # workers starting together race to create the table
