@@ -33,7 +33,7 @@ class Suite:
     def link_teacher(self, f: Path, seed: int) -> None:
         """Hard-link a teacher artifact of the same key and length from ``teachers`` into the study folder."""
         from gped_search.config import load_study
-        from gped_search.search.teacher import TEACHER_FILE, teacher_key
+        from gped_search.search.teacher import TEACHER_FILE, find_teacher, teacher_stamp
 
         if self.teacher_source is None:
             return
@@ -41,13 +41,13 @@ class Suite:
         out = cfg.out_dir.resolve()
         if (out / TEACHER_FILE).exists():
             return
-        stamp = f"{teacher_key(cfg)} {cfg.teacher.iterations}"
-        for sidecar in sorted(self.teacher_source.glob(f"*/{TEACHER_FILE}.key")):
-            if sidecar.read_text().strip() == stamp:
-                out.mkdir(parents=True, exist_ok=True)
-                for suffix in (".sha256", ".key", ""):  # the artifact last: never one without its checksum
-                    os.link(sidecar.with_name(TEACHER_FILE + suffix), out / (TEACHER_FILE + suffix))
-                return
+        stamp = teacher_stamp(cfg)
+        src = find_teacher(self.teacher_source, stamp)
+        if src is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            for suffix in (".sha256", ".key", ""):  # the artifact last: never one without its checksum
+                os.link(src.with_name(TEACHER_FILE + suffix), out / (TEACHER_FILE + suffix))
+            return
         print(f"{f.stem}: no teacher with key {stamp} in {self.teacher_source}; the study samples its own", flush=True)
 
     def split(self, f: Path) -> tuple[str, str]:

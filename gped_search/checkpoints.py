@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import hashlib
 import io
 import os
 import pickle
-import tempfile
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from gped_search.errors import CheckpointError  # noqa: F401  (raised here; re-exported)
+from gped_search.files import atomic_write_bytes, weights_only_load
 from gped_search.models.nets import Arch, arch_of, build
 
 __all__ = [
@@ -34,16 +32,16 @@ __all__ = [
     "VERSION",
     "CheckpointError",
     "save_checkpoint",
+    "plain_data",
     "load_checkpoint",
-    "weights_only_load",
-    "atomic_write_bytes",
 ]
 
 FORMAT = "gped-search-student"
 VERSION = 1
 
 
-def _plain(x, where: str):
+def plain_data(x, where: str):
+    """``x`` as plain data a weights-only checkpoint can hold (tensors on the CPU); anything else is a TypeError."""
     if type(x).__module__ == "numpy":  # before the builtins: np.float64 subclasses float
         return torch.as_tensor(x) if getattr(x, "ndim", 0) else x.item()
     if x is None or isinstance(x, (bool, int, float, str)):
@@ -51,21 +49,21 @@ def _plain(x, where: str):
     if isinstance(x, torch.Tensor):
         return x.detach().cpu()
     if isinstance(x, enum.Enum):
-        return _plain(x.value, where)
+        return plain_data(x.value, where)
     if isinstance(x, os.PathLike):
         return os.fspath(x)
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return _plain(dataclasses.asdict(x), where)
+        return plain_data(dataclasses.asdict(x), where)
     if isinstance(x, dict):
         out = {}
         for k, v in x.items():
-            k = _plain(k, where)
+            k = plain_data(k, where)
             if not isinstance(k, (str, int, float, bool)) and k is not None:
                 raise TypeError(f"{where}: dict key {k!r} is not plain")
-            out[k] = _plain(v, f"{where}[{k!r}]")
+            out[k] = plain_data(v, f"{where}[{k!r}]")
         return out
     if isinstance(x, (list, tuple)):
-        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(x)]
+        return [plain_data(v, f"{where}[{i}]") for i, v in enumerate(x)]
     if type(x).__module__ == "numpy":
         return torch.as_tensor(x) if getattr(x, "ndim", 0) else x.item()
     raise TypeError(f"{where}: {type(x).__name__} cannot be stored in a weights-only checkpoint")
@@ -80,14 +78,6 @@ def _reason(e: BaseException) -> str:
     useful = [ln for ln in lines if not ln.startswith(_BOILERPLATE)] or lines or [""]
     text = useful[0].removeprefix("WeightsUnpickler error:").strip()
     return f"{type(e).__name__}: {text.split('. ')[0][:160]}"
-
-
-def weights_only_load(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
-    """``torch.load(weights_only=True)`` without torch's warnings (e.g. "Detected pickle protocol 4"),
-    which would sit on top of the caller's one-line error. Never runs pickled code."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def save_checkpoint(
@@ -106,43 +96,15 @@ def save_checkpoint(
         "version": VERSION,
         "arch": arch_of(model).to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "config": _plain(config, "config"),
-        "metrics": _plain(metrics, "metrics"),
-        "pruning": _plain(pruning, "pruning"),
-        "extra": _plain(extra, "extra"),
+        "config": plain_data(config, "config"),
+        "metrics": plain_data(metrics, "metrics"),
+        "pruning": plain_data(pruning, "pruning"),
+        "extra": plain_data(extra, "extra"),
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write_bytes(path, buf.getvalue())
     return path
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks (checkpoints, teacher artifacts, exported files)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temp file in the same folder, fsynced, then renamed.
-
-    A reader sees the old file or the whole new one, never part of it; a crash leaves at most a
-    ``.<name>.*.tmp`` file behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:

@@ -199,7 +199,7 @@ def cmd_status(args) -> int:
 
 
 def _metric_names() -> set[str]:
-    from gped_search.config.space import METRICS
+    from gped_search.config.metric_names import METRICS
 
     return set(METRICS) | {"expected_entropy_mae", "expected_entropy_bias", "mi_bias"}
 

@@ -10,7 +10,7 @@ import datetime as _dt
 import torch
 from torch import nn
 
-from gped_search.checkpoints import _plain
+from gped_search.checkpoints import plain_data
 from gped_search.errors import ExportError
 from gped_search.modelcard_md import card_markdown
 from gped_search.models.nets import Arch, arch_of
@@ -235,6 +235,6 @@ def build_card(
     if written.int8 is not None:
         card["quantization"] = written.int8
     try:
-        return _plain(card, "card")
+        return plain_data(card, "card")
     except TypeError as e:
         raise ExportError(f"model card: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from e

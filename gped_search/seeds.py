@@ -7,7 +7,7 @@ reproduce; a new stream takes a new name and a fresh offset here, never arithmet
 
 from __future__ import annotations
 
-__all__ = ["STREAMS", "derive_seed", "trial_seed", "resume_sampler_seed"]
+__all__ = ["STREAMS", "derive_seed", "search_seed", "trial_seed", "resume_sampler_seed"]
 
 STREAMS: dict[str, tuple[int, int]] = {
     # stream: (multiplier, offset) -> seed * multiplier + offset (+ index)
@@ -51,6 +51,11 @@ def derive_seed(seed: int, stream: str, index: int = 0) -> int:
     except KeyError:
         raise KeyError(f"unknown random stream {stream!r}; known: {', '.join(STREAMS)}") from None
     return int(seed) * mult + offset + int(index)
+
+
+def search_seed(cfg) -> int:
+    """The seed of a study's sampler and of its trials' students: ``search.seed``, else the study seed."""
+    return cfg.seed if cfg.search.seed is None else cfg.search.seed
 
 
 def trial_seed(study_seed: int, number: int) -> int:

@@ -38,6 +38,7 @@ from pg import study_dict
 from gped_search.checkpoints import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from gped_search.cli import main
 from gped_search.config import ConfigError, load_study
+from gped_search.files import sha256_of
 from gped_search.models import mlp_arch
 from gped_search.models.nets import build
 from gped_search.posterior import artifact
@@ -371,7 +372,7 @@ def test_bad_teacher_artifacts_fail_cleanly(files):
             side = path.with_name("teacher.pt.sha256")
             side.unlink(missing_ok=True)
             if checksum == "right":  # get past the checksum to the loader itself
-                side.write_text(artifact.sha256_of(path) + "\n")
+                side.write_text(sha256_of(path) + "\n")
             elif checksum == "wrong":
                 side.write_text("f" * 64 + "\n")
             elif checksum == "garbage":
@@ -400,7 +401,7 @@ def test_evaluate_with_a_bad_teacher_is_one_line(files, tmp_path, what):
     raw = {"random bytes": b"\x80\x04garbage" * 10, "foreign dict": _torch_bytes({"format": artifact.FORMAT}),
            "evil": _torch_bytes(_Evil(str(marker)))}[what]
     bad.write_bytes(raw)
-    (tmp_path / "teacher.pt.sha256").write_text(artifact.sha256_of(bad) + "\n")
+    (tmp_path / "teacher.pt.sha256").write_text(sha256_of(bad) + "\n")
     rc, out, err = _cli(["evaluate", str(ckpt), "--teacher", str(bad)])
     assert rc == 2 and err.count("\n") == 1 and err.startswith("gped-search: error: ") and "teacher.pt" in err, err
     assert not marker.exists()

@@ -224,7 +224,7 @@ def _lock_is_free(lock: Path) -> bool:
 
 
 def test_worker_killed_while_sampling_the_teacher(tmp_path):
-    from gped_search.posterior.artifact import sha256_of
+    from gped_search.files import sha256_of
 
     name = "tk"
     reports = tmp_path / "reports"
@@ -277,7 +277,7 @@ def test_teacher_artifact_appears_with_its_checksum(tmp_path, good_teacher, at):
 
     from gped_search.config import load_study
     from gped_search.engine import prepare
-    from gped_search.posterior.artifact import sha256_of
+    from gped_search.files import sha256_of
     from gped_search.search import ensure_teacher
 
     cfg = load_study(write_study(tmp_path / "c.yaml", "crash", tmp_path / "reports"))

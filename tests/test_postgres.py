@@ -89,7 +89,7 @@ def test_three_workers_share_one_postgres_study(pg_url, tmp_path):
     out = reports / "pg_study"
     teacher_files = sorted(p.name for p in out.iterdir() if "teacher" in p.name)
     assert teacher_files == ["teacher.chain", "teacher.pt", "teacher.pt.key", "teacher.pt.lock", "teacher.pt.sha256"]
-    from gped_search.posterior.artifact import sha256_of
+    from gped_search.files import sha256_of
 
     assert study.user_attrs["teacher_sha256"] == sha256_of(out / "teacher.pt") == \
         (out / "teacher.pt.sha256").read_text().strip()

@@ -42,6 +42,7 @@ from gped_search.choices import (
     TargetMode,
 )
 
+from .metric_names import check_metric  # noqa: E402
 from .schema_chain import (  # noqa: E402  (re-exported)
     CHAIN_LENGTH_KEYS,
     DataConfig,
@@ -52,7 +53,7 @@ from .schema_chain import (  # noqa: E402  (re-exported)
     to_dict,
 )
 from .schema_strategy import HalvingConfig, SupernetConfig  # noqa: E402  (re-exported)
-from .space import check_metric, grid_space, parse_space, precisions  # noqa: E402
+from .space import grid_space, parse_space, precisions  # noqa: E402
 
 
 @dataclass(frozen=True)

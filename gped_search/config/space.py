@@ -1,4 +1,4 @@
-"""The search space of a study file (``search.space``) and the metric names objectives and constraints may use.
+"""The search space of a study file (``search.space``).
 
 Pure validation: no Optuna (``gped_search.search.space.suggest`` samples a trial from these specs).
 
@@ -46,10 +46,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PARAMS",
-    "METRICS",
     "Spec",
     "parse_space",
-    "check_metric",
     "grid_space",
     "precisions",
 ]
@@ -76,39 +74,6 @@ PARAMS = (
     "precision",
 )
 """Valid names under ``search.space``."""
-
-METRICS = (
-    "kl",
-    "kl_st",
-    "prob_mae",
-    "mi_mae",
-    "student_nll",
-    "student_acc",
-    "student_ece",
-    "teacher_nll",
-    "params",
-    "buffers",
-    "bytes_fp32",
-    "bytes_fp16",
-    "bytes",
-    "fp32_kl",
-    "macs",
-    "macs_conv_linear",
-    "latency_ms",
-    "robust_acc",
-    "robust_error",
-    "latency_p10_ms",
-    "latency_p90_ms",
-    "train_seconds",
-    "units_removed",
-    "ood_auroc",
-    "ood_aupr",
-    "rank_spearman",
-    "rank_kendall",
-    "rank_topk",
-    "rejection_auc",
-)
-"""Metric names an objective or constraint may use (plus ``<target>_mae`` for every target)."""
 
 _INT_PARAMS = {"mlp_depth", "mlp_width", "rounds"}
 _CATEGORICAL_ONLY = {
@@ -224,18 +189,6 @@ def parse_space(space: dict) -> dict[str, Spec]:
     if unknown:
         raise ConfigError(f"search.space: unknown parameter(s) {unknown}; valid: {', '.join(PARAMS)}")
     return {k: _spec(k, v) for k, v in space.items()}
-
-
-def check_metric(name: str, targets: tuple[str, ...], where: str) -> None:
-    """Objectives and constraints must name a metric the trial records."""
-    allowed = set(METRICS) | {f"{t}_mae" for t in targets if t != "predictive"}
-    if name.startswith("test_") and name[5:] in allowed:
-        raise ConfigError(
-            f"{where}: {name!r} is a test-set metric, recorded for reporting and never used for "
-            f"selection; use {name[5:]!r} (measured on the validation split)"
-        )
-    if name not in allowed:
-        raise ConfigError(f"{where}: unknown metric {name!r}; valid: {', '.join(sorted(allowed))}")
 
 
 def precisions(cfg: StudyConfig) -> set[str]:

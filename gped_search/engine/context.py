@@ -16,7 +16,7 @@ from gped_search.models import Arch, Net, student_arch, teacher_arch
 from gped_search.posterior.expectations import Expectation, resolve, tempered
 from gped_search.prune import REG_METHODS, group_lasso_penalty, regulariser, unit_groups
 from gped_search.quant.deploy import check_study
-from gped_search.seeds import trial_seed as _seeds_trial_seed
+from gped_search.seeds import trial_seed
 
 __all__ = [
     "resolve_device",
@@ -38,11 +38,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available (use device: auto or cpu)")
     return torch.device(name)
-
-
-def trial_seed(study_seed: int, number: int) -> int:
-    """A per-trial seed derived from (study seed, trial number) (:func:`gped_search.seeds.trial_seed`)."""
-    return _seeds_trial_seed(study_seed, number)
 
 
 @dataclass

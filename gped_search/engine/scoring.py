@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from gped_search.config import PruneConfig
+from gped_search.config.metric_names import ROBUST_METRICS
 from gped_search.distill.loop import TeacherResult
 from gped_search.metrics.cost import cost_figures, measure_latency
 from gped_search.metrics.quality import evaluate, student_outputs
@@ -17,8 +18,6 @@ from gped_search.quant.deploy import needs_onnx
 from .context import Prepared
 
 __all__ = ["ROBUST_METRICS", "quality", "robustness", "selection_scores", "student_record", "trial_record"]
-
-ROBUST_METRICS = ("robust_acc", "robust_error")
 
 
 def quality(

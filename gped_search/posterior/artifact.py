@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
-from gped_search.checkpoints import sha256_of, weights_only_load
 from gped_search.errors import ArtifactError  # noqa: F401  (raised here; re-exported)
+from gped_search.files import sha256_of, weights_only_load
 from gped_search.models import Arch
 from gped_search.posterior.result import TeacherResult
 
-__all__ = ["ArtifactError", "save_teacher", "load_teacher", "sha256_of"]
+__all__ = ["ArtifactError", "save_teacher", "load_teacher"]
 
 FORMAT = "gped-search-teacher"
 VERSION = 2  # 2: validation means; transfer means over the thinned iterates; chain key without length

@@ -13,8 +13,6 @@ Payloads are plain data, loadable with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import io
 import json
@@ -23,11 +21,11 @@ import os
 import pickle
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gped_search.errors import ChainCheckpointError  # noqa: F401  (raised here; re-exported)
+from gped_search.files import atomic_write_bytes, pid_alive, weights_only_load
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +42,6 @@ __all__ = [
     "read_progress",
     "clear_checkpoints",
     "chain_status",
-    "pid_alive",
     "PROGRESS_FILE",
 ]
 
@@ -60,21 +57,7 @@ DISTILL_CHAIN_DIR = "distill.chain"
 """Folder (in a ``distill`` run's output folder) of its chain (teacher and online students)."""
 
 
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block; the OS frees it if we die."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # released by the OS if the holder dies
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _fsync_write(path: Path, data: bytes) -> None:
-    from gped_search.checkpoints import atomic_write_bytes
-
     atomic_write_bytes(path, data)
 
 
@@ -120,8 +103,6 @@ def latest_checkpoint(
     folder: str | os.PathLike, key: str | None = None, device: str | torch.device = "cpu"
 ) -> tuple[int, dict] | None:
     """The newest complete generation as (iteration, state), or None; checks checksum and key."""
-    from gped_search.checkpoints import weights_only_load
-
     for _, path in reversed(list_generations(folder)):
         side = path.with_name(path.name + ".sha256")
         if not side.is_file():
@@ -181,17 +162,6 @@ def read_progress(folder: str | os.PathLike) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def pid_alive(pid: int) -> bool:
-    """Is process ``pid`` alive on this host (a process we may not signal counts as alive)?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def chain_status(folder: str | os.PathLike, stale_seconds: float = 600.0) -> dict | None:

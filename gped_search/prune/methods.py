@@ -30,6 +30,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from gped_search.choices import PruneMethod
 from gped_search.prune.groups import UnitGroups
 
 __all__ = [
@@ -46,7 +47,8 @@ __all__ = [
     "regulariser",
 ]
 
-METHODS = ("group_lasso", "magnitude", "taylor", "group_norm", "growing_reg")
+METHODS = tuple(m.value for m in PruneMethod)
+"""Every pruning method (``prune.method``; :class:`gped_search.choices.PruneMethod`)."""
 REG_METHODS = ("group_norm", "growing_reg")
 """Methods that regularise while the student is distilled."""
 GRAD_METHODS = ("taylor",)

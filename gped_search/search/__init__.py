@@ -7,7 +7,8 @@ study), :mod:`.teacher` (the shared teacher), :mod:`.study` (running trials), :m
 import torch.
 """
 
-from gped_search.config.space import METRICS, PARAMS, parse_space
+from gped_search.config.metric_names import METRICS
+from gped_search.config.space import PARAMS, parse_space
 
 from .space import suggest
 

@@ -1,4 +1,4 @@
-"""The study's sampler (TPE, NSGA-II, random, grid, scrambled-Sobol QMC, GP) and the search's seed."""
+"""The study's sampler: TPE, NSGA-II, random, grid, scrambled-Sobol QMC or GP, seeded by the search's seed."""
 
 from __future__ import annotations
 
@@ -6,17 +6,13 @@ import optuna
 
 from gped_search.config import StudyConfig
 from gped_search.config.space import Spec, grid_space
+from gped_search.seeds import search_seed
 
-__all__ = ["search_seed", "make_sampler"]
-
-
-def search_seed(cfg: StudyConfig) -> int:
-    """The seed of the sampler and of the trials' students: ``search.seed``, else the study seed."""
-    return cfg.seed if cfg.search.seed is None else cfg.search.seed
+__all__ = ["make_sampler"]
 
 
 def make_sampler(cfg: StudyConfig, specs: dict[str, Spec], seed: int | None = None) -> optuna.samplers.BaseSampler:
-    """The study's sampler, seeded with ``seed`` (default: the study seed)."""
+    """The study's sampler, seeded with ``seed`` (default: :func:`gped_search.seeds.search_seed`)."""
     s, seed = cfg.search, search_seed(cfg) if seed is None else seed
     if s.sampler == "grid":
         return optuna.samplers.GridSampler(grid_space(specs, len(cfg.student.widths)), seed=seed)

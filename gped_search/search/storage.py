@@ -34,7 +34,7 @@ from optuna.trial import TrialState
 from gped_search.config import StudyConfig, to_dict
 from gped_search.config.space import parse_space
 from gped_search.errors import StudyError  # noqa: F401  (raised here; re-exported)
-from gped_search.posterior.checkpoint import pid_alive as _alive
+from gped_search.files import pid_alive
 
 from .samplers import make_sampler
 
@@ -189,7 +189,7 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
         if ":" not in w:
             continue
         h, pid = w.rsplit(":", 1)
-        if h != host or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+        if h != host or not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
             continue
         try:
             study._storage.set_trial_user_attr(t._trial_id, "fail_reason", f"worker {w} died during the trial")

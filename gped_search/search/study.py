@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from gped_search.config import StudyConfig
 from gped_search.config.space import parse_space
 from gped_search.engine import prepare
-from gped_search.seeds import resume_sampler_seed
+from gped_search.seeds import resume_sampler_seed, search_seed
 from gped_search.store import check_store, fetch_study_file
 
 from .results import (
@@ -34,7 +34,7 @@ from .results import (
     study_path,
     trials_frame,
 )
-from .samplers import make_sampler, search_seed
+from .samplers import make_sampler
 from .settings_history import record_settings
 from .storage import (
     StudyError,

@@ -10,13 +10,14 @@ from pathlib import Path
 
 from gped_search.config import StudyConfig, chain_settings, settings_digest, to_dict
 from gped_search.engine import Prepared, sample_teacher
+from gped_search.files import file_lock
 from gped_search.posterior.artifact import ArtifactError, load_teacher, save_teacher
-from gped_search.posterior.checkpoint import CHAIN_DIR, file_lock
+from gped_search.posterior.checkpoint import CHAIN_DIR
 from gped_search.posterior.result import TeacherResult
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TEACHER_FILE", "CHAIN_DIR", "teacher_key", "ensure_teacher"]
+__all__ = ["TEACHER_FILE", "CHAIN_DIR", "teacher_key", "teacher_stamp", "find_teacher", "ensure_teacher"]
 
 TEACHER_FILE = "teacher.pt"
 
@@ -40,18 +41,20 @@ def teacher_key(cfg: StudyConfig) -> str:
     )
 
 
-def _sibling_teacher(artifact_dir: Path, key: str) -> Path | None:
-    """A teacher artifact with the same key and length in another study folder of the report folder."""
-    for sidecar in sorted(artifact_dir.parent.glob(f"*/{TEACHER_FILE}.key")):
+def teacher_stamp(cfg: StudyConfig) -> str:
+    """What a teacher artifact's ``.key`` sidecar says: its key and length, ``"<key> <iterations>"``."""
+    return f"{teacher_key(cfg)} {cfg.teacher.iterations}"
+
+
+def find_teacher(report_dir: Path, stamp: str, exclude: Path | None = None) -> Path | None:
+    """A teacher artifact whose sidecar says ``stamp`` (:func:`teacher_stamp`), with its checksum beside
+    it, in a study folder of ``report_dir`` other than ``exclude``; None if there is none."""
+    for sidecar in sorted(Path(report_dir).glob(f"*/{TEACHER_FILE}.key")):
         other = sidecar.with_name(TEACHER_FILE)
-        if (
-            sidecar.parent == artifact_dir
-            or not other.is_file()
-            or not other.with_name(TEACHER_FILE + ".sha256").is_file()
-        ):
+        if sidecar.parent == exclude or not other.is_file() or not other.with_name(TEACHER_FILE + ".sha256").is_file():
             continue
         with contextlib.suppress(OSError):
-            if sidecar.read_text().strip() == key:
+            if sidecar.read_text().strip() == stamp:
                 return other
     return None
 
@@ -81,11 +84,11 @@ def ensure_teacher(
     path = artifact_dir / TEACHER_FILE
     key = teacher_key(p.cfg)
     want = p.cfg.teacher.iterations
-    stamp = f"{key} {want}"
+    stamp = teacher_stamp(p.cfg)
     reused = extended = None
     with file_lock(artifact_dir / (TEACHER_FILE + ".lock")):
         if not path.exists():
-            src = _sibling_teacher(artifact_dir, stamp)
+            src = find_teacher(artifact_dir.parent, stamp, exclude=artifact_dir)
             if src is not None:
                 for suffix in ("", ".sha256"):
                     _link_or_copy(

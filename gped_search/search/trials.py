@@ -32,10 +32,10 @@ from gped_search.config.space import Spec
 from gped_search.engine import Prepared, StudentFailure, StudentResult, train_trial, train_trials, trial_seed
 from gped_search.errors import ConfigError, DivergenceError
 from gped_search.posterior.result import TeacherResult
+from gped_search.seeds import search_seed
 from gped_search.store import publish_study_file, study_store
 
 from .results import _scalar
-from .samplers import search_seed
 from .space import suggest
 from .storage import Heartbeat, fail_dead_trials, grid_left, record_curve, trial_ids
 
