@@ -59,7 +59,7 @@ class Suite:
 
     def files(self, only: list[str] | None) -> list[Path]:
         files = sorted(
-            self.studies.glob("*.yaml"),
+            (f for f in self.studies.glob("*.yaml") if not f.name.startswith("_")),  # _*.yaml: bases
             key=lambda f: (
                 self.split(f)[0].startswith("cnn"),
                 self.split(f)[0],
