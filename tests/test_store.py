@@ -5,6 +5,7 @@ several workers: ``test_object_store.py`` (``-m system``)."""
 from __future__ import annotations
 
 import io
+import os
 import time
 
 import pytest
@@ -179,3 +180,41 @@ def test_result_folders_go_through_the_store_to_reports_elsewhere(tmp_path):
     assert fetch_study_folder(there, "downstream") == 1
     assert (there.out_dir / "downstream" / "downstream.csv").read_text() == "model,acc\nteacher,0.9\n"
     assert fetch_study_folder(there, "robustness") == 0
+
+
+@pytest.fixture
+def s3_mock(monkeypatch):
+    """boto3 against moto's in-process S3 (no server; the system tests use its HTTP server)."""
+    pytest.importorskip("boto3", reason="boto3 is not installed (pip install -e .[test] or .[s3])")
+    moto = pytest.importorskip("moto", reason="moto is not installed (pip install -e .[test])")
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                 "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with moto.mock_aws():
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket="gped-unit")
+        yield
+
+
+def test_s3_store_objects_checksums_and_errors(s3_mock, tmp_path):
+    import optuna
+
+    store = open_store("s3://gped-unit/runs").child("study")
+    store.check(write=True)
+    src = tmp_path / "student.pt"
+    src.write_bytes(b"w" * 5000)
+    put_file(store, "trials/00001/student.pt", src)
+    assert store.list() == ["trials/00001/student.pt", "trials/00001/student.pt.sha256"]
+    assert get_file(store, "trials/00001/student.pt", tmp_path / "c" / "s.pt").read_bytes() == src.read_bytes()
+    store.write_bytes("trials/00001/student.pt", b"w" * 4999)
+    with pytest.raises(StoreError, match=r"s3://gped-unit/runs/study/trials/00001/student.pt: checksum mismatch"):
+        get_file(store, "trials/00001/student.pt", tmp_path / "d" / "s.pt")
+    view = store.artifact_store()  # optuna's artifact API over the store, under artifacts/
+    study = optuna.create_study()
+    trial = study.ask()
+    artifact_id = optuna.artifacts.upload_artifact(artifact_store=view, file_path=str(src), study_or_trial=trial)
+    assert f"artifacts/{artifact_id}" in store.list("artifacts/")
+    with pytest.raises(StoreError, match="bucket 'no-such-gped-bucket' does not exist; create it or fix search.artifacts"):
+        open_store("s3://no-such-gped-bucket/x").check()
