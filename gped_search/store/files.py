@@ -93,19 +93,32 @@ def get_file(store: Store, key: str, dest: str | os.PathLike) -> Path | None:
         if not side.is_file() or side.read_text(errors="replace").strip() != expected:
             _write_local(side, (expected + "\n").encode())
         return dest
-    try:
-        data = store.read_bytes(key)
-    except KeyError:
-        raise StoreError(f"{store.where(key)}: its checksum is stored but the object is missing") from None
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected:
-        raise StoreError(
-            f"{store.where(key)}: checksum mismatch (stored {expected[:12]}..., object has {actual[:12]}...): "
-            "torn or tampered; refused"
-        )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _write_local(side, (expected + "\n").encode())  # the checksum first, the data last (as locally written files)
-    _write_local(dest, data)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:  # streamed through a temp file beside dest while hashed: large teachers never sit in memory whole
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as f:
+            try:
+                reader = store.open_reader(key)
+            except KeyError:
+                raise StoreError(f"{store.where(key)}: its checksum is stored but the object is missing") from None
+            with reader:
+                for block in iter(lambda: reader.read(1 << 20), b""):
+                    h.update(block)
+                    f.write(block)
+            f.flush()
+            os.fsync(f.fileno())
+        actual = h.hexdigest()
+        if actual != expected:
+            raise StoreError(
+                f"{store.where(key)}: checksum mismatch (stored {expected[:12]}..., object has {actual[:12]}...): "
+                "torn or tampered; refused"
+            )
+        _write_local(side, (expected + "\n").encode())  # the checksum first, the data last (as local writers do)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return dest
 
 
