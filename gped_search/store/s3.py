@@ -49,7 +49,8 @@ class S3Store(Store):
 
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.client = client or _client()
-        self.objects = Boto3ArtifactStore(bucket, client=self.client)
+        # avoid_buf_copy: uploads stream from the open file (which upload_fileobj may close: we own it)
+        self.objects = Boto3ArtifactStore(bucket, client=self.client, avoid_buf_copy=True)
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
 
     def _key(self, key: str) -> str:
