@@ -72,6 +72,8 @@ def s3():
 
 def _env(s3, **changes) -> dict[str, str]:
     env = pg.worker_env(**s3.env, GPED_LEASE_SECONDS="3")
+    for k in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):  # only this test's S3 server and key
+        env.pop(k, None)
     for k, v in changes.items():
         if v is None:
             env.pop(k, None)
