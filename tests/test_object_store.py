@@ -72,7 +72,8 @@ def s3():
 
 def _env(s3, **changes) -> dict[str, str]:
     env = pg.worker_env(**s3.env, GPED_LEASE_SECONDS="3")
-    for k in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN"):  # only this test's S3 server and key
+    for k in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+              "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"):  # only our server, key
         env.pop(k, None)
     for k, v in changes.items():
         if v is None:
