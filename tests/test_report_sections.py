@@ -73,3 +73,5 @@ def test_a_pruned_study_reports_each_layer_before_and_after(tmp_path):
         assert g["macs_after"].sum() == row["macs_conv_linear"]
         assert (g["params_after"] <= g["params_before"]).all() and g["params_after"].sum() < g["params_before"].sum()
         assert list(g["kind"]) == ["Linear"] * 4  # two hidden layers and two heads
+    cached = folder / "pruned_layers.csv"  # written by the report: a re-run reads it, without torch
+    assert cached.is_file() and pd.read_csv(cached).equals(table)

@@ -15,10 +15,12 @@ from gped_search.report.sections import ReportExtras
 
 from .results import study_path
 
-__all__ = ["report_extras", "pruned_layers", "MAX_PRUNED"]
+__all__ = ["report_extras", "pruned_layers", "MAX_PRUNED", "CACHE_FILE"]
 
 MAX_PRUNED = 6
 """At most this many pruned students get a per-layer table (front members first, then by trial number)."""
+CACHE_FILE = "pruned_layers.csv"
+"""The per-layer table as last computed, in the study folder: reused while the same trials are shown."""
 
 
 def _table(folder: Path, name: str) -> pd.DataFrame | None:
@@ -63,10 +65,29 @@ def _pruned_trials(df: pd.DataFrame) -> list[int]:
 def pruned_layers(out_dir: Path, df: pd.DataFrame) -> pd.DataFrame | None:
     """Per Linear / Conv2d layer of each pruned student (at most :data:`MAX_PRUNED`): its shape,
     parameters and MACs before and after pruning. The unpruned network is the checkpoint's architecture
-    with the widths its ``pruning.units_before`` records. None when no student was pruned."""
+    with the widths its ``pruning.units_before`` records. None when no student was pruned. Kept in
+    :data:`CACHE_FILE`, so a report of the same trials needs no torch."""
     numbers = _pruned_trials(df)
     if not numbers:
         return None
+    cache = out_dir / CACHE_FILE
+    if cache.is_file():  # a finished trial's checkpoint never changes: no torch import for a re-run report
+        try:
+            cached = pd.read_csv(cache)
+            if sorted(set(cached["trial"].astype(int))) == sorted(numbers):
+                return cached
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, KeyError, ValueError):
+            pass
+    table = _layer_table(out_dir, df, numbers)
+    if table is not None:
+        try:
+            table.to_csv(cache, index=False)
+        except OSError:  # a read-only study folder: the report still has the table
+            pass
+    return table
+
+
+def _layer_table(out_dir: Path, df: pd.DataFrame, numbers: list[int]) -> pd.DataFrame | None:
     import torch
 
     from gped_search.checkpoints import CheckpointError, load_checkpoint
