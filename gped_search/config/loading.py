@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import difflib
 import enum
+import logging
 import math
 import os
 import re
@@ -25,9 +26,12 @@ import yaml
 from gped_search.errors import ConfigError
 
 from .schema import StudyConfig
+from .schema_chain import RENAMED_KEYS
 from .study_files import merge, read_mapping
 
-__all__ = ["load_study", "report_base", "parse_overrides", "study_from_dict"]
+__all__ = ["load_study", "report_base", "parse_overrides", "study_from_dict", "upgrade_keys"]
+
+log = logging.getLogger(__name__)
 
 
 class _Loader(yaml.SafeLoader):
@@ -143,13 +147,34 @@ def _from_dict(cls: type, data: dict, where: str = "") -> Any:
         raise ConfigError(f"{where or cls.__name__}: {e}") from e
 
 
+def upgrade_keys(data: dict, warn: bool = True) -> dict:
+    """``data`` with renamed keys (:data:`RENAMED_KEYS`) under their new names; each old name found is
+    one deprecation line on the ``gped_search`` logger (``warn``), both names at once an error."""
+    out = dict(data)
+    for section, names in RENAMED_KEYS.items():
+        sec = out.get(section)
+        if not isinstance(sec, dict) or not any(k in sec for k in names):
+            continue
+        sec = dict(sec)
+        for old, new in names.items():
+            if old not in sec:
+                continue
+            if new in sec:
+                raise ConfigError(f"{section}.{old} is the old name of {section}.{new}: give only {section}.{new}")
+            sec[new] = sec.pop(old)
+            if warn:
+                log.warning("%s.%s is deprecated: it is now %s.%s", section, old, section, new)
+        out[section] = sec
+    return out
+
+
 def study_from_dict(data: dict | None) -> StudyConfig:
-    """Build and validate a :class:`StudyConfig` from a plain mapping."""
+    """Build and validate a :class:`StudyConfig` from a plain mapping (old key names upgraded)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"a study file must be a mapping at the top level, got {type(data).__name__}")
-    return _from_dict(StudyConfig, data)
+    return _from_dict(StudyConfig, upgrade_keys(data))
 
 
 def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict:
@@ -221,9 +246,24 @@ def load_study(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
     return _resolve_report_dir(_load_study(path, overrides), Path(path), overrides)
 
 
+def _upgrade_override(pair: str) -> str:
+    """``--set section.old=...`` of a renamed key as ``section.new=...``, with its deprecation line."""
+    key, sep, raw = pair.partition("=")
+    parts = key.strip().split(".")
+    new = RENAMED_KEYS.get(parts[0], {}).get(parts[1]) if len(parts) >= 2 else None
+    if new is None:
+        return pair
+    log.warning("%s.%s is deprecated: it is now %s.%s", parts[0], parts[1], parts[0], new)
+    return ".".join([parts[0], new, *parts[2:]]) + sep + raw
+
+
 def _load_study(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
     p = Path(path)
-    data = read_mapping(p, _Loader)
+    try:
+        data = upgrade_keys(read_mapping(p, _Loader))  # old key names: one deprecation line each, here only
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+    overrides = [_upgrade_override(o) for o in overrides]
     try:
         base = study_from_dict(data)
     except ConfigError as e:

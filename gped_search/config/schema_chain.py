@@ -21,6 +21,7 @@ __all__ = [
     "DataConfig",
     "TeacherConfig",
     "RECIPE_DEFAULTS",
+    "RENAMED_KEYS",
     "CHAIN_LENGTH_KEYS",
     "chain_settings",
     "settings_digest",
@@ -191,6 +192,12 @@ before they existed (their default, except distill.online_average, whose default
 equal to its value here is dropped from the settings digests, so old artifacts keep their key."""
 
 
+RENAMED_KEYS = {"distill": {"entropy_weight": "other_targets_weight"}}
+"""Keys renamed after artifacts and chains already existed: section -> {old name: new name}. A study file
+may still use the old name (read with a deprecation line), and the settings digests use the old name,
+so an old artifact or chain keeps its key."""
+
+
 def to_dict(cfg: Any) -> Any:
     """Plain YAML/JSON-able representation (enums as strings, tuples as lists)."""
     if dataclasses.is_dataclass(cfg):
@@ -217,12 +224,16 @@ the keys that identify a chain (so a chain can be extended and resumed under oth
 
 
 def chain_settings(cfg) -> dict:
-    """``to_dict(cfg)`` with the teacher section stripped of :data:`CHAIN_LENGTH_KEYS`, and the recipe keys
-    that equal their defaults (:data:`~gped_search.schema_chain.RECIPE_DEFAULTS`) left out."""
+    """``to_dict(cfg)`` with the teacher section stripped of :data:`CHAIN_LENGTH_KEYS`, the recipe keys
+    that equal their defaults (:data:`RECIPE_DEFAULTS`) left out and renamed keys under their old names
+    (:data:`RENAMED_KEYS`)."""
     d = to_dict(cfg)
     d["teacher"] = {k: v for k, v in d["teacher"].items() if k not in CHAIN_LENGTH_KEYS}
     for section, defaults in RECIPE_DEFAULTS.items():  # keys added later, at their defaults: as before
         d[section] = {k: v for k, v in d[section].items() if not (k in defaults and v == defaults[k])}
+    for section, names in RENAMED_KEYS.items():  # renamed keys: digested under their old names, as before
+        old = {new: old for old, new in names.items()}
+        d[section] = {old.get(k, k): v for k, v in d[section].items()}
     return d
 
 

@@ -84,7 +84,7 @@ class StudentTrainer:
     def target_loss(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> torch.Tensor:
         """The weighted loss of the heads' ``outputs`` against the targets (plus relational distillation)."""
         parts = target_losses(outputs, targets, self.cfg)
-        loss = sum(v if k == "predictive" else self.cfg.entropy_weight * v for k, v in parts.items())
+        loss = sum(v if k == "predictive" else self.cfg.other_targets_weight * v for k, v in parts.items())
         if self.cfg.relational_weight > 0:
             probs = F.softmax(outputs["predictive"], -1)
             loss = loss + self.cfg.relational_weight * relational_loss(probs, targets["predictive"])

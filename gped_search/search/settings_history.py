@@ -5,6 +5,7 @@ change Optuna cannot follow (another list of choices) is refused in one line."""
 from __future__ import annotations
 
 from gped_search.config import StudyConfig, to_dict
+from gped_search.config.loading import upgrade_keys
 
 from .storage import StudyError
 
@@ -61,6 +62,8 @@ def record_settings(cfg: StudyConfig) -> None:
         old = yaml.safe_load(path.read_text()) if path.is_file() else None
     except (OSError, yaml.YAMLError):
         old = None
+    if isinstance(old, dict):  # written before a key was renamed: compare it under the new name
+        old = upgrade_keys(old, warn=False)
     changed = _changed(_tracked(old), _tracked(new)) if isinstance(old, dict) else []
     if "search.space" in changed:
         _check_space_change((old.get("search") or {}).get("space") or {}, new["search"]["space"], cfg.name)
