@@ -16,6 +16,7 @@ __all__ = [
     "StudyError",
     "ExportError",
     "StoreError",
+    "TrialFailed",
     "USER_ERRORS",
 ]
 
@@ -69,3 +70,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
 )
 """What the command line prints as one line and exits 2 for (OSError: files and folders)."""
+
+
+class TrialFailed(RuntimeError):
+    """A search trial failed for a recorded reason; the study goes on."""

@@ -17,7 +17,7 @@ class SupernetConfig:
     """Sandwich steps of the supernet (None = distill.steps: the price of one full trial)."""
     random: int = 2
     """Random sub-networks per step beside the largest and the smallest (the sandwich rule)."""
-    samples: int = 1000
+    samples: int = 300
     """Configurations scored with inherited weights: the whole space when it has at most this many,
     else this many random ones (the smallest and the largest always among them)."""
     finetune_steps: int | None = None

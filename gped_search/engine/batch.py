@@ -88,6 +88,7 @@ def train_trials(
     steps: int | None = None,
     latency_batch: int = 1,
     progress: bool = False,
+    models: list[Net | None] | None = None,
 ) -> list[StudentResult | StudentFailure]:
     """Several trials' students trained in lockstep against one teacher (the search's batch mode).
 
@@ -106,6 +107,7 @@ def train_trials(
         steps=steps or student_steps(p.cfg),
         latency_batch=latency_batch,
         progress=progress,
+        models=models,
     )
     for r in out:
         if isinstance(r, StudentResult):

@@ -37,15 +37,17 @@ def check_objectives(names: Sequence[str], strategy: str) -> None:
 
 @torch.no_grad()
 def interim_scores(p, teacher, model: torch.nn.Module) -> dict:
-    """``model``'s quality on the selection split (validation; the test set without one) against the
-    teacher's means, its exact cost, and the latency proxies."""
+    """``model``'s quality on the first ``search.interim_images`` of the selection split (validation; the
+    test set without one) against the teacher's means, its exact cost, and the latency proxies."""
     b = p.bundle
     split, means = (b.val, teacher.val) if b.val is not None and teacher.val is not None else (b.test, teacher.test)
+    n = p.cfg.search.interim_images or len(split.y)
+    x, y, means = split.x[:n], split.y[:n], {k: v[:n] for k, v in means.items()}
     was = model.training
     model.eval()
     try:
-        rec = evaluate(model, split.x, split.y, means, outputs=student_outputs(model, split.x))
-        rec.update(cost_figures(model, split.x[:1]))
+        rec = evaluate(model, x, y, means, outputs=student_outputs(model, x))
+        rec.update(cost_figures(model, x[:1]))
     finally:
         model.train(was)
     rec["bytes"] = rec["bytes_fp32"]

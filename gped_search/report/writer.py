@@ -122,7 +122,12 @@ def write_report(
     return {"written": r.written, "front": r.front, "summary": r.summary}
 
 
+_STATE = {"PRUNED": "stopped early"}
+_STOPPED_TITLE = "Stopped early (successive halving: never on the front)"
+_STOPPED_COLUMNS = ("number", "arch", "stopped_rung", "stopped_step", "rung_kl", "train_seconds")
+
 @dataclass
+
 class _Report:
     """One report being written: its inputs, then what each step adds (front, figures, summary)."""
 
@@ -235,7 +240,7 @@ class _Report:
         self.written["summary_json"] = str(self.out / "summary.json")
         self.note = selection_note(self.complete if len(self.complete) else df)
         self.summary["selection"] = self.note
-        states = ", ".join(f"{n} {str(k).lower()}" for k, n in self.counts.items()) or "none"
+        states = ", ".join(f"{n} {_STATE.get(k, str(k).lower())}" for k, n in self.counts.items()) or "none"
         better = ", ".join(
             f"{column_label(k)} ({'lower' if v == 'minimize' else 'higher'} is better)" for k, v in obj.items()
         )
@@ -255,6 +260,14 @@ class _Report:
                 self.rec_lines.append(f"Warning: {self.rec['warning']}.")
         self.failed = (
             df[df["state"] == "FAIL"][["number", "fail_reason"]] if "fail_reason" in df.columns else df.iloc[:0]
+        )
+        stop_cols = [c for c in _STOPPED_COLUMNS if c in df.columns]
+        self.stopped = (
+            df[(df["state"] == "PRUNED") & df["stopped_rung"].notna()][stop_cols].assign(
+                stopped_rung=lambda d: d["stopped_rung"].astype(int) + 1
+            )
+            if "stopped_rung" in df.columns
+            else df.iloc[:0]
         )
 
     def write_markdown(self) -> None:
@@ -287,6 +300,8 @@ class _Report:
             md += ["## Notes", "", *[f"- {n}" for n in self.notes], ""]
         if len(self.failed):
             md += ["## Failed trials", "", markdown_table(self.failed), ""]
+        if len(self.stopped):
+            md += [f"## {_STOPPED_TITLE}", "", markdown_table(self.stopped), ""]
         md += [*[f"![{caption(n, obj, self.title)}]({n})" for n, _ in self.images], ""]
         md += [line for s in self.sections for line in section_markdown(s)]
         (self.out / "summary.md").write_text("\n".join(md))
@@ -332,6 +347,8 @@ class _Report:
             body += ["<h2>Notes</h2><ul>", *[f"<li>{e(n)}</li>" for n in self.notes], "</ul>"]
         if len(self.failed):
             body += ["<h2>Failed trials</h2>", pretty_table(self.failed, ["number", "fail_reason"])]
+        if len(self.stopped):
+            body += [f"<h2>{_STOPPED_TITLE}</h2>", pretty_table(self.stopped, list(self.stopped.columns))]
         if not df.empty:
             all_cols = [c for c in front_columns(df, obj) + ["state", "on_front", "duration_s"] if c in df.columns]
             body += ["<h2>All trials</h2>", pretty_table(df.sort_values("number"), all_cols, mark=mark)]

@@ -27,13 +27,12 @@ from gped_search.config import StudyConfig
 from gped_search.engine import Prepared, student_steps
 from gped_search.engine.bracket import Bracket
 from gped_search.engine.result import StudentFailure
-from gped_search.errors import ConfigError
+from gped_search.errors import ConfigError, TrialFailed
 from gped_search.metrics.interim import check_objectives
 from gped_search.posterior.result import TeacherResult
 
 from .front import keep_best
-from .storage import Heartbeat, trial_ids
-from .trials import TrialFailed
+from .storage import Heartbeat, trial_finished, trial_ids
 
 __all__ = ["rung_plan", "bracket_size", "run_bracket", "STOPPED"]
 
@@ -61,10 +60,13 @@ def rung_plan(cfg: StudyConfig, n: int) -> list[int]:
     return plan
 
 
-def bracket_size(cfg: StudyConfig, left: int) -> int:
-    """Trials asked per bracket: ``search.halving.n``, else every trial still to run (``left``)."""
-    n = cfg.search.halving.n
-    return max(1, min(left, n)) if n is not None else max(1, left)
+def bracket_size(cfg: StudyConfig, left: int | None) -> int:
+    """Trials asked per bracket: ``search.halving.n`` (at most the ``left`` still to run), else every
+    trial still to run; without a trial budget (a timeout), ``eta**2`` (at least ``search.batch``)."""
+    h = cfg.search.halving
+    if left is None:
+        return h.n or max(cfg.search.batch, h.eta**2)
+    return max(1, min(left, h.n)) if h.n is not None else max(1, left)
 
 
 def _objectives(cfg: StudyConfig, rec: dict) -> list[float]:
@@ -126,7 +128,7 @@ def run_bracket(
         br.advance(plan[-1] - done, desc=f"full length: {len(br.active)} students")
         out = br.finish(cfg.search.latency_batch)
         for i, res in enumerate(out):
-            if res is None or i in br.stopped or _told(study, started[i]):
+            if res is None or i in br.stopped or trial_finished(started[i]):
                 continue
             t = started[i]
             if isinstance(res, StudentFailure):
@@ -143,14 +145,10 @@ def run_bracket(
                 echo(study, t.number)
 
 
-def _told(study: optuna.Study, trial: optuna.Trial) -> bool:
-    return study._storage.get_trial(trial._trial_id).state.is_finished()
-
-
 def _fail_diverged(study, br: Bracket, started, runner, tell, echo) -> None:
     """Students that diverged during the last rung fail now (their bracket-mates go on)."""
     for i, m in br.members.items():
-        if m.error is not None and i not in br.stopped and not _told(study, started[i]):
+        if m.error is not None and i not in br.stopped and not trial_finished(started[i]):
             tell(study, started[i], None, runner.failed(started[i], m.error))
             br.stopped.add(i)
             if echo:

@@ -129,6 +129,9 @@ def write_study_report(
             f"The teacher's test figures average {teacher['test_samples']:,} posterior samples "
             "(thinned SGLD iterates), not test images."
         )
+    from .strategy_notes import strategy_notes
+
+    notes += strategy_notes(study)
     used = study_status(study).get("teachers_used", {})
     if len(used) > 1:
         warn = ", ".join(f"{k}: {n}" for k, n in used.items())

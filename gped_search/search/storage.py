@@ -202,6 +202,11 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
     return failed
 
 
+def trial_finished(trial: optuna.Trial) -> bool:
+    """Whether an asked trial has been told (any finished state), read from the storage."""
+    return trial.study._storage.get_trial(trial._trial_id).state.is_finished()
+
+
 def record_curve(trial: optuna.Trial, curve: list[tuple[int, float]]) -> None:
     """A trial's learning curve as Optuna intermediate values (optuna-dashboard draws them).
 

@@ -120,7 +120,13 @@ def _work_quiet(
     if remaining == 0:
         return
     batch = cfg.search.batch
-    if batch > 1:
+    strategy = cfg.search.strategy.value
+    nets = None
+    if strategy == "supernet":
+        from .supernet_run import prepare_supernet
+
+        nets = prepare_supernet(study, p, teacher, artifact_dir, specs, budget=target or batch, progress=progress)
+    if batch > 1 or strategy != "trials":
         optimize_batched(
             study,
             cfg,
@@ -133,6 +139,7 @@ def _work_quiet(
             progress=progress,
             timeout=timeout if timeout is not None else cfg.search.timeout,
             announce=announce,
+            nets=nets,
         )
         return
     callbacks = (
@@ -237,11 +244,40 @@ def _remove_if_unused(folder: Path) -> None:
             folder.rmdir()
 
 
+def check_strategy(cfg: StudyConfig, workers: int = 1) -> None:
+    """One line, before any work, for settings ``search.strategy`` cannot run with."""
+    strategy = cfg.search.strategy.value
+    if strategy == "trials":
+        return
+    from gped_search.errors import ConfigError
+    from gped_search.metrics.interim import check_objectives
+
+    check_objectives(list(cfg.search.objectives), strategy)
+    if strategy == "halving":
+        from .halving import bracket_size, rung_plan
+
+        rung_plan(cfg, bracket_size(cfg, cfg.search.n_trials))
+        return
+    from gped_search.supernet.space import ArchSpace
+
+    if workers > 1:
+        raise StudyError("search.strategy supernet runs in one worker process: use --workers 1")
+    if cfg.search.sampler == "grid":
+        raise ConfigError(
+            "search.sampler: grid cannot run with search.strategy supernet, which chooses the architectures "
+            "itself (use tpe, random, qmc or gp for the other parameters)"
+        )
+    if cfg.distill.derivative_weight > 0:
+        raise ConfigError("distill.derivative_weight: search.strategy supernet distils without derivative matching")
+    ArchSpace(cfg, parse_space(cfg.search.space))  # a space with nothing to slice
+
+
 def _run_study(
     cfg: StudyConfig, n_trials, timeout, workers, storage, progress, threads, restart, announce
 ) -> optuna.Study:
     if not os.access(cfg.out_dir, os.W_OK):
         raise StudyError(f"report folder {cfg.out_dir} is not writable")
+    check_strategy(cfg, workers)
     url = storage_url(cfg, storage, workers)
     check_store(cfg, write=True)  # a wrong bucket, no credentials (or read-only ones), no endpoint: one line, first
     if url.startswith("sqlite") and workers > 1:
