@@ -130,7 +130,7 @@ def run(args) -> None:
 
 
 def status(_args) -> None:
-    from gped_search.posterior.checkpoint import list_generations
+    from gped_search.posterior.chain_checkpoint import list_generations
 
     for cell in _cells():
         folder = OUT / f"teacher_recipe_{cell}"

@@ -111,7 +111,7 @@ def cmd_run(args) -> int:
 def _chains(cfg, url: str | None = None) -> dict:
     """Progress of the study's teacher chain and of a ``distill`` run's chain, where they exist (with
     ``search.artifacts``, the teacher chain's as the store and the lease in ``url``'s database say)."""
-    from gped_search.posterior.checkpoint import CHAIN_DIR, DISTILL_CHAIN_DIR, chain_status
+    from gped_search.posterior.chain_checkpoint import CHAIN_DIR, DISTILL_CHAIN_DIR, chain_status
 
     out = {}
     for label, folder in (("teacher chain", CHAIN_DIR), ("distill chain", DISTILL_CHAIN_DIR)):

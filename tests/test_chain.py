@@ -18,7 +18,7 @@ import yaml
 from gped_search import engine as api
 from gped_search.config import load_study, study_from_dict, to_dict
 from gped_search.engine import online
-from gped_search.posterior.checkpoint import (
+from gped_search.posterior.chain_checkpoint import (
     chain_status,
     latest_checkpoint,
     list_generations,
@@ -53,7 +53,7 @@ RUNNER = textwrap.dedent("""
     from gped_search.engine import online
     from gped_search.config import load_study
     from gped_search.distill import chain
-    from gped_search.posterior import checkpoint as ck
+    from gped_search.posterior import chain_checkpoint as ck
     mode, arg, study, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     if mode == "iteration":  # die (SIGKILL) right after iteration `arg`'s thinned sample
         orig = chain.TeacherChain._thinned

@@ -78,7 +78,7 @@ def test_the_lease_goes_to_one_holder_and_expires_when_not_renewed(tmp_path):
 
 
 def test_chain_checkpoints_reach_the_store_and_resume_elsewhere(tmp_path):
-    from gped_search.posterior.checkpoint import latest_checkpoint, save_checkpoint_generation
+    from gped_search.posterior.chain_checkpoint import latest_checkpoint, save_checkpoint_generation
 
     store = LocalStore(tmp_path / "bucket")
     here, there = tmp_path / "worker1" / "teacher.chain", tmp_path / "worker2" / "teacher.chain"
@@ -111,7 +111,7 @@ def test_search_artifacts_must_be_a_store_url(tmp_path):
 
 def test_status_reads_the_chain_from_the_store_and_the_lease(tmp_path):
     from gped_search.config import load_study
-    from gped_search.posterior.checkpoint import save_checkpoint_generation, write_progress
+    from gped_search.posterior.chain_checkpoint import save_checkpoint_generation, write_progress
     from gped_search.search.teacher_lease import store_chain_status, teacher_lease
 
     cfg = load_study(QUICKSTART, [f"report_dir={tmp_path / 'elsewhere'}", f"search.artifacts=file://{tmp_path / 'b'}"])

@@ -25,7 +25,7 @@ from gped_search.distill.chain import TeacherChain, transfer_batch
 from gped_search.distill.student import LockstepTrainer, StudentTrainer
 from gped_search.distill.targets import BankTargets, CachedTargets, RunningMeanTargets
 from gped_search.models import Arch, build
-from gped_search.posterior.checkpoint import (
+from gped_search.posterior.chain_checkpoint import (
     ChainCheckpointError,
     clear_checkpoints,
     latest_checkpoint,

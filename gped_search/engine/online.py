@@ -13,7 +13,7 @@ from gped_search.config import ConfigError, StudyConfig, TargetMode, chain_setti
 from gped_search.distill.loop import train_student
 from gped_search.files import file_lock
 from gped_search.models import build
-from gped_search.posterior.checkpoint import DISTILL_CHAIN_DIR
+from gped_search.posterior.chain_checkpoint import DISTILL_CHAIN_DIR
 
 from .context import make_trainer, prepare, sample_teacher, student_arch_for, student_steps
 from .pruning import prune_and_finetune

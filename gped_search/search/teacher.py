@@ -12,7 +12,7 @@ from gped_search.config import StudyConfig, chain_settings, settings_digest, to_
 from gped_search.engine import Prepared, sample_teacher
 from gped_search.files import file_lock
 from gped_search.posterior.artifact import ArtifactError, load_teacher, save_teacher
-from gped_search.posterior.checkpoint import CHAIN_DIR
+from gped_search.posterior.chain_checkpoint import CHAIN_DIR
 from gped_search.posterior.result import TeacherResult
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 
-from gped_search.posterior.checkpoint import CHAIN_DIR
+from gped_search.posterior.chain_checkpoint import CHAIN_DIR
 from gped_search.store.chain_sync import store_generations
 from gped_search.store.files import get_text
 from gped_search.store.lease import Lease, supports_lease
@@ -32,7 +32,7 @@ def teacher_lease(url: str, study_name: str, create: bool = True) -> Lease | Non
 def store_chain_status(cfg, url: str, stale_seconds: float = 600.0) -> dict | None:
     """Where the study's teacher chain stands, read from the store and the lease (``status`` on any machine).
 
-    The shape of :func:`~gped_search.posterior.checkpoint.chain_status`, plus ``holder`` (``host:pid`` of
+    The shape of :func:`~gped_search.posterior.chain_checkpoint.chain_status`, plus ``holder`` (``host:pid`` of
     the worker sampling it). ``running`` needs a live lease (or, without a database, a fresh progress note)."""
     store = study_store(cfg)
     if store is None:

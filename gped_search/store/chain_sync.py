@@ -1,6 +1,6 @@
 """The teacher chain's checkpoints in the store, so a chain killed on one machine resumes on another.
 
-The chain itself checkpoints into a local folder (:mod:`gped_search.posterior.checkpoint`: generation
+The chain itself checkpoints into a local folder (:mod:`gped_search.posterior.chain_checkpoint`: generation
 files with their checksums). :class:`ChainMirror` watches that folder from a thread while the chain
 runs and uploads each new complete generation (data, then checksum) and the progress note, then
 removes the store's older generations; :func:`pull_chain` brings the store's newest generation that
@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from gped_search.errors import StoreError
-from gped_search.posterior.checkpoint import PROGRESS_FILE, list_generations
+from gped_search.posterior.chain_checkpoint import PROGRESS_FILE, list_generations
 
 from .base import Store
 from .files import SIDECAR, _sha256_file, get_file, put_file, stored_sha256
