@@ -30,7 +30,7 @@ from gped_search.checkpoints import save_checkpoint
 from gped_search.config import StudyConfig, to_dict
 from gped_search.config.space import Spec
 from gped_search.engine import Prepared, StudentFailure, StudentResult, train_trial, train_trials, trial_seed
-from gped_search.errors import ConfigError, DivergenceError
+from gped_search.errors import ConfigError, DivergenceError, TrialFailed
 from gped_search.posterior.result import TeacherResult
 from gped_search.seeds import search_seed
 from gped_search.store import publish_study_file, study_store
@@ -60,10 +60,6 @@ EXPECTED_FAILURES: tuple[type[BaseException], ...] = (
 """Failures a trial records as one line (a diverging student, out of memory, bad settings)."""
 
 log = logging.getLogger(__name__)
-
-
-class TrialFailed(RuntimeError):
-    """A trial failed for a recorded reason; the study goes on."""
 
 
 # --------------------------------------------------------------------------- a trial around its training
@@ -226,8 +222,13 @@ def optimize_batched(
     batch: int,
     progress: bool = False,
     announce: bool = False,
+    nets: dict | None = None,
 ) -> None:
     """Ask-and-tell batch mode: ask ``batch`` trials, train their students in lockstep, tell each.
+
+    With ``search.strategy: halving`` each group asked is a bracket of successive halving
+    (:func:`gped_search.search.halving.run_bracket`, ``search.halving.n`` trials); with a supernet's
+    ``nets`` (``search.strategy: supernet``) every student starts from its slice of them.
 
     Runs until the study has ``n_trials`` finished trials (COMPLETE or PRUNED), ``timeout`` seconds
     have passed (checked between batches) or, as ``study.optimize(n_trials=...)``, as many trials as
@@ -238,6 +239,9 @@ def optimize_batched(
     are failed (and retried) before each batch; the journal storage uses the dead-worker check.
     ``announce`` prints one line per finished trial (:func:`trial_line`).
     """
+    from .halving import bracket_size, run_bracket
+
+    halving = cfg.search.strategy.value == "halving"
     runner = _TrialRunner(cfg, p, teacher, artifact_dir, specs)
     start = time.monotonic()
     budget = None if n_trials is None else max(0, n_trials - finished(study))
@@ -253,6 +257,8 @@ def optimize_batched(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
         k = batch if left is None else min(batch, left)
+        if halving:
+            k = bracket_size(cfg, left)
         free = grid_left(study)
         if free is not None:
             if free == 0:
@@ -263,7 +269,13 @@ def optimize_batched(
             trials = [study.ask() for _ in range(k)]
         asked += k
         try:
-            _run_batch(study, cfg, p, teacher, runner, trials, bar, announce)
+            if halving:
+                run_bracket(
+                    study, cfg, p, teacher, runner, trials, tell=_tell, echo=_echo if announce else None,
+                    progress=bar is not None,
+                )
+            else:
+                _run_batch(study, cfg, p, teacher, runner, trials, bar, announce, nets)
         except KeyboardInterrupt:
             told = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
             for t in trials:
@@ -278,8 +290,9 @@ def optimize_batched(
         bar.close()
 
 
-def _run_batch(study, cfg, p, teacher, runner, trials, bar, announce) -> None:
-    """Start, train in lockstep and tell one batch of asked trials."""
+def _run_batch(study, cfg, p, teacher, runner, trials, bar, announce, nets=None) -> None:
+    """Start, train in lockstep and tell one batch of asked trials; with a supernet's ``nets`` each
+    student starts from its slice and is distilled for ``search.supernet.finetune_steps``."""
     with Heartbeat(study, trial_ids(trials)):
         started, configs, seeds = [], [], []
         for t in trials:
@@ -301,6 +314,7 @@ def _run_batch(study, cfg, p, teacher, runner, trials, bar, announce) -> None:
                 seeds,
                 latency_batch=cfg.search.latency_batch,
                 progress=bar is not None,
+                **(_from_supernet(nets, p, configs) if nets else {}),
             )
             if started
             else []
@@ -319,6 +333,13 @@ def _run_batch(study, cfg, p, teacher, runner, trials, bar, announce) -> None:
                 _echo(study, t.number)
 
 
+def _from_supernet(nets: dict, p: Prepared, configs: list[StudyConfig]) -> dict:
+    """``train_trials`` arguments that start each student from its slice of its family's supernet."""
+    from .supernet_run import extracted, finetune_steps
+
+    return {"models": [extracted(nets, p, c) for c in configs], "steps": finetune_steps(p.cfg)}
+
+
 def trial_line(study: optuna.Study, number: int) -> str:
     """One line for a finished trial: number, state, student, objectives, whether it is on the front."""
     from .results import trials_frame
@@ -328,6 +349,12 @@ def trial_line(study: optuna.Study, number: int) -> str:
     if row.empty:
         return f"trial {number}: not in the study"
     r = row.iloc[0]
+    if r["state"] == "PRUNED" and _present(r.get("stopped_rung")):
+        kl = r.get("rung_kl")
+        return (
+            f"trial {number:>3}  stopped   {str(r.get('arch', '')):24s}  after rung {int(r['stopped_rung']) + 1} "
+            f"(step {int(r['stopped_step'])})" + (f", val KL {kl:.4g}" if _present(kl) else "")
+        )
     if r["state"] != "COMPLETE":
         reason = r.get("fail_reason")
         return f"trial {number:>3}  {r['state'].lower():8s}  " + (reason if isinstance(reason, str) else "")
@@ -337,6 +364,10 @@ def trial_line(study: optuna.Study, number: int) -> str:
     front = f"on the front ({int(done['on_front'].sum())} of {len(done)})" if r.get("on_front") else "dominated"
     arch = str(r.get("arch", "")) + (" int8" if r.get("precision") == "int8" else "")
     return f"trial {number:>3}  complete  {arch:24s}  {vals}  {front}"
+
+
+def _present(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
 def _short(name: str, v) -> str:
@@ -355,9 +386,11 @@ def _echo(study: optuna.Study, number: int) -> None:
     tqdm.write(trial_line(study, number), file=sys.stdout)
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, values, error: BaseException | None) -> None:
+def _tell(study: optuna.Study, trial: optuna.Trial, values, error: BaseException | None, state=None) -> None:
     try:
-        if error is None:
+        if state is not None:
+            study.tell(trial, state=state)
+        elif error is None:
             study.tell(trial, values)
         else:
             study.tell(trial, state=TrialState.FAIL)
