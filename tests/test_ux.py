@@ -52,7 +52,7 @@ def test_run_prints_one_line_per_trial_then_a_summary(study):
     trial_lines = [ln for ln in lines if ln.startswith("trial ")]
     assert [int(ln.split()[1]) for ln in trial_lines] == [0, 1, 2, 3, 4]
     for ln in trial_lines:
-        assert " complete " in ln and "MLP 64-" in ln and "kl " in ln and "kB" in ln and " ms" in ln
+        assert " complete " in ln and "MLP 64-" in ln and "kl " in ln and "kB" in ln and "macs " in ln
         assert ln.rstrip().endswith(("dominated",)) or re.search(r"on the front \(\d+ of \d+\)$", ln), ln
     assert not any(ln.lstrip().startswith(("{", "}", "\"")) for ln in lines)  # no JSON without --json
     summary = next(ln for ln in lines if ln.startswith("study quickstart:"))
