@@ -23,7 +23,6 @@ from gped_search.errors import ConfigError
 from .loading import load_study, parse_overrides, report_base, study_from_dict
 from .schema import (
     CHAIN_LENGTH_KEYS,
-    GRID_MAX,
     DataConfig,
     DistillConfig,
     HalvingConfig,
@@ -37,6 +36,7 @@ from .schema import (
     settings_digest,
     to_dict,
 )
+from .space import GRID_MAX
 
 __all__ = [
     "ConfigError",

@@ -28,7 +28,6 @@ __all__ = [
     "chain_settings",
     "settings_digest",
     "to_dict",
-    "GRID_MAX",
 ]
 
 from gped_search.choices import (
@@ -53,7 +52,7 @@ from .schema_chain import (  # noqa: E402  (re-exported)
     to_dict,
 )
 from .schema_strategy import HalvingConfig, SupernetConfig  # noqa: E402  (re-exported)
-from .space import grid_space, parse_space, precisions  # noqa: E402
+from .space import check_grid_size, grid_space, parse_space, precisions  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -354,7 +353,7 @@ class StudyConfig:
             "ratio, but the study may use rule threshold (set prune.rule: budget)",
         )
         if self.search.sampler == "grid":
-            _check_grid_size(specs, len(self.student.widths))
+            check_grid_size(specs, len(self.student.widths))
             if not grid_space(specs, len(self.student.widths)):
                 raise ConfigError("search.space: the grid sampler needs at least one parameter with several values")
         for k in self.search.objectives:
@@ -375,37 +374,3 @@ class StudyConfig:
     @property
     def out_dir(self) -> Path:
         return Path(self.report_dir) / self.name
-
-
-# --------------------------------------------------------------------------- building from dicts
-
-GRID_MAX = 100_000
-"""Most grid points a grid study may have (Optuna's GridSampler lists them all up front)."""
-
-
-def _check_grid_size(specs: dict, default_depth: int) -> None:
-    """Refuse a grid too large to list before listing it (a range of 1..10**9 would exhaust memory)."""
-    counts: dict[str, int] = {}
-    for name, s in specs.items():
-        if s.choices is not None:
-            counts[name] = len(s.choices)
-        elif s.is_int or s.step:
-            n = math.floor((s.high - s.low) / (s.step or 1) + 1e-9) + 1
-            check(
-                n <= GRID_MAX,
-                f"search.space.{name}: {n} grid values (at most {GRID_MAX}); use a larger step",
-            )
-            counts[name] = max(1, n)
-    total, depth = 1, default_depth
-    if "mlp_depth" in specs and "mlp_depth" in counts:
-        d = specs["mlp_depth"]
-        depth = int(max(d.choices)) if d.choices is not None else int(d.high)
-    for name, n in counts.items():
-        if n <= 1:
-            continue
-        for _ in range(depth if name == "mlp_width" and not specs[name].shared else 1):
-            total *= n
-            check(
-                total <= GRID_MAX,
-                f"search.space: more than {GRID_MAX} grid points; fewer values or a larger step",
-            )

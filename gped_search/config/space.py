@@ -41,10 +41,14 @@ from typing import TYPE_CHECKING, Any
 from gped_search.choices import Precision, PruneMethod, PruneRule, StudentFamily
 from gped_search.errors import ConfigError
 
+from .schema_chain import check
+
 if TYPE_CHECKING:
     from .schema import StudyConfig
 
 __all__ = [
+    "GRID_MAX",
+    "check_grid_size",
     "PARAMS",
     "Spec",
     "parse_space",
@@ -216,3 +220,35 @@ def grid_space(specs: dict[str, Spec], default_depth: int) -> dict[str, list]:
         else:
             grid[name] = spec.values()
     return grid
+
+
+GRID_MAX = 100_000
+"""Most grid points a grid study may have (Optuna's GridSampler lists them all up front)."""
+
+
+def check_grid_size(specs: dict, default_depth: int) -> None:
+    """Refuse a grid too large to list before listing it (a range of 1..10**9 would exhaust memory)."""
+    counts: dict[str, int] = {}
+    for name, s in specs.items():
+        if s.choices is not None:
+            counts[name] = len(s.choices)
+        elif s.is_int or s.step:
+            n = math.floor((s.high - s.low) / (s.step or 1) + 1e-9) + 1
+            check(
+                n <= GRID_MAX,
+                f"search.space.{name}: {n} grid values (at most {GRID_MAX}); use a larger step",
+            )
+            counts[name] = max(1, n)
+    total, depth = 1, default_depth
+    if "mlp_depth" in specs and "mlp_depth" in counts:
+        d = specs["mlp_depth"]
+        depth = int(max(d.choices)) if d.choices is not None else int(d.high)
+    for name, n in counts.items():
+        if n <= 1:
+            continue
+        for _ in range(depth if name == "mlp_width" and not specs[name].shared else 1):
+            total *= n
+            check(
+                total <= GRID_MAX,
+                f"search.space: more than {GRID_MAX} grid points; fewer values or a larger step",
+            )
