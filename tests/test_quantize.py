@@ -271,7 +271,7 @@ def test_a_study_over_precision_times_in_onnxruntime_and_exports_int8(tmp_path):
     row = df[df["precision"] == "int8"].iloc[0]
     assert row["bytes"] < df[df["precision"] == "fp32"].iloc[0]["bytes"]
     from gped_search.report.writer import front_columns
-    from gped_search.search.trials import trial_line
+    from gped_search.search.trial_lines import trial_line
 
     assert " int8 " in trial_line(study, int(row["number"]))
     assert {"precision", "fp32_kl"} <= set(front_columns(df, study_objectives(study)))

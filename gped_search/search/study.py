@@ -45,9 +45,9 @@ from .storage import (
 )
 from .teacher import TEACHER_FILE
 from .teacher_store import ensure_shared_teacher
+from .trial_lines import echo_trial
 from .trials import (
     TrialFailed,
-    _echo,
     finished,
     make_objective,
     optimize_batched,
@@ -148,7 +148,7 @@ def _work_quiet(
         else []
     )
     if announce:
-        callbacks.append(lambda st, t: _echo(st, t.number))
+        callbacks.append(lambda st, t: echo_trial(st, t.number))
     bar = None
     if progress and remaining is not None:  # labelled; each trial's steps and live loss show beneath it
         from tqdm.auto import tqdm

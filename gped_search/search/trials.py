@@ -2,8 +2,8 @@
 
 :class:`_TrialRunner` does what a trial does around training; :func:`make_objective` runs one trial
 at a time inside ``study.optimize``; :func:`optimize_batched` asks ``search.batch`` trials and
-trains their students together (``engine.train_trials``). :func:`trial_line` is the one line
-``gped-search run`` prints per finished trial.
+trains their students together (``engine.train_trials``). The one line ``gped-search run`` prints per
+finished trial is :mod:`.trial_lines`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import socket
-import sys
 import time
 import traceback
 import warnings
@@ -38,13 +37,13 @@ from gped_search.store import publish_study_file, study_store
 from .results import _scalar
 from .space import suggest
 from .storage import Heartbeat, fail_dead_trials, grid_left, record_curve, trial_ids
+from .trial_lines import echo_trial
 
 __all__ = [
     "EXPECTED_FAILURES",
     "TrialFailed",
     "make_objective",
     "optimize_batched",
-    "trial_line",
     "finished",
     "mark_interrupted",
     "retry_interrupted",
@@ -237,7 +236,7 @@ def optimize_batched(
     that fails is told FAIL with its reason
     while its batch-mates complete. RDB storages get heartbeats for every asked trial and stale trials
     are failed (and retried) before each batch; the journal storage uses the dead-worker check.
-    ``announce`` prints one line per finished trial (:func:`trial_line`).
+    ``announce`` prints one line per finished trial (:func:`.trial_lines.trial_line`).
     """
     from .halving import bracket_size, run_bracket
 
@@ -271,7 +270,14 @@ def optimize_batched(
         try:
             if halving:
                 run_bracket(
-                    study, cfg, p, teacher, runner, trials, tell=_tell, echo=_echo if announce else None,
+                    study,
+                    cfg,
+                    p,
+                    teacher,
+                    runner,
+                    trials,
+                    tell=_tell,
+                    echo=echo_trial if announce else None,
                     progress=bar is not None,
                 )
             else:
@@ -301,7 +307,7 @@ def _run_batch(study, cfg, p, teacher, runner, trials, bar, announce, nets=None)
             except Exception as e:  # noqa: BLE001
                 _tell(study, t, None, runner.failed(t, e))
                 if announce:
-                    _echo(study, t.number)
+                    echo_trial(study, t.number)
                 continue
             started.append(t)
             configs.append(tc)
@@ -330,7 +336,7 @@ def _run_batch(study, cfg, p, teacher, runner, trials, bar, announce, nets=None)
                 except TrialFailed as e:
                     _tell(study, t, None, e)
             if announce:
-                _echo(study, t.number)
+                echo_trial(study, t.number)
 
 
 def _from_supernet(nets: dict, p: Prepared, configs: list[StudyConfig]) -> dict:
@@ -338,52 +344,6 @@ def _from_supernet(nets: dict, p: Prepared, configs: list[StudyConfig]) -> dict:
     from .supernet_run import extracted, finetune_steps
 
     return {"models": [extracted(nets, p, c) for c in configs], "steps": finetune_steps(p.cfg)}
-
-
-def trial_line(study: optuna.Study, number: int) -> str:
-    """One line for a finished trial: number, state, student, objectives, whether it is on the front."""
-    from .results import trials_frame
-
-    df = trials_frame(study, calibrated=False)
-    row = df[df["number"] == number]
-    if row.empty:
-        return f"trial {number}: not in the study"
-    r = row.iloc[0]
-    if r["state"] == "PRUNED" and _present(r.get("stopped_rung")):
-        kl = r.get("rung_kl")
-        return (
-            f"trial {number:>3}  stopped   {str(r.get('arch', '')):24s}  after rung {int(r['stopped_rung']) + 1} "
-            f"(step {int(r['stopped_step'])})" + (f", val KL {kl:.4g}" if _present(kl) else "")
-        )
-    if r["state"] != "COMPLETE":
-        reason = r.get("fail_reason")
-        return f"trial {number:>3}  {r['state'].lower():8s}  " + (reason if isinstance(reason, str) else "")
-    names = study.user_attrs.get("objectives", [])
-    vals = "  ".join(f"{n} {_short(n, r.get(n))}" for n in names)
-    done = df[df["state"] == "COMPLETE"]
-    front = f"on the front ({int(done['on_front'].sum())} of {len(done)})" if r.get("on_front") else "dominated"
-    arch = str(r.get("arch", "")) + (" int8" if r.get("precision") == "int8" else "")
-    return f"trial {number:>3}  complete  {arch:24s}  {vals}  {front}"
-
-
-def _present(v) -> bool:
-    return v is not None and not (isinstance(v, float) and math.isnan(v))
-
-
-def _short(name: str, v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if name.startswith("bytes"):
-        return f"{v / 1e3:,.1f} kB" if v < 1e6 else f"{v / 1e6:,.2f} MB"
-    if name.endswith("_ms"):
-        return f"{v:.3g} ms"
-    if name in ("params", "macs", "macs_conv_linear"):
-        return f"{v:,.0f}"
-    return f"{v:.4g}"
-
-
-def _echo(study: optuna.Study, number: int) -> None:
-    tqdm.write(trial_line(study, number), file=sys.stdout)
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, values, error: BaseException | None, state=None) -> None:
