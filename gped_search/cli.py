@@ -13,13 +13,13 @@ import json
 import sys
 
 from gped_search.cli_commands import (
-    _load,
-    _open,
-    _print_table,
     cmd_downstream,
     cmd_evaluate,
     cmd_export,
     cmd_robustness,
+    load_args,
+    open_args,
+    print_table,
 )
 from gped_search.cli_parser import EXAMPLES, build_parser  # noqa: F401  (re-exported)
 
@@ -29,7 +29,7 @@ __all__ = ["main", "build_parser"]
 def cmd_distill(args) -> int:
     from gped_search.engine.online import distill_online
 
-    cfg = _load(args)
+    cfg = load_args(args)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -75,7 +75,7 @@ def cmd_run(args) -> int:
             raise ConfigError(f"{flag} {value:g}: give a number {'> 0' if flag == '--timeout' else '>= 1'}")
     from gped_search.search import run_study, storage_url, study_status
 
-    cfg = _load(args)
+    cfg = load_args(args)
     if args.batch is not None:
         cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, batch=args.batch))
     study = run_study(
@@ -146,7 +146,7 @@ def cmd_status(args) -> int:
     from gped_search.search import storage_url, study_status
     from gped_search.search.storage import StudyError
 
-    cfg = _load(args)
+    cfg = load_args(args)
     chains = _chains(cfg, storage_url(cfg, args.storage))
     try:
         from gped_search.search import open_study
@@ -240,7 +240,7 @@ def cmd_pareto(args) -> int:
     from gped_search.report.tables import pareto_front
     from gped_search.search import trials_frame
 
-    _, study = _open(args)
+    _, study = open_args(args)
     df = trials_frame(study)
     objectives = _objectives_arg(args.objectives, study)
     missing = [k for k in objectives if k not in df.columns]
@@ -274,14 +274,14 @@ def cmd_pareto(args) -> int:
     shown = front[front_columns(front, objectives)].copy()
     knee = knee_point(front, objectives)
     shown.insert(1, "knee", ["*" if i == knee else "" for i in front.index])
-    _print_table(shown)
+    print_table(shown)
     if args.csv:
         front.to_csv(args.csv, index=False)
     return 0
 
 
 def cmd_report(args) -> int:
-    cfg, study = _open(args)
+    cfg, study = open_args(args)
     res = _report(cfg, study, args.out, args.compare, study_file=args.study, overrides=args.overrides)
     print(
         f"wrote {res['written']['index_html']} and {res['written']['summary_md']} "
@@ -305,7 +305,7 @@ def cmd_compare(args) -> int:
     res = write_comparison(runs, args.out, budgets)
     for setting, summary in res["summaries"].items():
         print(f"{setting}:")
-        _print_table(summary)
+        print_table(summary)
     print(f"wrote {res['written']['comparison_md']} ({len(runs)} studies)")
     return 0
 

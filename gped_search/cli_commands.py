@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 
-def _load(args):
+def load_args(args):
     from gped_search.config import load_study
 
     cfg = load_study(args.study, args.overrides)
@@ -23,7 +23,7 @@ def _load(args):
     return cfg
 
 
-def _print_table(df) -> None:
+def print_table(df) -> None:
     import pandas as pd
 
     with pd.option_context(
@@ -42,10 +42,10 @@ def _print_table(df) -> None:
         print(df.to_string(index=False, line_width=width))
 
 
-def _open(args):
+def open_args(args):
     from gped_search.search import open_study
 
-    cfg = _load(args)
+    cfg = load_args(args)
     return cfg, open_study(cfg, args.storage, create=False)
 
 
@@ -79,7 +79,7 @@ def cmd_export(args) -> int:
     bad = [f for f in formats if known is not None and f not in known]
     if bad or not formats:
         raise ConfigError(f"--format: unknown {bad or '(none given)'}; valid: {', '.join(known or ())}")
-    cfg, study = _open(args)
+    cfg, study = open_args(args)
     if args.trial is not None and not args.trial.startswith("best:"):
         from gped_search.search.selection import check_trial_number
 
@@ -162,12 +162,12 @@ def cmd_downstream(args) -> int:
         raise ConfigError(f"--baseline-steps {args.baseline_steps}: give 0 (no baseline) or more Adam steps")
     from gped_search.search.uncertainty_jobs import run_downstream
 
-    cfg, study = _open(args)
+    cfg, study = open_args(args)
     table, out = run_downstream(
         cfg, study, trials=args.trials, oods=args.ood, baseline_steps=args.baseline_steps, out=args.out
     )
     _publish(cfg, out)
-    _print_table(table)
+    print_table(table)
     print(f"wrote {out}/downstream.csv, downstream.md and plots")
     return 0
 
@@ -208,7 +208,7 @@ def cmd_robustness(args) -> int:
         raise ConfigError(f"--baseline-steps {args.baseline_steps}: give 0 (no baseline) or more Adam steps")
     if args.n < 1 or args.pgd_steps < 1:
         raise ConfigError("--n and --pgd-steps must be >= 1")
-    cfg, study = _open(args)
+    cfg, study = open_args(args)
     table, out = run_robustness(
         cfg,
         study,
@@ -222,6 +222,6 @@ def cmd_robustness(args) -> int:
         seed=args.seed,
     )
     _publish(cfg, out)
-    _print_table(table)
+    print_table(table)
     print(f"wrote {out}/robustness.csv, robustness.md and robustness.png")
     return 0

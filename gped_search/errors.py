@@ -7,6 +7,7 @@ without importing torch. Each is also importable from the module that raises it.
 from __future__ import annotations
 
 __all__ = [
+    "one_line",
     "ConfigError",
     "DataError",
     "CheckpointError",
@@ -74,3 +75,9 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 class TrialFailed(RuntimeError):
     """A search trial failed for a recorded reason; the study goes on."""
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one short line: its type and the first non-empty line of its message."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {(lines[0] if lines else '')[:200]}"

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from gped_search.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from gped_search.errors import ExportError
+from gped_search.errors import ExportError, one_line
 from gped_search.models.nets import arch_of
 from gped_search.quant.onnx import write_onnx as _write_onnx
 
-__all__ = ["FILE_NAMES", "Written", "one_line", "as_tuple", "verify_pt2", "write_formats"]
+__all__ = ["FILE_NAMES", "Written", "as_tuple", "verify_pt2", "write_formats"]
 
 FILE_NAMES = {
     "checkpoint": "student.pt",
@@ -30,11 +30,6 @@ FILE_NAMES = {
     "onnx": "student.onnx",
     "onnx-int8": "student.int8.onnx",
 }
-
-
-def one_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {(lines[0] if lines else '')[:200]}"
 
 
 def as_tuple(out) -> tuple[torch.Tensor, ...]:

@@ -33,8 +33,8 @@ from torch import nn
 
 from gped_search.checkpoints import CheckpointError, load_checkpoint
 from gped_search.data.recipe import input_recipe, reproduce_script
-from gped_search.errors import ExportError  # noqa: F401  (raised here; re-exported)
-from gped_search.export_files import FILE_NAMES, as_tuple, one_line, verify_pt2, write_formats
+from gped_search.errors import ExportError, one_line  # noqa: F401  (ExportError: raised here; re-exported)
+from gped_search.export_files import FILE_NAMES, as_tuple, verify_pt2, write_formats
 from gped_search.files import sha256_of
 from gped_search.modelcard import HEAD_MEANINGS, build_card, card_markdown, load_snippets
 from gped_search.models.nets import Arch, arch_of

@@ -20,7 +20,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-__all__ = ["cost_figures", "layer_costs", "machine_description", "measure_latency", "calibrate_latency"]
+__all__ = ["cost_figures", "layer_costs", "machine_description", "measure_latency", "calibrate_latency", "quantile"]
 
 
 def _conv_linear_macs(model: nn.Module, x: Tensor) -> int:
@@ -123,7 +123,7 @@ def cost_figures(model: nn.Module, example_input: Tensor) -> dict:
     }
 
 
-def _quantile(sorted_vals: Sequence[float], q: float) -> float:
+def quantile(sorted_vals: Sequence[float], q: float) -> float:
     pos = q * (len(sorted_vals) - 1)
     lo, hi = math.floor(pos), math.ceil(pos)
     return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
@@ -202,9 +202,9 @@ def measure_latency(
         net.train(was_training)
     times.sort()
     return {
-        "median_ms": _quantile(times, 0.5),
-        "p10_ms": _quantile(times, 0.1),
-        "p90_ms": _quantile(times, 0.9),
+        "median_ms": quantile(times, 0.5),
+        "p10_ms": quantile(times, 0.1),
+        "p90_ms": quantile(times, 0.9),
         "mean_ms": sum(times) / len(times),
         "device": str(device),
         "machine": machine_description(device),
@@ -257,9 +257,9 @@ def calibrate_latency(
     for n, rs in samples.items():
         meds = sorted(r["median_ms"] for r in rs)
         out[n] = {
-            "median_ms": _quantile(meds, 0.5),
-            "p10_ms": _quantile(meds, 0.1),
-            "p90_ms": _quantile(meds, 0.9),
+            "median_ms": quantile(meds, 0.5),
+            "p10_ms": quantile(meds, 0.1),
+            "p90_ms": quantile(meds, 0.9),
             "rounds": rounds,
             "clock": rs[0]["clock"],
         }

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gped_search.errors import ConfigError, ExportError
+from gped_search.errors import ConfigError, ExportError, one_line
 from gped_search.models.nets import arch_of
-from gped_search.quant.onnx import EXTRA, _one_line, ort_missing, strip_debug, write_onnx
+from gped_search.quant.onnx import EXTRA, ort_missing, strip_debug, write_onnx
 
 __all__ = ["MODES", "Int8Result", "cpu_vnni", "calibration_inputs", "quantize_student", "require_onnxruntime"]
 
@@ -162,7 +162,7 @@ def quantize_student(
     try:
         arch = arch_of(model)
     except Exception as e:
-        raise ConfigError(f"student.family: not a gped_search student ({_one_line(e)}); int8 needs mlp or cnn") from e
+        raise ConfigError(f"student.family: not a gped_search student ({one_line(e)}); int8 needs mlp or cnn") from e
     mode = MODES.get(arch.family)
     if mode is None:
         raise ConfigError(f"student.family: {arch.family!r} cannot be quantized to int8; supported: {', '.join(MODES)}")
@@ -203,7 +203,7 @@ def quantize_student(
                     nodes_to_exclude=_head_nodes(fp32),
                 )
     except Exception as e:
-        raise ExportError(f"int8 quantization failed ({_one_line(e)})") from e
+        raise ExportError(f"int8 quantization failed ({one_line(e)})") from e
     static = mode == "static_qdq"
     atype = "uint8 (static, MinMax calibration)" if static else "uint8 (dynamic, per call)"
     n_cal = int(calibration.shape[0]) if static else 0

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gped_search.errors import ExportError
-from gped_search.metrics.cost import _quantile
+from gped_search.errors import ExportError, one_line
+from gped_search.metrics.cost import quantile
 from gped_search.models.nets import Arch
 
 __all__ = [
@@ -33,11 +33,6 @@ __all__ = [
 
 EXTRA = "pip install gped-search[onnx]"
 ONNX_HINT = f"ONNX export needs the optional 'onnx' package: pip install onnx onnxscript (or {EXTRA})"
-
-
-def _one_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {(lines[0] if lines else '')[:200]}"
 
 
 def onnx_missing() -> list[str]:
@@ -73,14 +68,14 @@ def write_onnx(model: nn.Module, x: torch.Tensor, path: Path, head_names: Sequen
         except ImportError:
             raise
         except Exception as e:
-            reason = f"dynamic batch ONNX export failed ({_one_line(e)}); static batch {x.shape[0]}"
+            reason = f"dynamic batch ONNX export failed ({one_line(e)}); static batch {x.shape[0]}"
             Path(path).unlink(missing_ok=True)
             torch.onnx.export(model, (x,), str(path), **kwargs)
             return False, reason
     except ImportError as e:
         raise ExportError(ONNX_HINT) from e
     except Exception as e:
-        raise ExportError(f"ONNX export failed ({_one_line(e)})") from e
+        raise ExportError(f"ONNX export failed ({one_line(e)})") from e
 
 
 def strip_debug(path: str | Path) -> int:
@@ -177,9 +172,9 @@ def measure_latency_ort(
         times.append((timer() - t0) * 1e3 / inner)
     times.sort()
     return {
-        "median_ms": _quantile(times, 0.5),
-        "p10_ms": _quantile(times, 0.1),
-        "p90_ms": _quantile(times, 0.9),
+        "median_ms": quantile(times, 0.5),
+        "p10_ms": quantile(times, 0.1),
+        "p90_ms": quantile(times, 0.9),
         "mean_ms": sum(times) / len(times),
         "device": "cpu",
         "threads": 1,

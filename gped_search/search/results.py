@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "is_scalar",
     "CALIBRATION_ATTR",
     "trials_frame",
     "study_status",
@@ -29,7 +30,7 @@ __all__ = [
 CALIBRATION_ATTR = "latency_calibration"
 
 
-def _scalar(v) -> bool:
+def is_scalar(v) -> bool:
     return isinstance(v, (bool, int, float, str)) and not (isinstance(v, float) and not math.isfinite(v))
 
 
@@ -47,7 +48,7 @@ def _trial_rows(study: optuna.Study, calibrated: bool = True) -> tuple[list[str]
             "datetime_complete": t.datetime_complete,
         }
         row.update({f"param_{k}": v for k, v in t.params.items()})
-        row.update({k: v for k, v in t.user_attrs.items() if _scalar(v) or v is None})
+        row.update({k: v for k, v in t.user_attrs.items() if is_scalar(v) or v is None})
         if t.values is not None:
             row.update(dict(zip(names, t.values)))
         if str(t.number) in cal:

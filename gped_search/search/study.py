@@ -30,7 +30,7 @@ from gped_search.store import check_store, fetch_study_file
 
 from .results import (
     CALIBRATION_ATTR,
-    _scalar,
+    is_scalar,
     study_path,
     trials_frame,
 )
@@ -103,7 +103,7 @@ def _work_quiet(
     ):
         study.set_user_attr("teacher_artifact", Path(info["teacher_artifact"]).relative_to(artifact_dir).as_posix())
         study.set_user_attr("teacher_sha256", info["teacher_sha256"])
-        study.set_user_attr("teacher", {k: v for k, v in {**teacher.metrics, **teacher.stats}.items() if _scalar(v)})
+        study.set_user_attr("teacher", {k: v for k, v in {**teacher.metrics, **teacher.stats}.items() if is_scalar(v)})
         if info["teacher_copied_from"]:
             study.set_user_attr("teacher_copied_from", info["teacher_copied_from"])
     if "intermediate_values" not in study.user_attrs:  # what optuna-dashboard's learning-curve plot shows

@@ -34,7 +34,7 @@ from gped_search.posterior.result import TeacherResult
 from gped_search.seeds import search_seed
 from gped_search.store import publish_study_file, study_store
 
-from .results import _scalar
+from .results import is_scalar
 from .space import suggest
 from .storage import Heartbeat, fail_dead_trials, grid_left, record_curve, trial_ids
 from .trial_lines import echo_trial
@@ -125,7 +125,7 @@ class _TrialRunner:
         model, rec, pruning = result.model, result.metrics, result.pruning
         record_curve(trial, result.curve)
         for k, v in rec.items():
-            if _scalar(v):
+            if is_scalar(v):
                 trial.set_user_attr(k, v)
         trial.set_user_attr("family", tc.student.family.value)
         trial.set_user_attr("teacher_key", str(self.teacher.stats.get("teacher_key", "")))
@@ -141,7 +141,7 @@ class _TrialRunner:
             ckpt,
             model,
             config=to_dict(tc),
-            metrics={k: v for k, v in rec.items() if _scalar(v)},
+            metrics={k: v for k, v in rec.items() if is_scalar(v)},
             pruning=pruning and {k: v for k, v in pruning.items() if k != "history"},
             extra=meta,
         )
