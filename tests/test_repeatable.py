@@ -28,7 +28,7 @@ def test_a_study_run_twice_with_the_same_seed_proposes_the_same_trials(tmp_path)
     frames = []
     for name in ("first", "second"):
         sets = tiny_sets(tmp_path, "device=cpu", f"name={name}", *FAST)
-        rc, _, err = cli(["run", QUICKSTART, "--n-trials", "4", "--no-progress", *sets])
+        rc, _, err = cli(["run", QUICKSTART, "--n-trials", "4", "--no-progress", "--no-report", *sets])
         assert rc == 0, err
         cfg = load_study(QUICKSTART, [s for s in sets if s != "--set"])
         frames.append(trials_frame(open_study(cfg, create=False)).sort_values("number").reset_index(drop=True))
