@@ -89,8 +89,8 @@ class Bracket:
         active = self.active
         if not active or steps <= 0:
             return
-        t0 = time.perf_counter()
-        res = self.run.run(steps, progress=self.progress, desc=desc, leave=False)
+        t0 = time.perf_counter()  # a lone student's bar stays, with its last loss; a group's is cleared
+        res = self.run.run(steps, progress=self.progress, desc=desc, leave=len(active) == 1)
         share = (time.perf_counter() - t0) / len(active)
         for i in active:
             self.members[i].seconds += share
