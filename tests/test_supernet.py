@@ -3,6 +3,8 @@ configurations against brute-force enumeration, non-dominated ranks against a br
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import optuna
 import pytest
@@ -43,6 +45,7 @@ def _by_hand(sup_net, sub):
         [_mlp((16,)), _mlp((5, 9)), _mlp((16, 16, 3)), _mlp((1,))],
         [_cnn(0.5, 0.25), _cnn(2.0, 1.5), _cnn(1.0, 1.0), _cnn(0.1, 0.1)],
         [_mlp((7, 4), temperature=2.0, linear_heads=("expected_entropy",))],
+        [replace(_mlp((7, 4)), unit_heads=("expected_entropy",))],
     ],
 )
 def test_a_slice_equals_the_network_built_alone_with_the_sliced_weights(subs):
@@ -64,8 +67,6 @@ def test_a_slice_equals_the_network_built_alone_with_the_sliced_weights(subs):
 
 
 def test_an_input_scale_is_kept_and_a_slice_outside_the_supernet_is_refused():
-    from dataclasses import replace
-
     sub = replace(_mlp((3,)), input_scale=255 / 126)
     net = build(replace(_mlp((8, 8)), input_scale=255 / 126)).eval()
     x = torch.rand(4, 1, 8, 8)

@@ -273,10 +273,12 @@ def _load_study(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     try:
         return study_from_dict(_merge(data, overrides))
     except ConfigError as e:
-        # the file alone is valid: name the override that breaks it
+        # the file alone is valid: name the override that breaks it (one that fails alone with the same
+        # error; another may fail alone only because a later override mends it, as iterations and burn_in)
         for o in overrides:
             try:
                 study_from_dict(_merge(data, [o]))
             except ConfigError as e1:
-                raise ConfigError(f"--set {o}: {e1}") from None
+                if str(e1) == str(e):
+                    raise ConfigError(f"--set {o}: {e1}") from None
         raise ConfigError(f"--set {' '.join(overrides)}: {e}") from None

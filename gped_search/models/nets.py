@@ -147,14 +147,22 @@ class Net(nn.Module):
             for name, _ in arch.heads
         )
 
+    def activate(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        """Head ``i``'s output from its linear layer's ``h``: sigmoid for a [0, 1] expectation, softplus for a
+        positive one, the logits divided by the temperature for the predictive head, else ``h``."""
+        if self._unit[i]:
+            return torch.sigmoid(h)
+        if self._positive[i]:
+            return F.softplus(h)
+        return h * self._scale[i] if self._scale[i] is not None else h
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.arch.input_scale != 1.0:
             x = x * self.arch.input_scale
         z = self.body(x)
         out = []
-        for head, pos, unit, scale in zip(self.heads, self._positive, self._unit, self._scale):
-            h = head(z)
-            out.append(torch.sigmoid(h) if unit else F.softplus(h) if pos else h * scale if scale is not None else h)
+        for i, head in enumerate(self.heads):
+            out.append(self.activate(i, head(z)))
         return tuple(out)
 
     def named_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -108,9 +108,8 @@ def sliced_outputs(net: Net, sub: Arch, x: torch.Tensor) -> dict[str, torch.Tens
     if z.dim() > 2:
         z = z.flatten(1)
     out = {}
-    for (name, _), head, pos, scale in zip(a.heads, net.heads, net._positive, net._scale):
-        y = F.linear(z, head.weight[:, :width], head.bias)
-        out[name] = F.softplus(y) if pos else y * scale if scale is not None else y
+    for i, ((name, _), head) in enumerate(zip(a.heads, net.heads)):
+        out[name] = net.activate(i, F.linear(z, head.weight[:, :width], head.bias))
     return out
 
 
