@@ -18,6 +18,7 @@ from gped_search.report.tables import knee_point, pareto_front
 from .results import live_exports, study_objectives, study_path, study_status, teacher_seconds_saved, trials_frame
 
 __all__ = [
+    "study_file",
     "pick_trial",
     "export_command",
     "parameter_importances",
@@ -210,7 +211,7 @@ def export_trial(
     if bad:
         raise ConfigError(f"--format: unknown {bad}; valid: {', '.join(FORMATS)}")
     row = df[df["number"] == number].iloc[0]
-    ckpt = _study_file(cfg, row.get("checkpoint"))
+    ckpt = study_file(cfg, row.get("checkpoint"))
     if ckpt is None or not ckpt.is_file():
         raise ConfigError(
             f"trial {number}: its checkpoint {row.get('checkpoint')!r} is not in {cfg.out_dir} "
@@ -240,7 +241,7 @@ def export_trial(
     return {"trial": number, "warning": warning, **res}
 
 
-def _study_file(cfg: StudyConfig, stored: str | None) -> Path | None:
+def study_file(cfg: StudyConfig, stored: str | None) -> Path | None:
     """A file the study recorded, in its report folder; with ``search.artifacts``, fetched from the store (verified)."""
     from gped_search.store import fetch_study_file
 
@@ -252,11 +253,11 @@ def _prefetch_pruned(cfg: StudyConfig, df: pd.DataFrame) -> None:
 
     from gped_search.errors import StoreError
 
-    from .report_data import _pruned_trials
+    from .report_data import pruned_trials
 
-    for n in _pruned_trials(df):
+    for n in pruned_trials(df):
         try:
-            _study_file(cfg, df.loc[df["number"] == n, "checkpoint"].iloc[0])
+            study_file(cfg, df.loc[df["number"] == n, "checkpoint"].iloc[0])
         except StoreError as e:  # the report goes on without this student's layer table
             logging.getLogger(__name__).warning("%s", e)
 

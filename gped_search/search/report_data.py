@@ -15,7 +15,7 @@ from gped_search.report.sections import ReportExtras
 
 from .results import study_path
 
-__all__ = ["report_extras", "pruned_layers", "MAX_PRUNED", "CACHE_FILE"]
+__all__ = ["report_extras", "pruned_layers", "pruned_trials", "MAX_PRUNED", "CACHE_FILE"]
 
 MAX_PRUNED = 6
 """At most this many pruned students get a per-layer table (front members first, then by trial number)."""
@@ -51,7 +51,7 @@ def report_extras(out_dir: Path, study: optuna.Study, df: pd.DataFrame) -> Repor
     )
 
 
-def _pruned_trials(df: pd.DataFrame) -> list[int]:
+def pruned_trials(df: pd.DataFrame) -> list[int]:
     if df.empty or "units_removed" not in df.columns or "checkpoint" not in df.columns:
         return []
     done = df[(df["state"] == "COMPLETE") & (df["units_removed"].fillna(0).astype(float) > 0)]
@@ -67,7 +67,7 @@ def pruned_layers(out_dir: Path, df: pd.DataFrame) -> pd.DataFrame | None:
     parameters and MACs before and after pruning. The unpruned network is the checkpoint's architecture
     with the widths its ``pruning.units_before`` records. None when no student was pruned. Kept in
     :data:`CACHE_FILE`, so a report of the same trials needs no torch."""
-    numbers = _pruned_trials(df)
+    numbers = pruned_trials(df)
     if not numbers:
         return None
     cache = out_dir / CACHE_FILE

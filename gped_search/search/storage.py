@@ -41,6 +41,7 @@ from .samplers import make_sampler
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "postgres_driver",
     "StudyError",
     "storage_url",
     "mask_url",
@@ -82,7 +83,7 @@ def _seconds_env(name: str, default: int) -> int:
     return int(raw)
 
 
-def _postgres_driver(url: str) -> str:
+def postgres_driver(url: str) -> str:
     """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1; the ``postgres`` extra installs psycopg2.
 
     Use whichever driver is installed; with neither, say what to install (instead of SQLAlchemy's
@@ -117,7 +118,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    driver_url = _postgres_driver(url)  # messages show the user's URL
+    driver_url = postgres_driver(url)  # messages show the user's URL
     interval, grace = (
         _seconds_env("GPED_HEARTBEAT_INTERVAL", 30),
         _seconds_env("GPED_GRACE_PERIOD", 90),

@@ -24,9 +24,9 @@ def teacher_lease(url: str, study_name: str, create: bool = True) -> Lease | Non
     """The study's teacher lease in its database, or None for a journal-file storage."""
     if not supports_lease(url):
         return None
-    from .storage import _postgres_driver  # postgresql:// -> the driver that is installed, as the storage does
+    from .storage import postgres_driver  # postgresql:// -> the driver that is installed, as the storage does
 
-    return Lease(_postgres_driver(url), f"{study_name}/teacher", create=create)
+    return Lease(postgres_driver(url), f"{study_name}/teacher", create=create)
 
 
 def store_chain_status(cfg, url: str, stale_seconds: float = 600.0) -> dict | None:

@@ -42,7 +42,7 @@ def _teacher_and_students(cfg: StudyConfig, study: optuna.Study, trials: str | N
     from gped_search.checkpoints import load_checkpoint
     from gped_search.posterior.artifact import load_teacher
 
-    from .jobs import _study_file, pick_trial
+    from .jobs import pick_trial, study_file
     from .teacher import TEACHER_FILE  # imports torch: only here, so export's argument errors come fast
 
     df = trials_frame(study)
@@ -55,11 +55,11 @@ def _teacher_and_students(cfg: StudyConfig, study: optuna.Study, trials: str | N
             raise ConfigError("the study has no complete trial on its front; name --trials")
         idx = np.unique(np.linspace(0, len(front) - 1, min(3, len(front))).round().astype(int))
         numbers = [int(front.iloc[i]["number"]) for i in idx]
-    teacher = load_teacher(_study_file(cfg, study.user_attrs.get("teacher_artifact", TEACHER_FILE)), p.device)
+    teacher = load_teacher(study_file(cfg, study.user_attrs.get("teacher_artifact", TEACHER_FILE)), p.device)
     students = {}
     for n in numbers:
         row = df[df["number"] == n].iloc[0]
-        model, _ = load_checkpoint(_study_file(cfg, row["checkpoint"]), p.device)
+        model, _ = load_checkpoint(study_file(cfg, row["checkpoint"]), p.device)
         students[f"#{n} {row.get('arch', '')}".strip()] = model.eval()
     return teacher, students
 

@@ -17,10 +17,11 @@ import threading
 from pathlib import Path
 
 from gped_search.errors import StoreError
+from gped_search.files import sha256_of
 from gped_search.posterior.chain_checkpoint import PROGRESS_FILE, list_generations
 
 from .base import Store
-from .files import SIDECAR, _sha256_file, get_file, put_file, stored_sha256
+from .files import SIDECAR, get_file, put_file, stored_sha256
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class ChainMirror:
                     break
                 side = path.with_name(path.name + SIDECAR)
                 try:
-                    ok = side.is_file() and _sha256_file(path) == side.read_text(errors="replace").strip()
+                    ok = side.is_file() and sha256_of(path) == side.read_text(errors="replace").strip()
                 except FileNotFoundError:  # replaced by a newer generation while we looked
                     continue
                 if not ok:

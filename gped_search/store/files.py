@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from gped_search.errors import StoreError
+from gped_search.files import sha256_of
 
 from .base import Store
 from .urls import open_store, study_store
@@ -37,14 +38,6 @@ __all__ = [
 SIDECAR = ".sha256"
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def stored_sha256(store: Store, key: str) -> str | None:
     """The checksum the store holds for ``key``; None while the object is missing or incomplete."""
     try:
@@ -57,7 +50,7 @@ def stored_sha256(store: Store, key: str) -> str | None:
 def put_file(store: Store, key: str, path: str | os.PathLike) -> str:
     """Upload ``path`` as ``key``, then its checksum (the object counts as stored from then on)."""
     path = Path(path)
-    digest = _sha256_file(path)
+    digest = sha256_of(path)
     with open(path, "rb") as f:
         store.write(key, f)
     store.write_bytes(key + SIDECAR, (digest + "\n").encode())
@@ -89,7 +82,7 @@ def get_file(store: Store, key: str, dest: str | os.PathLike) -> Path | None:
     if expected is None:
         return None
     side = dest.with_name(dest.name + SIDECAR)
-    if dest.is_file() and _sha256_file(dest) == expected:
+    if dest.is_file() and sha256_of(dest) == expected:
         if not side.is_file() or side.read_text(errors="replace").strip() != expected:
             _write_local(side, (expected + "\n").encode())
         return dest
