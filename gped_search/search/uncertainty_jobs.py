@@ -12,6 +12,7 @@ import pandas as pd
 
 from gped_search.config import ConfigError, StudyConfig
 from gped_search.report.tables import pareto_front
+from gped_search.seeds import search_seed
 
 from .results import study_objectives, trials_frame
 
@@ -135,7 +136,7 @@ def run_robustness(
     from gped_search.report.figures import plot_robustness
     from gped_search.report.writer import _png, markdown_table
 
-    seed = seed if seed is not None else (cfg.search.seed if cfg.search.seed is not None else cfg.seed)
+    seed = seed if seed is not None else search_seed(cfg)
     p = prepare(cfg)
     teacher, students = _teacher_and_students(cfg, study, trials, p)
     x, y = p.bundle.test.x[:n], p.bundle.test.y[:n]
