@@ -117,3 +117,11 @@ def test_a_batch_trial_is_reproduced_from_its_recorded_seeds(setup):
     assert rec["kl"] == pytest.approx(r1["kl"], rel=1e-5)
     _, alone = api.train_trial(replace(p, cfg=configs[1]), teacher, configs[1].student, configs[1].prune, seed=22)
     assert alone["data_seed"] == 22 and alone["kl"] != pytest.approx(r1["kl"], rel=1e-9)  # the seed alone differs
+
+
+def test_make_trainer_takes_a_penalty_strength_or_a_prune_config_not_both(setup):
+    cfg, p, _ = setup
+    model = build(api.student_arch_for(p, cfg.student))
+    with pytest.raises(ValueError, match="pass lambda_g or prune, not both"):
+        api.make_trainer(model, p, cfg.distill, lambda_g=0.1, prune=cfg.prune)
+    assert api.make_trainer(model, p, cfg.distill, prune=cfg.prune).penalty_weight == cfg.prune.lambda_g
