@@ -23,16 +23,16 @@ from .compare_plots import (  # noqa: F401  (figures re-exported)
     METHOD_COLORS,
     METHOD_NAMES,
     METHOD_ORDER,
-    _methods,
+    method_names,
     plot_grid_scaling,
     plot_setting,
     plot_summary,
 )
 from .compare_tables import (  # noqa: F401  (re-exported)
     SIZE_CAPS,
-    _caps_digest,
-    _front_digest,
     best_under_caps,
+    caps_digest,
+    front_digest,
     grid_scaling,
     md_table,
     size_caps,
@@ -224,7 +224,7 @@ def hv_summary(curves: pd.DataFrame, budgets: Sequence[int]) -> pd.DataFrame:
     A run shorter than a budget does not count at that budget; budgets no run reached are left out.
     """
     rows = []
-    for method, budget in [(m, b) for m in _methods(curves["method"]) for b in sorted(set(budgets))]:
+    for method, budget in [(m, b) for m in method_names(curves["method"]) for b in sorted(set(budgets))]:
         at = curves[(curves["method"] == method) & (curves["trials"] == budget)]
         if at.empty:
             continue
@@ -324,12 +324,12 @@ def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Seq
             f"Each method's validation front (its lowest seed; every seed in [fronts_{slug}.csv](fronts_{slug}.csv)) "
             "with its test metrics:",
             "",
-            md_table(_front_digest(fronts)),
+            md_table(front_digest(fronts)),
             "",
             "The student each method offers under a size budget (lowest validation KL among its trials no larger "
             "than the budget), reported on test; mean (sd) over seeds:",
             "",
-            md_table(_caps_digest(caps)),
+            md_table(caps_digest(caps)),
             "",
         ]
     with_grid = {k: v for k, v in summaries.items() if (v["method"] == "grid").any()} if summaries else {}

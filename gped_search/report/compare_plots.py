@@ -16,7 +16,7 @@ from .tables import pareto_front
 if TYPE_CHECKING:
     from .compare import StudyRun
 
-__all__ = ["plot_setting", "plot_summary", "plot_grid_scaling"]
+__all__ = ["method_names", "plot_setting", "plot_summary", "plot_grid_scaling"]
 
 METHOD_ORDER = ("grid", "prune", "tpe", "nsga2", "random", "qmc", "gp", "supernet", "halving")
 METHOD_NAMES = {
@@ -43,7 +43,7 @@ METHOD_COLORS = {
 }
 
 
-def _methods(values) -> list[str]:
+def method_names(values) -> list[str]:
     seen = list(dict.fromkeys(values))
     return sorted(seen, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m))
 
@@ -68,7 +68,7 @@ def plot_setting(
     fig = Figure(figsize=(15.0, 4.6), layout="constrained")
     FigureCanvasAgg(fig)
     ax_f, ax_t, ax_s = fig.subplots(1, 3)
-    for m in _methods(r.method for r in runs):
+    for m in method_names(r.method for r in runs):
         color, label = METHOD_COLORS.get(m, "black"), METHOD_NAMES.get(m, m)
         for i, r in enumerate(x for x in runs if x.method == m):
             done = r.trials[r.trials["state"] == "COMPLETE"]

@@ -11,7 +11,16 @@ import pandas as pd
 
 from .compare_plots import METHOD_NAMES, METHOD_ORDER
 
-__all__ = ["SIZE_CAPS", "size_caps", "best_under_caps", "grid_scaling", "size_needed", "md_table"]
+__all__ = [
+    "caps_digest",
+    "front_digest",
+    "SIZE_CAPS",
+    "size_caps",
+    "best_under_caps",
+    "grid_scaling",
+    "size_needed",
+    "md_table",
+]
 
 
 def grid_scaling(runs: Sequence) -> pd.DataFrame:
@@ -81,7 +90,7 @@ def size_needed(scaling: pd.DataFrame, metric: str, tolerance: float = 0.10) -> 
     return pd.DataFrame(rows)
 
 
-def _caps_digest(caps: pd.DataFrame) -> pd.DataFrame:
+def caps_digest(caps: pd.DataFrame) -> pd.DataFrame:
     if caps.empty:
         return caps
     return pd.DataFrame(
@@ -98,7 +107,7 @@ def _caps_digest(caps: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _front_digest(fronts: pd.DataFrame) -> pd.DataFrame:
+def front_digest(fronts: pd.DataFrame) -> pd.DataFrame:
     """Each method's lowest-seed fronts (every study of that method and seed), readable: method, study,
     student, KL val/test, kB, test accuracy, entropy MAE."""
     if fronts.empty:

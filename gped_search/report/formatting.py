@@ -9,7 +9,17 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-__all__ = ["column_label", "format_value", "markdown_table", "pretty_table", "md_pretty", "caption", "STYLE", "SORT_JS"]
+__all__ = [
+    "format_number",
+    "column_label",
+    "format_value",
+    "markdown_table",
+    "pretty_table",
+    "md_pretty",
+    "caption",
+    "STYLE",
+    "SORT_JS",
+]
 
 # column -> (header with unit, format): int, kB, ms, pct (fraction shown as %), g (4 significant), str
 _COLUMNS = {
@@ -86,10 +96,11 @@ def format_value(name: str, v) -> str:
             return f"{float(v):.4g}"
     except (TypeError, ValueError):
         pass
-    return _fmt(v)
+    return format_number(v)
 
 
-def _fmt(v) -> str:
+def format_number(v) -> str:
+    """Any value as text, floats with 4 significant digits (scientific outside 1e-3..1e5)."""
     if isinstance(v, (float, np.floating)):
         if not np.isfinite(v):
             return str(v)
@@ -103,7 +114,7 @@ def markdown_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in df.iterrows():
-        lines.append("| " + " | ".join(_fmt(row[c]).replace("|", "/") for c in cols) + " |")
+        lines.append("| " + " | ".join(format_number(row[c]).replace("|", "/") for c in cols) + " |")
     return "\n".join(lines)
 
 

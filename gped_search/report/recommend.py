@@ -11,7 +11,14 @@ import pandas as pd
 from .formatting import column_label, format_value
 from .tables import knee_accuracy_gap, knee_point
 
-__all__ = ["KNEE_RULE", "selection_note", "readable_columns", "front_columns", "recommendation"]
+__all__ = [
+    "recommendation_sentence",
+    "KNEE_RULE",
+    "selection_note",
+    "readable_columns",
+    "front_columns",
+    "recommendation",
+]
 
 KNEE_RULE = (
     "the knee: scale each objective to 0..1 over the front (0 = the front's best value), then take the "
@@ -105,7 +112,7 @@ def recommendation(front: pd.DataFrame, objectives: Mapping[str, str]) -> dict |
     return out
 
 
-def _rec_sentence(rec: dict, objectives: Mapping[str, str]) -> str:
+def recommendation_sentence(rec: dict, objectives: Mapping[str, str]) -> str:
     figs = ", ".join(f"{column_label(k)} {format_value(k, rec.get(k))}" for k in objectives)
     acc = (
         f"; test accuracy {format_value('test_student_acc', rec['test_student_acc'])} %"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .formatting import _fmt
+from .formatting import format_number
 from .trial_figures import plot_durations, plot_learning_curves
 
 __all__ = ["ReportExtras", "Section", "build_sections", "section_markdown", "section_html", "PRUNE_COLUMNS"]
@@ -159,7 +159,7 @@ def section_html(s: Section) -> str:
     e = html.escape
     body = [f'<h2 id="{s.key}">{e(s.title)}</h2>', *[f"<p>{e(t)}</p>" for t in s.text]]
     if s.table is not None:
-        table = s.table.to_html(index=False, border=0, classes="t", float_format=_fmt)
+        table = s.table.to_html(index=False, border=0, classes="t", float_format=format_number)
         body.append(f'<div class="scroll">{table}</div>')
     for name, data in s.figures:
         b = base64.b64encode(data).decode()

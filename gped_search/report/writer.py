@@ -26,9 +26,9 @@ from .figures import plot_hypervolume, plot_parallel  # noqa: E402
 from .formatting import (  # noqa: E402, F401
     SORT_JS,
     STYLE,
-    _fmt,
     caption,
     column_label,
+    format_number,
     format_value,
     markdown_table,
     md_pretty,
@@ -39,10 +39,10 @@ from .recommend import (  # noqa: E402, F401  (re-exported)
     _READABLE,
     _SHOW,
     KNEE_RULE,
-    _rec_sentence,
     front_columns,
     readable_columns,
     recommendation,
+    recommendation_sentence,
     selection_note,
 )
 from .sections import ReportExtras, build_sections, section_html, section_markdown  # noqa: E402
@@ -54,6 +54,7 @@ from .tables import (  # noqa: E402
 )
 
 __all__ = [
+    "save_png",
     "write_report",
     "front_columns",
     "markdown_table",
@@ -63,7 +64,7 @@ __all__ = [
 ]
 
 
-def _png(fig, path: Path) -> str:
+def save_png(fig, path: Path) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -126,8 +127,8 @@ _STATE = {"PRUNED": "stopped early"}
 _STOPPED_TITLE = "Stopped early (successive halving: never on the front)"
 _STOPPED_COLUMNS = ("number", "arch", "stopped_rung", "stopped_step", "rung_kl", "train_seconds")
 
-@dataclass
 
+@dataclass
 class _Report:
     """One report being written: its inputs, then what each step adds (front, figures, summary)."""
 
@@ -173,7 +174,7 @@ class _Report:
             )
 
     def _figure(self, fig, name: str) -> None:
-        self.images.append((name, _png(fig, self.out / name)))
+        self.images.append((name, save_png(fig, self.out / name)))
         self.written[name] = str(self.out / name)
 
     def write_figures(self) -> None:
@@ -247,13 +248,13 @@ class _Report:
         self.lines = [
             f"Trials: {states}.",
             f"Pareto front: {len(front)} of {len(self.complete)} complete trials are not dominated on {better}.",
-            f"Hypervolume {_fmt(self.hv)}: the part of objective space (in the objectives' units) the front "
+            f"Hypervolume {format_number(self.hv)}: the part of objective space (in the objectives' units) the front "
             f"dominates up to the reference point ({self.ref_text}); higher is better; compare only studies with "
             "the same reference point.",
         ]
         self.rec_lines = []
         if self.rec is not None:
-            self.rec_lines = [_rec_sentence(self.rec, obj), f"Why: {KNEE_RULE}."]
+            self.rec_lines = [recommendation_sentence(self.rec, obj), f"Why: {KNEE_RULE}."]
             if self.export_command:
                 self.rec_lines.append(f"Export it: `{self.export_command}`")
             if self.rec.get("warning"):
@@ -341,7 +342,9 @@ class _Report:
             body += [
                 "<h2>Parameter importances</h2><p>Optuna's default evaluator (fANOVA): the share of each "
                 "objective's variance over the trials that each parameter explains.</p>",
-                _importance_frame(self.importances).to_html(index=False, border=0, classes="t", float_format=_fmt),
+                _importance_frame(self.importances).to_html(
+                    index=False, border=0, classes="t", float_format=format_number
+                ),
             ]
         if self.notes:
             body += ["<h2>Notes</h2><ul>", *[f"<li>{e(n)}</li>" for n in self.notes], "</ul>"]

@@ -83,7 +83,7 @@ def run_downstream(
     from gped_search.downstream import downstream_table, train_baseline
     from gped_search.engine import prepare
     from gped_search.report.figures import plot_accuracy_rejection, plot_roc
-    from gped_search.report.writer import _png, markdown_table
+    from gped_search.report.writer import markdown_table, save_png
 
     for o in oods:  # before the data and the teacher are loaded
         try:
@@ -103,11 +103,11 @@ def run_downstream(
         f"# {cfg.name}: downstream uncertainty\n\n" + markdown_table(table[cols]) + "\n"
     )
     for label, c in curves["roc"].items():
-        _png(
+        save_png(
             plot_roc(c, title=f"OOD detection vs {label} (predictive entropy)"),
             folder / f"roc_{label.replace(' ', '_')}.png",
         )
-    _png(plot_accuracy_rejection(curves["rejection"]), folder / "accuracy_rejection.png")
+    save_png(plot_accuracy_rejection(curves["rejection"]), folder / "accuracy_rejection.png")
     return table[cols], folder
 
 
@@ -134,7 +134,7 @@ def run_robustness(
     from gped_search.metrics import adversarial as adv
     from gped_search.models import build
     from gped_search.report.figures import plot_robustness
-    from gped_search.report.writer import _png, markdown_table
+    from gped_search.report.writer import markdown_table, save_png
 
     seed = seed if seed is not None else search_seed(cfg)
     p = prepare(cfg)
@@ -168,5 +168,5 @@ def run_robustness(
         + markdown_table(table)
         + "\n"
     )
-    _png(plot_robustness(table), folder / "robustness.png")
+    save_png(plot_robustness(table), folder / "robustness.png")
     return table, folder
