@@ -38,6 +38,7 @@ from .compare_tables import (  # noqa: F401  (re-exported)
     size_caps,
     size_needed,
 )
+from .compute import compute_table
 from .tables import hypervolume_history, pareto_front, reference_point
 
 __all__ = [
@@ -148,6 +149,8 @@ def busy_seconds(trials: pd.DataFrame) -> np.ndarray:
     The union of the intervals of the trials finished so far: trials trained together in one
     lockstep batch (or by parallel workers) are not counted twice. The shared teacher is not counted.
     """
+    if trials.empty or "datetime_start" not in trials.columns:  # a study with no trial yet
+        return np.zeros(len(trials))
     t = trials.sort_values("number")
     start = pd.to_datetime(t["datetime_start"]).to_numpy()
     end = pd.to_datetime(t["datetime_complete"]).to_numpy()
@@ -325,6 +328,11 @@ def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Seq
             "with its test metrics:",
             "",
             md_table(front_digest(fronts)),
+            "",
+            "Hypervolume against compute (seconds of student training and scoring on one thread, the teacher "
+            "not counted; a supernet's distillation and scoring included), against the grid's mean:",
+            "",
+            md_table(compute_table(curves)) if (curves["method"] == "grid").any() else "(no grid study)",
             "",
             "The student each method offers under a size budget (lowest validation KL among its trials no larger "
             "than the budget), reported on test; mean (sd) over seeds:",

@@ -71,9 +71,12 @@ def _run(study: optuna.Study) -> StudyRun:
     config = study.user_attrs.get("config")
     if not isinstance(config, dict):
         raise StudyError(f"study {study.study_name!r} records no settings (not made by gped-search?)")
+    sn = study.user_attrs.get("supernet")
+    overhead = float(sn.get("seconds", 0.0)) + float(sn.get("score_seconds", 0.0)) if isinstance(sn, dict) else 0.0
     return StudyRun(
         study.study_name,
         config,
         trials_frame(study, calibrated=False),
         teacher=dict(study.user_attrs.get("teacher", {})),
+        overhead_seconds=overhead,
     )
