@@ -16,7 +16,20 @@ from matplotlib.ticker import FuncFormatter
 
 from .tables import direction_signs, eligible_mask
 
-__all__ = ["UNITS", "AxisSpec", "axis_spec", "FLOOR_LABEL", "draw_floors"]
+__all__ = [
+    "UNITS",
+    "AxisSpec",
+    "axis_spec",
+    "FLOOR_LABEL",
+    "draw_floors",
+    "finite",
+    "guess_direction",
+    "wants_log",
+    "new_axes",
+    "complete_rows",
+    "step_style",
+    "finish_axes",
+]
 
 # Fixed labels (with units) for known columns.  ``bytes_*``, ``macs``, ``params`` and
 # accuracy-like columns get a scaled unit chosen from the data in :func:`axis_spec`.
@@ -53,7 +66,7 @@ class AxisSpec:
     short: str = ""
 
 
-def _finite(values: Any) -> np.ndarray:
+def finite(values: Any) -> np.ndarray:
     arr = np.asarray(values, dtype=float).ravel()
     return arr[np.isfinite(arr)]
 
@@ -63,7 +76,7 @@ def _is_accuracy(name: str) -> bool:
     return "acc" in n and "auroc" not in n
 
 
-def _guess_direction(name: str) -> str:
+def guess_direction(name: str) -> str:
     n = name.lower()
     return "maximize" if ("acc" in n or "auroc" in n) else "minimize"
 
@@ -75,7 +88,7 @@ def axis_spec(name: str, values: Any = ()) -> AxisSpec:
     ``macs``/``params`` -> plain / k / M; accuracy-like columns with values in
     [0, 1] -> percent.  Unknown columns keep their name with underscores spaced.
     """
-    v = _finite(values)
+    v = finite(values)
     top = float(np.abs(v).max()) if v.size else 0.0
     if name in UNITS and name not in ("macs", "params"):
         return AxisSpec(UNITS[name], 1.0, _SHORT.get(name, name))
@@ -96,11 +109,11 @@ def axis_spec(name: str, values: Any = ()) -> AxisSpec:
     return AxisSpec(name.replace("_", " "), 1.0, name.replace("_", " "))
 
 
-def _wants_log(values: Any) -> bool:
+def wants_log(values: Any) -> bool:
     """Log scale when all finite data are positive and either span more than 2 decades, or span more
     than one and a linear axis would squeeze half of them into its first fifth (a few large students
     pushing the small ones, where the front usually is, against the origin)."""
-    v = _finite(values)
+    v = finite(values)
     if not (v.size >= 2 and (v > 0).all()):
         return False
     lo, hi = float(v.min()), float(v.max())
@@ -109,22 +122,22 @@ def _wants_log(values: Any) -> bool:
     return bool(hi / lo > 10.0 and (np.median(v) - lo) / (hi - lo) < 0.2)
 
 
-def _new_axes(figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+def new_axes(figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     fig = Figure(figsize=figsize, dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot()
 
 
-def _complete_rows(df: pd.DataFrame) -> pd.DataFrame:
+def complete_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[eligible_mask(df, feasible_col=None, state_col="state")]
 
 
-def _step_style(direction_x: str) -> str:
+def step_style(direction_x: str) -> str:
     # dominated region lies right of a minimised x (steps-post) and left of a maximised x
     return "steps-post" if direction_signs([direction_x])[0] > 0 else "steps-pre"
 
 
-def _finish_axes(
+def finish_axes(
     ax: Axes,
     all_x,
     all_y,
@@ -139,9 +152,9 @@ def _finish_axes(
     """Log scales where the data span decades, floor lines, labels with units, the 'better' arrow, the
     legend. ``names`` are the x and y columns ``floors`` is keyed by."""
     for axis, set_scale, vals, sp in ((ax.xaxis, ax.set_xscale, all_x, spx), (ax.yaxis, ax.set_yscale, all_y, spy)):
-        if _wants_log(vals):
+        if wants_log(vals):
             set_scale("log")
-            v = _finite(vals) * sp.scale
+            v = finite(vals) * sp.scale
             if np.log10(v.max() / v.min()) <= 6:  # plain numbers read better than 10^k here
                 axis.set_major_formatter(FuncFormatter(lambda t, _: f"{t:g}"))
     if floors:

@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
-from .axes import _complete_rows, _finite, _guess_direction, _new_axes, _wants_log, axis_spec
+from .axes import axis_spec, complete_rows, finite, guess_direction, new_axes, wants_log
 from .tables import direction_signs
 
 __all__ = ["plot_hypervolume", "plot_roc", "plot_accuracy_rejection", "plot_parallel", "plot_robustness"]
@@ -34,7 +34,7 @@ def plot_hypervolume(
         groups = [(str(k), g) for k, g in history.groupby("study", sort=False)]
     else:
         groups = [("hypervolume", history)]
-    fig, ax = _new_axes((7.0, 4.2))
+    fig, ax = new_axes((7.0, 4.2))
     eng = EngFormatter(sep="", places=3)
     for name, g in groups:
         g = g.sort_values("trial")
@@ -57,7 +57,7 @@ def plot_hypervolume(
 
 def plot_roc(curves: Mapping[str, Sequence[Any]], *, title: str = "OOD detection ROC") -> Figure:
     """ROC curves; ``curves`` maps a name to ``(fpr, tpr, auc)`` (``auc`` may be None)."""
-    fig, ax = _new_axes((5.6, 5.2))
+    fig, ax = new_axes((5.6, 5.2))
     for name, (fpr, tpr, auc) in curves.items():
         f, t = np.asarray(fpr, float), np.asarray(tpr, float)
         if auc is None:
@@ -86,8 +86,8 @@ def plot_accuracy_rejection(curves: Mapping[str, Sequence[Any]], *, title: str =
     to the typical model (:func:`_accuracy_floor`), not the worst: a curve that starts below it is
     cut at the axis and its legend entry says where it starts.
     """
-    fig, ax = _new_axes((6.4, 4.4))
-    all_acc = np.concatenate([_finite(a) for _, a in curves.values()] or [np.zeros(0)])
+    fig, ax = new_axes((6.4, 4.4))
+    all_acc = np.concatenate([finite(a) for _, a in curves.values()] or [np.zeros(0)])
     acc_scale = 100.0 if all_acc.size == 0 or all_acc.max() <= 1.0 else 1.0
     starts = [float(np.asarray(a, float)[0]) * acc_scale for _, a in curves.values() if len(a)]
     low = _accuracy_floor(starts)
@@ -161,9 +161,9 @@ def plot_parallel(
     """Parallel coordinates: one line per COMPLETE trial across ``axes_cols`` (each scaled 0..1 over
     the trials, log first when it spans more than a decade; maximised columns flipped so that lower
     is better on every axis). Front trials (``on_front``) in red, highlighted trials as thick gold."""
-    pts = _complete_rows(df)
+    pts = complete_rows(df)
     cols = [c for c in axes_cols if c in pts.columns and np.isfinite(pts[c].astype(float)).any()]
-    fig, ax = _new_axes((max(6.0, 1.9 * len(cols) + 1.5), 4.6))
+    fig, ax = new_axes((max(6.0, 1.9 * len(cols) + 1.5), 4.6))
     if pts.empty or len(cols) < 2:
         ax.text(
             0.5,
@@ -176,11 +176,11 @@ def plot_parallel(
     scaled, ticks = [], []
     for c in cols:
         v = pts[c].to_numpy(float)
-        logged = _wants_log(v) and (v[np.isfinite(v)] > 0).all()
+        logged = wants_log(v) and (v[np.isfinite(v)] > 0).all()
         w = np.log10(v) if logged else v.copy()
         lo, hi = np.nanmin(w), np.nanmax(w)
         u = (w - lo) / (hi - lo) if hi > lo else np.zeros_like(w)
-        flip = direction_signs([objectives.get(c, _guess_direction(c))])[0] < 0
+        flip = direction_signs([objectives.get(c, guess_direction(c))])[0] < 0
         scaled.append(1 - u if flip else u)
         best, worst = (np.nanmax(v), np.nanmin(v)) if flip else (np.nanmin(v), np.nanmax(v))
         ticks.append((best, worst, logged))

@@ -25,14 +25,14 @@ from matplotlib.figure import Figure
 from .axes import (  # noqa: F401  (re-exported: figures and callers import them from here)
     UNITS,
     AxisSpec,
-    _complete_rows,
-    _finish_axes,
-    _finite,
-    _guess_direction,
-    _new_axes,
-    _step_style,
-    _wants_log,
     axis_spec,
+    complete_rows,
+    finish_axes,
+    finite,
+    guess_direction,
+    new_axes,
+    step_style,
+    wants_log,
 )
 from .labels import annotate_front
 from .tables import eligible_mask, pareto_front
@@ -242,15 +242,15 @@ def plot_pareto_pair(
     ``floors`` maps a column to a floor drawn as a dotted line (``{"kl": teacher_mc_floor_kl}``).
     Axes are logarithmic where the values span decades or a linear axis would squeeze most of them.
     """
-    dx, dy = (objectives.get(c, _guess_direction(c)) for c in (x, y))
+    dx, dy = (objectives.get(c, guess_direction(c)) for c in (x, y))
     pair = {x: dx, y: dy}
-    pts = _complete_rows(df)
+    pts = complete_rows(df)
     pts = pts[np.isfinite(pts[x].astype(float)) & np.isfinite(pts[y].astype(float))]
     extra = {k: pareto_front(v, pair) for k, v in (extra_fronts or {}).items()}
     all_x = np.concatenate([pts[x].to_numpy(float)] + [v[x].to_numpy(float) for v in extra.values()])
     all_y = np.concatenate([pts[y].to_numpy(float)] + [v[y].to_numpy(float) for v in extra.values()])
     spx, spy = axis_spec(x, all_x), axis_spec(y, all_y)
-    fig, ax = _new_axes((8.0, 5.6))
+    fig, ax = new_axes((8.0, 5.6))
 
     feas = eligible_mask(pts)
     if (~feas).any():
@@ -268,13 +268,13 @@ def plot_pareto_pair(
     if feas.any():
         _draw_points(ax, fig, pts[feas], x, y, spx.scale, spy.scale, color_by)
 
-    step = _step_style(dx)
+    step = step_style(dx)
     scale = (spx.scale, spy.scale)
     _draw_extra_fronts(ax, extra, x, y, scale, step)
     front = _draw_front(ax, pts, feas, pair, objectives, x, y, scale, step, front_label)
     fx, fy = front[x].to_numpy(float) * spx.scale, front[y].to_numpy(float) * spy.scale
     _draw_highlight(ax, pts, highlight or {}, x, y, scale)
-    sgx, sgy = _finish_axes(ax, all_x, all_y, spx, spy, dx, dy, title, floors, (x, y))
+    sgx, sgy = finish_axes(ax, all_x, all_y, spx, spy, dx, dy, title, floors, (x, y))
     if annotate and not front.empty:
         num = front["number"] if "number" in front.columns else pd.Series(front.index, index=front.index)
         keep = np.arange(len(front))

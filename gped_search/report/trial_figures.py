@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .axes import _new_axes
+from .axes import new_axes
 
 __all__ = ["plot_learning_curves", "plot_durations"]
 
@@ -26,7 +26,7 @@ def plot_learning_curves(
     """The distillation loss against the step, one line per trial (``curves``: trial -> step -> loss):
     front members coloured and labelled, the rest grey; highlighted trials (the knee) thick. The loss axis
     is logarithmic when every value is positive."""
-    fig, ax = _new_axes((7.6, 4.6))
+    fig, ax = new_axes((7.6, 4.6))
     highlight = highlight or {}
     if not curves:
         ax.text(0.5, 0.5, "no trial recorded a learning curve", ha="center", transform=ax.transAxes)
@@ -62,7 +62,7 @@ def plot_learning_curves(
 
 def plot_durations(df: pd.DataFrame, *, title: str = "Trial durations") -> Figure:
     """Wall-clock seconds of each trial (``duration_s``) by trial number, coloured by state."""
-    fig, ax = _new_axes((7.6, 3.6))
+    fig, ax = new_axes((7.6, 3.6))
     d = df[["number", "state", "duration_s"]].dropna(subset=["duration_s"]) if "duration_s" in df else df.iloc[:0]
     if d.empty:
         ax.text(0.5, 0.5, "no finished trial", ha="center", transform=ax.transAxes)
