@@ -14,7 +14,14 @@ from gped_search.config import study_from_dict
 from gped_search.models import build, student_arch
 from gped_search.search.front import keep_best, nondominated_ranks, spread
 from gped_search.search.space import parse_space, suggest
-from gped_search.supernet.slicing import SliceError, check_slice, extract, sliced_outputs, supernet_arch
+from gped_search.supernet.slicing import (
+    SliceError,
+    add_depth_heads,
+    check_slice,
+    extract,
+    sliced_outputs,
+    supernet_arch,
+)
 from gped_search.supernet.space import ArchSpace
 
 HEADS = (("predictive", 0), ("expected_entropy", 1))
@@ -66,6 +73,31 @@ def test_a_slice_equals_the_network_built_alone_with_the_sliced_weights(subs):
         assert torch.allclose(sliced_outputs(net, sup, x)[name], full[i], atol=1e-6)
 
 
+def test_an_mlp_supernet_over_several_depths_has_heads_per_depth():
+    torch.manual_seed(1)
+    subs = [_mlp((6,)), _mlp((16, 5)), _mlp((3, 3, 3))]
+    net = add_depth_heads(build(supernet_arch(subs)), {1, 2, 3}).eval()
+    assert sorted(net.depth_heads) == ["1", "2"]  # depth 3 is the supernet's own heads
+    x = torch.rand(4, 1, 8, 8)
+    for sub in subs:
+        ref = _by_hand(net, sub)
+        heads = net.depth_heads[str(len(sub.hidden))] if len(sub.hidden) < 3 else net.heads
+        with torch.no_grad():
+            for src, dst in zip(heads, ref.heads):
+                dst.weight.copy_(src.weight[:, : sub.hidden[-1]])
+                dst.bias.copy_(src.bias)
+        want = ref(x)
+        got, ext = sliced_outputs(net, sub, x), extract(net, sub).eval()(x)
+        for i, name in enumerate(sub.head_names):
+            assert torch.allclose(got[name], want[i], atol=1e-6) and torch.allclose(ext[i], want[i], atol=1e-6)
+    one = sliced_outputs(net, _mlp((6,)), x)["predictive"]
+    two = sliced_outputs(net, _mlp((6, 6)), x)["predictive"]
+    net.depth_heads["1"][0].weight.data.zero_()  # the 1-layer student reads its own heads only
+    assert not torch.allclose(sliced_outputs(net, _mlp((6,)), x)["predictive"], one)
+    assert torch.equal(sliced_outputs(net, _mlp((6, 6)), x)["predictive"], two)
+    assert "depth_heads.1.0.weight" in net.state_dict()
+
+
 def test_an_input_scale_is_kept_and_a_slice_outside_the_supernet_is_refused():
     sub = replace(_mlp((3,)), input_scale=255 / 126)
     net = build(replace(_mlp((8, 8)), input_scale=255 / 126)).eval()
@@ -99,7 +131,15 @@ def _space(space, family="mlp", **student):
 
 
 def test_configurations_list_every_architecture_of_a_small_space_as_a_trial_would_suggest_it():
-    cfg, sp = _space({"family": ["mlp", "cnn"], "mlp_depth": [1, 2], "mlp_width": [8, 32, 64], "m1": [0.5, 1.0], "lambda_g": [0, 1e-3]})
+    cfg, sp = _space(
+        {
+            "family": ["mlp", "cnn"],
+            "mlp_depth": [1, 2],
+            "mlp_width": [8, 32, 64],
+            "m1": [0.5, 1.0],
+            "lambda_g": [0, 1e-3],
+        }
+    )
     got = sp.configurations(limit=1000, seed=0)
     # brute force: 3 one-layer + 9 two-layer MLPs + 2 CNNs
     assert len(got) == 3 + 9 + 2 == sp.size()
@@ -164,4 +204,3 @@ def test_keep_best_keeps_whole_ranks_and_never_splits_the_front_with_ties():
     assert len(picked) == 2 and set(picked.tolist()) == {0, 4}  # the two ends of the front
     assert sorted(keep_best(v, d, 6).tolist()) == [0, 1, 2, 3, 4, 5]
     assert list(spread(v[:5], d, 3)) == [4, 2, 0]
-

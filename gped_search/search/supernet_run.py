@@ -42,7 +42,7 @@ from gped_search.metrics.interim import check_objectives, interim_scores
 from gped_search.models import Arch, Net, build
 from gped_search.posterior.result import TeacherResult
 from gped_search.seeds import derive_seed
-from gped_search.supernet.slicing import extract, supernet_arch
+from gped_search.supernet.slicing import add_depth_heads, extract, supernet_arch
 from gped_search.supernet.space import ArchSpace
 from gped_search.supernet.train import train_supernet
 
@@ -100,12 +100,12 @@ def supernets(
     for fam, group in _families(space, configs, p).items():
         sup = supernet_arch(group["archs"])
         small = student_arch_for(p, space.student(space.extremes(fam)[0]))
-        key = _key(cfg, teacher, "supernet", [fam, sup.to_dict(), [a.to_dict() for a in group["archs"]]])
+        key = _key(cfg, teacher, "supernet", [fam, sup.to_dict(), [a.to_dict() for a in group["archs"]], "depth heads"])
         path = folder / f"{fam}.pt"
         if path.exists():
             saved = torch.load(path, map_location=p.device, weights_only=True)
             if saved.get("key") == key:
-                net = build(Arch.from_dict(saved["arch"])).to(p.device)
+                net = add_depth_heads(build(Arch.from_dict(saved["arch"])).to(p.device), saved.get("depths", ()))
                 net.load_state_dict(saved["state"])
                 nets[fam], info[fam] = net, dict(saved["record"], loaded=True)
                 continue
@@ -116,7 +116,8 @@ def supernets(
         rec = {"arch": sup.describe(), "seconds": rec["seconds"], "steps": steps, "curve": rec["curve"]}
         folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save({"key": key, "arch": sup.to_dict(), "state": net.state_dict(), "record": rec}, tmp)
+        depths = sorted({len(a.hidden) for a in group["archs"]})
+        torch.save({"key": key, "arch": sup.to_dict(), "depths": depths, "state": net.state_dict(), "record": rec}, tmp)
         os.replace(tmp, path)
         nets[fam], info[fam] = net, dict(rec, loaded=False)
     return nets, info

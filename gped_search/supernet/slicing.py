@@ -9,7 +9,8 @@ widths at most the supernet's. A conv output flattens channel-major, so the firs
 the first ``c*h*w`` features: the fully connected layer's leading columns.
 
 :func:`sliced_outputs` runs a sub-network inside the supernet (for training, gradients flow into the
-shared weights); :func:`extract` copies it out as an ordinary ``Net``, with equal outputs.
+shared weights); :func:`extract` copies it out as an ordinary ``Net``, with equal outputs. An MLP
+supernet over several depths has one set of heads per depth (:func:`add_depth_heads`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch.nn import functional as F
 
 from gped_search.models import Arch, Net, build
 
-__all__ = ["SliceError", "supernet_arch", "check_slice", "sliced_outputs", "extract"]
+__all__ = ["SliceError", "supernet_arch", "check_slice", "sliced_outputs", "extract", "add_depth_heads"]
 
 
 class SliceError(ValueError):
@@ -61,6 +62,28 @@ def check_slice(sup: Arch, sub: Arch) -> None:
         raise SliceError(f"{sub.describe()} has another number of layers than the supernet {sup.describe()}")
     if any(a > b for a, b in zip(sub.channels + sub.hidden, sup.channels + sup.hidden)):
         raise SliceError(f"{sub.describe()} is not inside the supernet {sup.describe()}")
+
+
+def add_depth_heads(net: Net, depths) -> Net:
+    """Give an MLP supernet its own heads for each shallower depth in ``depths``: a 1-layer student's
+    heads read other features than a 2-layer one's, and sharing one set makes them fight. The heads
+    live in ``net.depth_heads`` (so in its state dict); the supernet's own heads serve its full depth."""
+    full = len(net.arch.hidden)
+    extra = sorted({int(d) for d in depths if int(d) != full})
+    if net.arch.family != "mlp" or not extra:
+        return net
+    width = net.arch.hidden[0]
+    device = next(net.parameters()).device
+    net.depth_heads = nn.ModuleDict(
+        {str(d): nn.ModuleList(nn.Linear(width, h.out_features) for h in net.heads).to(device) for d in extra}
+    )
+    return net
+
+
+def _heads(net: Net, sub: Arch) -> nn.ModuleList:
+    extra = getattr(net, "depth_heads", None)
+    key = str(len(sub.hidden))
+    return extra[key] if extra is not None and sub.family == "mlp" and key in extra else net.heads
 
 
 def _layers(net: Net) -> tuple[list[nn.Conv2d], list[nn.Linear]]:
@@ -108,7 +131,7 @@ def sliced_outputs(net: Net, sub: Arch, x: torch.Tensor) -> dict[str, torch.Tens
     if z.dim() > 2:
         z = z.flatten(1)
     out = {}
-    for i, ((name, _), head) in enumerate(zip(a.heads, net.heads)):
+    for i, ((name, _), head) in enumerate(zip(a.heads, _heads(net, sub))):
         out[name] = net.activate(i, F.linear(z, head.weight[:, :width], head.bias))
     return out
 
@@ -122,7 +145,7 @@ def extract(net: Net, sub: Arch) -> Net:
     for (mod, rows, cols), dst in zip(plan, [*convs, *linears]):
         dst.weight.copy_(mod.weight[:rows, :cols])
         dst.bias.copy_(mod.bias[:rows])
-    for src, dst in zip(net.heads, small.heads):
+    for src, dst in zip(_heads(net, sub), small.heads):
         dst.weight.copy_(src.weight[:, :width])
         dst.bias.copy_(src.bias)
     small.train(net.training)

@@ -20,7 +20,7 @@ from gped_search.errors import ConfigError
 from gped_search.models import Arch, Net, build
 from gped_search.seeds import derive_seed
 
-from .slicing import check_slice, sliced_outputs
+from .slicing import add_depth_heads, check_slice, sliced_outputs
 
 __all__ = ["SandwichTrainer", "train_supernet"]
 
@@ -64,7 +64,7 @@ def train_supernet(
     """The supernet ``sup`` distilled for ``steps`` sandwich steps; returns it and a record
     (``seconds``, ``steps``, the learning ``curve``)."""
     torch.manual_seed(seed)
-    net = build(sup).to(p.device)
+    net = add_depth_heads(build(sup).to(p.device), {len(a.hidden) for a in pool})
     trainer = SandwichTrainer(net, p.exps, p.cfg.distill, pool, smallest, random=random, seed=seed)
     t0 = time.perf_counter()
     out = train_students(
