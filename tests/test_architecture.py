@@ -117,3 +117,14 @@ def test_only_the_storage_adapter_touches_private_optuna_api():
     users = sorted(str(p.relative_to(PKG)) for p in PKG.rglob("*.py")
                    if any(s in p.read_text() for s in private))
     assert users == ["search/storage.py"], users
+
+
+def test_no_module_imports_a_private_name_of_another():
+    """A name that starts with ``_`` belongs to its module: another module that needs it gets a public one."""
+    found = []
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("gped_search")):
+                found += [f"{path.relative_to(PKG)}: {a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not found, found

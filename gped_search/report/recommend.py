@@ -12,6 +12,8 @@ from .formatting import column_label, format_value
 from .tables import knee_accuracy_gap, knee_point
 
 __all__ = [
+    "SHOWN_COLUMNS",
+    "READABLE_COLUMNS",
     "recommendation_sentence",
     "KNEE_RULE",
     "selection_note",
@@ -27,7 +29,7 @@ KNEE_RULE = (
 """How the recommended student is chosen, in words (report, CLI)."""
 
 # column -> (header with unit, format): int, kB, ms, pct (fraction shown as %), g (4 significant), str
-_SHOW = (
+SHOWN_COLUMNS = (
     "family",
     "arch",
     "precision",
@@ -72,7 +74,7 @@ def selection_note(df: pd.DataFrame) -> str:
     return "Selection data not recorded (trials from an older gped-search)."
 
 
-_READABLE = (
+READABLE_COLUMNS = (
     "arch",
     "lambda_g",
     "params",
@@ -87,12 +89,12 @@ _READABLE = (
 def readable_columns(df: pd.DataFrame, objectives: Mapping[str, str]) -> list[str]:
     """The front table's columns in the report: trial, student, objectives and a few test figures."""
     cols = ["number", "arch", *objectives]
-    return list(dict.fromkeys(c for c in cols + list(_READABLE) if c in df.columns))
+    return list(dict.fromkeys(c for c in cols + list(READABLE_COLUMNS) if c in df.columns))
 
 
 def front_columns(df: pd.DataFrame, objectives: Mapping[str, str]) -> list[str]:
     cols = ["number", *objectives]
-    return cols + [c for c in _SHOW if c in df.columns and c not in cols]
+    return cols + [c for c in SHOWN_COLUMNS if c in df.columns and c not in cols]
 
 
 def recommendation(front: pd.DataFrame, objectives: Mapping[str, str]) -> dict | None:

@@ -36,9 +36,9 @@ from .formatting import (  # noqa: E402, F401
 )
 from .plots import plot_pareto_pair  # noqa: E402
 from .recommend import (  # noqa: E402, F401  (re-exported)
-    _READABLE,
-    _SHOW,
     KNEE_RULE,
+    READABLE_COLUMNS,
+    SHOWN_COLUMNS,
     front_columns,
     readable_columns,
     recommendation,
