@@ -128,3 +128,9 @@ def test_no_module_imports_a_private_name_of_another():
                 found += [f"{path.relative_to(PKG)}: {a.name}" for a in node.names
                           if a.name.startswith("_") and not a.name.startswith("__")]
     assert not found, found
+
+
+def test_no_module_is_over_400_lines():
+    """One concern a module: past 400 lines a module is split (docs/architecture.md says where)."""
+    long = {str(p.relative_to(PKG)): n for p in PKG.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long
