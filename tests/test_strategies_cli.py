@@ -70,7 +70,9 @@ def test_halving_study_stops_trials_early_and_keeps_them_off_the_front(tmp_path)
     df = trials_frame(st)
     assert not df[df["state"] == "PRUNED"]["on_front"].any()
     rc, out, _ = cli(["status", QUICKSTART, *sets])
-    assert rc == 0 and "stopped" in out.lower() or "pruned" in out.lower()
+    assert rc == 0 and ("stopped" in out.lower() or "pruned" in out.lower())
+    knee = next(line for line in out.splitlines() if line.startswith("knee"))
+    assert int(knee.split("trial ")[1].split()[0]) in {t.number for t in done}  # never a stopped trial
     rc, _, err = cli(["report", QUICKSTART, *sets])
     assert rc == 0, err
     md = (tmp_path / "quickstart" / "summary.md").read_text()

@@ -204,3 +204,20 @@ def test_keep_best_keeps_whole_ranks_and_never_splits_the_front_with_ties():
     assert len(picked) == 2 and set(picked.tolist()) == {0, 4}  # the two ends of the front
     assert sorted(keep_best(v, d, 6).tolist()) == [0, 1, 2, 3, 4, 5]
     assert list(spread(v[:5], d, 3)) == [4, 2, 0]
+
+
+def test_promotion_never_keeps_a_student_dominated_by_one_it_stops():
+    """keep_best against brute force on random values with ties: the whole front is kept, at least k are
+    kept, and no kept row is dominated by a stopped one."""
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        n, k = int(rng.integers(2, 30)), int(rng.integers(1, 12))
+        v = rng.integers(0, 5, size=(n, 2)).astype(float)
+        kept = set(keep_best(v, ["minimize", "minimize"], k).tolist())
+        ranks = _brute_ranks(v)
+        assert {i for i in range(n) if ranks[i] == 0} <= kept
+        assert len(kept) >= min(k, n)
+        for i in kept:
+            for j in set(range(n)) - kept:
+                assert not (all(v[j] <= v[i]) and any(v[j] < v[i])), (v.tolist(), k, i, j)
+

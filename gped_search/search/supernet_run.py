@@ -41,13 +41,12 @@ from gped_search.engine.result import StudentFailure
 from gped_search.metrics.interim import check_objectives, interim_scores
 from gped_search.models import Arch, Net, build
 from gped_search.posterior.result import TeacherResult
-from gped_search.seeds import derive_seed
+from gped_search.seeds import derive_seed, search_seed
 from gped_search.supernet.slicing import add_depth_heads, extract, supernet_arch
 from gped_search.supernet.space import ArchSpace
 from gped_search.supernet.train import train_supernet
 
 from .front import keep_best
-from .samplers import search_seed
 from .space import Spec
 
 __all__ = ["prepare_supernet", "supernets", "score_table", "choose", "finetune_steps", "kendall_check"]
