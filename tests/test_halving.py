@@ -147,3 +147,25 @@ def test_every_sampler_survives_stopped_trials_recorded_as_halving_records_them(
             st.tell(t, state=optuna.trial.TrialState.PRUNED)
             with pytest.raises(RuntimeError, match="single direction"):
                 suggest(st.ask(), cfg, specs)
+
+
+def test_a_grid_study_counts_enqueued_retries_as_trials_it_can_still_ask():
+    """An interrupted grid point retried (enqueued, WAITING) must still run when every point was visited;
+    a killed batch otherwise left a grid study short for good."""
+    import optuna
+
+    from gped_search.search.storage import grid_left
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    st = optuna.create_study(sampler=optuna.samplers.GridSampler({"x": [1, 2, 3]}, seed=0))
+    a = st.ask()
+    a.suggest_categorical("x", [1, 2, 3])
+    st.tell(a, state=optuna.trial.TrialState.FAIL)  # an interrupted point: visited, as Optuna's grid says
+    assert grid_left(st) == 2
+    b = st.ask()
+    b.suggest_categorical("x", [1, 2, 3])
+    st.tell(b, 1.0)
+    assert grid_left(st) == 1
+    st.enqueue_trial(a.params)  # its retry
+    assert grid_left(st) == 2
+    assert grid_left(optuna.create_study()) is None

@@ -236,14 +236,16 @@ def trial_ids(trials: list[optuna.Trial]) -> list[int]:
 
 
 def grid_left(study: optuna.Study) -> int | None:
-    """Grid points no trial has taken yet (None for other samplers): a batch asks no more than these."""
+    """Trials a grid study can still ask (None for other samplers): the grid points no trial has taken
+    yet, plus the enqueued (WAITING) ones, such as the retry of an interrupted point; a batch asks no
+    more than these."""
     sampler = study.sampler
     if not isinstance(sampler, optuna.samplers.GridSampler):
         return None
-    taken = {
-        t.system_attrs.get("grid_id") for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING
-    }  # as Optuna's grid: a failed point counts as visited
-    return len(set(range(len(sampler._all_grids))) - taken)
+    trials = study.get_trials(deepcopy=False)
+    taken = {t.system_attrs.get("grid_id") for t in trials if t.state != TrialState.WAITING}
+    waiting = sum(t.state == TrialState.WAITING for t in trials)  # asked first, whatever their point
+    return len(set(range(len(sampler._all_grids))) - taken) + waiting  # a failed point counts as visited
 
 
 class Heartbeat:
