@@ -46,3 +46,24 @@ def test_a_supernets_seconds_count_before_its_first_trial():
     assert list(with_net["seconds"]) == [110.0, 115.0] and list(plain["seconds"]) == [10.0, 15.0]
     assert set(with_net["method"]) == {"supernet"}
     assert busy_seconds(trials.iloc[:0]).size == 0
+
+
+def test_runs_written_as_files_read_back_to_the_same_curves(tmp_path):
+    from gped_search.report.run_files import is_runs_folder, read_runs, write_runs
+
+    t0 = pd.Timestamp("2026-01-01 00:00:00")
+    trials = pd.DataFrame({
+        "number": [0, 1, 2], "state": ["COMPLETE", "PRUNED", "COMPLETE"], "kl": [0.1, None, 0.2],
+        "bytes_fp32": [2e6, None, 1e5], "feasible": [True, True, True],
+        "datetime_start": [t0, t0, t0 + pd.Timedelta(seconds=10)],
+        "datetime_complete": [t0 + pd.Timedelta(seconds=10), t0 + pd.Timedelta(seconds=3),
+                              t0 + pd.Timedelta(seconds=15.5)],
+    })
+    runs = [StudyRun("s_grid", {"search": {"sampler": "grid", "space": {"mlp_width": [1, 2]}}}, trials),
+            StudyRun("s_net", {"search": {"strategy": "supernet"}}, trials, teacher={"acc": 0.9}, overhead_seconds=7.5)]
+    write_runs(runs, tmp_path)
+    assert is_runs_folder(tmp_path) and not is_runs_folder(tmp_path / "nope")
+    back = read_runs(tmp_path)
+    assert [r.name for r in back] == ["s_grid", "s_net"] and back[1].teacher == {"acc": 0.9}
+    pd.testing.assert_frame_equal(hv_curves(runs), hv_curves(back))
+    assert [r.method for r in back] == ["grid", "supernet"]

@@ -370,6 +370,14 @@ def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Seq
             "",
         ]
         written["grid_scaling"] = str(out / "grid_scaling.png")
+    from .run_files import write_runs
+
+    write_runs(runs, out / "trials")
+    lines += [
+        "Every study's trials (all columns, start and end times) and settings are in `trials/`; "
+        f"`gped-search compare {out.name}/trials --out {out.name}` recomputes this page from them.",
+        "",
+    ]
     (out / "comparison.md").write_text("\n".join(lines))
     written["comparison_md"] = str(out / "comparison.md")
     return {"written": written, "summaries": summaries}

@@ -28,13 +28,19 @@ def _storages(path: str) -> list[tuple[str, str | None]]:
     if p.is_file():
         return [(_url_for(p), None)]
     if p.is_dir():
+        from gped_search.report.run_files import is_runs_folder
+
+        if is_runs_folder(p):  # a comparison's committed trials/ folder
+            return [("runs:" + str(p), None)]
         own = [p / n for n in _DB_NAMES if (p / n).is_file()]
         if own:
             return [(_url_for(own[0]), None)]
         found = sorted(f for n in _DB_NAMES for f in p.glob(f"*/{n}"))
         if found:
             return [(_url_for(f), None) for f in found]
-        raise ConfigError(f"{path}: no study.db or study.journal here or in its sub-folders")
+        raise ConfigError(
+            f"{path}: no study.db or study.journal here or in its sub-folders, and no trials CSV + JSON pairs"
+        )
     raise ConfigError(f"{path}: no such study file, report folder or storage")
 
 
@@ -49,6 +55,11 @@ def collect_runs(paths: list[str]) -> list[StudyRun]:
     runs = []
     for arg in paths:
         for url, name in _storages(arg):
+            if url.startswith("runs:"):
+                from gped_search.report.run_files import read_runs
+
+                runs += read_runs(url[5:])
+                continue
             if url.startswith("yaml:"):
                 cfg = load_study(url[5:])
                 study = open_study(cfg, create=False)
