@@ -164,7 +164,8 @@ def cmd_status(args) -> int:
     if study is not None:
         print(f"study {st['study']}  ({st['storage']})")
         print(
-            "trials: " + ", ".join(f"{'stopped early' if k == 'PRUNED' else k.lower()} {v}" for k, v in st["trials"].items())
+            "trials: "
+            + ", ".join(f"{'stopped early' if k == 'PRUNED' else k.lower()} {v}" for k, v in st["trials"].items())
             if st["trials"]
             else "trials: none"
         )
