@@ -9,7 +9,9 @@ A generated block in a Markdown file sits between ``<!-- generated: NAME -->`` a
 * ``headline-hypervolume`` (README.md): the headline comparison's hypervolumes, mean (sd) over the
   search seeds at each method's trial budget, from ``reports/headline_comparison/hv_*.csv``;
 * ``grid-scaling`` (reports/headline_comparison/README.md): the best grid student and the 400-400
-  student per mask, from ``reports/headline_comparison/grid_scaling.csv``.
+  student per mask, from ``reports/headline_comparison/grid_scaling.csv``;
+* ``strategies-compute`` (reports/strategies/README.md): hypervolume against compute per search
+  strategy (issue 25), from ``reports/strategies/hv_mlp_students__mnist__mask_0px.csv``.
 
 The image ``docs/img/quickstart_pareto.png`` is drawn from ``docs/data/quickstart_trials.csv`` and
 ``docs/data/quickstart.json`` (a quickstart run's trials table, its objectives, knee and teacher floor;
@@ -115,9 +117,43 @@ def grid_scaling() -> str:
     return "\n".join(lines) + "\n"
 
 
+STRATEGIES = ROOT / "reports" / "strategies"
+_STRATEGY_NAMES = {
+    "grid": "paper's grid (14 trials)",
+    "prune": "group-LASSO pruning (14)",
+    "tpe": "search, TPE (42)",
+    "qmc": "search, Sobol QMC (14)",
+    "supernet": "supernet (14 extracted)",
+    "halving": "successive halving (42 asked)",
+}
+
+
+def strategies_compute() -> str:
+    """Issue 25's compute table for MLP students at mask 0: each method's final hypervolume and compute
+    against the grid's, from ``reports/strategies/hv_mlp_students__mnist__mask_0px.csv``."""
+    from gped_search.report.compute import compute_table
+
+    hv = pd.read_csv(STRATEGIES / "hv_mlp_students__mnist__mask_0px.csv")
+    t = compute_table(hv)
+    order = [m for m in _STRATEGY_NAMES if m in set(t["method"])]
+    t = t.set_index("method").loc[order].reset_index()
+    cols = [
+        "final hv",
+        "compute / grid's",
+        "hv at 1/3 of the grid's compute",
+        "seeds reaching the grid's final hv",
+        "compute to reach it / grid's",
+    ]
+    lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for _, r in t.iterrows():
+        lines.append(f"| {_STRATEGY_NAMES[r['method']]} | " + " | ".join(str(r[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS: dict[str, tuple[Path, Callable[[], str]]] = {
     "headline-hypervolume": (ROOT / "README.md", headline_hypervolume),
     "grid-scaling": (HEADLINE / "README.md", grid_scaling),
+    "strategies-compute": (STRATEGIES / "README.md", strategies_compute),
 }
 
 

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from .tables import pareto_front
 
 if TYPE_CHECKING:
-    from .compare import StudyRun
+    from .study_run import StudyRun
 
 __all__ = ["method_names", "plot_setting", "plot_summary", "plot_grid_scaling"]
 

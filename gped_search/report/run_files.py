@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .compare import StudyRun
+from .study_run import StudyRun
 
 __all__ = ["write_runs", "read_runs", "is_runs_folder"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 
 from gped_search.config import ConfigError, load_study
-from gped_search.report.compare import StudyRun
+from gped_search.report.study_run import StudyRun
 
 from .results import trials_frame
 from .storage import StudyError, open_storage, open_study
