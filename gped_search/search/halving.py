@@ -92,18 +92,7 @@ def run_bracket(
     names = list(cfg.search.objectives)
     dirs = [cfg.search.objectives[n] for n in names]
     with Heartbeat(study, trial_ids(trials)):
-        started, configs, seeds = [], [], []
-        for t in trials:
-            try:
-                tc, seed = runner.start(t)
-            except Exception as e:  # noqa: BLE001
-                tell(study, t, None, runner.failed(t, e))
-                if echo:
-                    echo(study, t.number)
-                continue
-            started.append(t)
-            configs.append(tc)
-            seeds.append(seed)
+        started, configs, seeds = runner.start_all(study, trials, echo)
         if not started:
             return
         plan = rung_plan(cfg, len(started))

@@ -98,6 +98,23 @@ class _TrialRunner:
         trial.set_user_attr("seed", seed)
         return tc, seed
 
+    def start_all(self, study: optuna.Study, trials: list[optuna.Trial], echo=None) -> tuple[list, list, list]:
+        """:meth:`start` each asked trial; one that cannot start is told FAIL (and echoed) at once.
+        Returns the started trials, their configs and their seeds."""
+        started, configs, seeds = [], [], []
+        for t in trials:
+            try:
+                tc, seed = self.start(t)
+            except Exception as e:  # noqa: BLE001 - recorded as the trial's failure
+                _tell(study, t, None, self.failed(t, e))
+                if echo is not None:
+                    echo(study, t.number)
+                continue
+            started.append(t)
+            configs.append(tc)
+            seeds.append(seed)
+        return started, configs, seeds
+
     def failed(self, trial: optuna.Trial, e: BaseException) -> TrialFailed:
         """Record why a trial failed; the study goes on.
 
@@ -300,18 +317,7 @@ def _run_batch(study, cfg, p, teacher, runner, trials, bar, announce, nets=None)
     """Start, train in lockstep and tell one batch of asked trials; with a supernet's ``nets`` each
     student starts from its slice and is distilled for ``search.supernet.finetune_steps``."""
     with Heartbeat(study, trial_ids(trials)):
-        started, configs, seeds = [], [], []
-        for t in trials:
-            try:
-                tc, seed = runner.start(t)
-            except Exception as e:  # noqa: BLE001
-                _tell(study, t, None, runner.failed(t, e))
-                if announce:
-                    echo_trial(study, t.number)
-                continue
-            started.append(t)
-            configs.append(tc)
-            seeds.append(seed)
+        started, configs, seeds = runner.start_all(study, trials, echo_trial if announce else None)
         results = (
             train_trials(
                 p,
