@@ -78,13 +78,12 @@ def _key(cfg: StudyConfig, teacher: TeacherResult, what: str, extra) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _families(space: ArchSpace, configs: list[dict], p: Prepared) -> dict[str, dict]:
-    out: dict[str, dict] = {}
+def _families(space: ArchSpace, configs: list[dict], p: Prepared) -> dict[str, list[Arch]]:
+    """The architectures of ``configs``, by student family (one supernet each)."""
+    out: dict[str, list[Arch]] = {}
     for params in configs:
         st = space.student(params)
-        out.setdefault(st.family.value, {"params": [], "archs": []})
-        out[st.family.value]["params"].append(params)
-        out[st.family.value]["archs"].append(student_arch_for(p, st))
+        out.setdefault(st.family.value, []).append(student_arch_for(p, st))
     return out
 
 
@@ -96,10 +95,10 @@ def supernets(
     sc = cfg.search.supernet
     steps = sc.steps or student_steps(cfg)
     nets, info = {}, {}
-    for fam, group in _families(space, configs, p).items():
-        sup = supernet_arch(group["archs"])
+    for fam, archs in _families(space, configs, p).items():
+        sup = supernet_arch(archs)
         small = student_arch_for(p, space.student(space.extremes(fam)[0]))
-        key = _key(cfg, teacher, "supernet", [fam, sup.to_dict(), [a.to_dict() for a in group["archs"]], "depth heads"])
+        key = _key(cfg, teacher, "supernet", [fam, sup.to_dict(), [a.to_dict() for a in archs], "depth heads"])
         path = folder / f"{fam}.pt"
         if path.exists():
             saved = torch.load(path, map_location=p.device, weights_only=True)
@@ -110,12 +109,12 @@ def supernets(
                 continue
         seed = derive_seed(search_seed(cfg), "supernet")
         net, rec = train_supernet(
-            p, teacher, sup, group["archs"], small, steps=steps, random=sc.random, seed=seed, progress=progress
+            p, teacher, sup, archs, small, steps=steps, random=sc.random, seed=seed, progress=progress
         )
         rec = {"arch": sup.describe(), "seconds": rec["seconds"], "steps": steps, "curve": rec["curve"]}
         folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        depths = sorted({len(a.hidden) for a in group["archs"]})
+        depths = sorted({len(a.hidden) for a in archs})
         torch.save({"key": key, "arch": sup.to_dict(), "depths": depths, "state": net.state_dict(), "record": rec}, tmp)
         os.replace(tmp, path)
         nets[fam], info[fam] = net, dict(rec, loaded=False)
