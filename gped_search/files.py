@@ -6,32 +6,39 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["atomic_write_bytes", "sha256_of", "file_lock", "pid_alive", "weights_only_load"]
+__all__ = ["atomic_write_bytes", "atomic_write_stream", "sha256_of", "file_lock", "pid_alive", "weights_only_load"]
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temp file in the same folder, fsynced, then renamed.
-
-    A reader sees the old file or the whole new one, never part of it; a crash leaves at most a
+def atomic_write_stream(path: str | os.PathLike, body: BinaryIO) -> None:
+    """Copy the readable ``body`` to ``path`` atomically: a temp file in the same folder, fsynced, then
+    renamed. A reader sees the old file or the whole new one, never part of it; a crash leaves at most a
     ``.<name>.*.tmp`` file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            shutil.copyfileobj(body, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_write_stream`)."""
+    atomic_write_stream(path, io.BytesIO(data))
 
 
 def sha256_of(path: str | os.PathLike) -> str:

@@ -12,13 +12,13 @@ object or the new one, never part of one. Checksums and the local cache are :mod
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import BinaryIO
 
 from gped_search.errors import StoreError
+from gped_search.files import atomic_write_stream
 
 __all__ = ["Store", "LocalStore", "PrefixedArtifactStore"]
 
@@ -115,17 +115,7 @@ class LocalStore(Store):
 
     def write(self, key: str, body: BinaryIO) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                shutil.copyfileobj(body, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_stream(path, body)
 
     def remove(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from gped_search.errors import StoreError
-from gped_search.files import sha256_of
+from gped_search.files import atomic_write_bytes, sha256_of
 
 from .base import Store
 from .urls import open_store, study_store
@@ -57,19 +57,6 @@ def put_file(store: Store, key: str, path: str | os.PathLike) -> str:
     return digest
 
 
-def _write_local(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def get_file(store: Store, key: str, dest: str | os.PathLike) -> Path | None:
     """``dest`` holding the stored object ``key``, verified; None when the store has no complete ``key``.
 
@@ -84,7 +71,7 @@ def get_file(store: Store, key: str, dest: str | os.PathLike) -> Path | None:
     side = dest.with_name(dest.name + SIDECAR)
     if dest.is_file() and sha256_of(dest) == expected:
         if not side.is_file() or side.read_text(errors="replace").strip() != expected:
-            _write_local(side, (expected + "\n").encode())
+            atomic_write_bytes(side, (expected + "\n").encode())
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
@@ -107,7 +94,7 @@ def get_file(store: Store, key: str, dest: str | os.PathLike) -> Path | None:
                 f"{store.where(key)}: checksum mismatch (stored {expected[:12]}..., object has {actual[:12]}...): "
                 "torn or tampered; refused"
             )
-        _write_local(side, (expected + "\n").encode())  # the checksum first, the data last (as local writers do)
+        atomic_write_bytes(side, (expected + "\n").encode())  # the checksum first, the data last (as local writers do)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
