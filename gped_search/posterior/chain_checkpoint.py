@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ChainCheckpointError",
+    "progress_record",
     "save_checkpoint_generation",
     "latest_checkpoint",
     "list_generations",
@@ -186,10 +187,14 @@ def chain_status(folder: str | os.PathLike, stale_seconds: float = 600.0) -> dic
             state = "paused"
     if state == "paused":
         done_it = ckpt or 0
+    return progress_record(state, done_it, total, ckpt, note)
+
+
+def progress_record(state: str, done_it: int, total: int | None, ckpt: int | None, note: dict) -> dict:
+    """A chain's progress as ``status`` shows it (local folder or object store alike), with the seconds left
+    at the rate of its progress ``note``."""
     rate = note.get("rate")
-    left = (
-        (total - done_it) / rate if rate and total is not None and state != "done" else 0.0 if state == "done" else None
-    )
+    left = 0.0 if state == "done" else (total - done_it) / rate if rate and total is not None else None
     return {
         "state": state,
         "iteration": done_it,

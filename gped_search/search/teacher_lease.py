@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 
-from gped_search.posterior.chain_checkpoint import CHAIN_DIR
+from gped_search.posterior.chain_checkpoint import CHAIN_DIR, progress_record
 from gped_search.store.chain_sync import store_generations
 from gped_search.store.files import get_text
 from gped_search.store.lease import Lease, supports_lease
@@ -56,15 +56,7 @@ def store_chain_status(cfg, url: str, stale_seconds: float = 600.0) -> dict | No
     ):
         state = "paused"
     done_it = note.get("iteration", ckpt or 0) if state != "paused" else ckpt or 0
-    rate = note.get("rate")
-    left = 0.0 if state == "done" else (total - done_it) / rate if rate and total is not None else None
     return {
-        "state": state,
-        "iteration": done_it,
-        "total": total,
-        "checkpoint_iteration": ckpt,
-        "rate_it_per_s": rate,
-        "seconds_left": left,
-        "seconds_so_far": note.get("seconds"),
+        **progress_record(state, done_it, total, ckpt, note),
         "holder": holder[0].rsplit(":", 1)[0] if holder else None,
     }
