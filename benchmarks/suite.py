@@ -84,7 +84,8 @@ class Suite:
             s = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
         except KeyError:
             return 0
-        return sum(t.state.name == "COMPLETE" for t in s.get_trials(deepcopy=False))
+        # a halving study's students stopped at a rung are PRUNED: they count as asked and answered
+        return sum(t.state.name in ("COMPLETE", "PRUNED") for t in s.get_trials(deepcopy=False))
 
     def trials(self):
         """Every COMPLETE trial of every study of the suite, with ``setting``, ``kind`` and ``seed``."""
