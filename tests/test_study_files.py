@@ -36,6 +36,13 @@ def test_extends_merges_sections_and_replaces_the_space(tmp_path):
     assert "extends" not in to_dict(g)
 
 
+def test_extends_replaces_the_objectives(tmp_path):
+    base = _w(tmp_path / "base.yaml", "name: base\nsearch: {objectives: {kl: minimize, bytes_fp32: minimize}}\n")
+    child = _w(tmp_path / "child.yaml", f"extends: {base.name}\nsearch: {{objectives: {{kl: minimize, bytes: minimize}}}}\n")
+    assert load_study(child).search.objectives == {"kl": "minimize", "bytes": "minimize"}
+    assert load_study(base).search.objectives == {"kl": "minimize", "bytes_fp32": "minimize"}
+
+
 def test_extends_cycle_and_missing_base_are_one_line(tmp_path):
     _w(tmp_path / "a.yaml", "extends: b.yaml\nname: a\n")
     _w(tmp_path / "b.yaml", "extends: a.yaml\nname: b\n")

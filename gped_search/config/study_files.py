@@ -3,7 +3,8 @@
 A study file may name another as its base, ``extends: base.yaml`` (a path relative to the file). The base
 is read first (it may extend another), then the file's own keys are merged into it section by section:
 a mapping merges key by key, anything else (a list, a number) replaces the base's value, and
-``search.space`` is replaced as a whole (a file that lists a space says what the space is). A cycle or a
+``search.space`` and ``search.objectives`` are replaced as a whole (a file that lists a space or objectives
+says what they are). A cycle or a
 missing base is one error line naming the files.
 """
 
@@ -17,7 +18,7 @@ from gped_search.errors import ConfigError
 
 __all__ = ["read_mapping", "merge"]
 
-WHOLE = ("space",)
+WHOLE = ("space", "objectives")
 """Keys whose mapping replaces the base's instead of merging into it (study files)."""
 
 
