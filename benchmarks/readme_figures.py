@@ -13,6 +13,10 @@ A generated block in a Markdown file sits between ``<!-- generated: NAME -->`` a
 * ``strategies-compute`` (reports/strategies/README.md): hypervolume against compute per search
   strategy (issue 25), from ``reports/strategies/hv_mlp_students__mnist__mask_0px.csv``.
 
+The comparisons' ``summary.png`` and ``grid_scaling.png`` (``reports/headline_comparison``,
+``reports/strategies``) are redrawn from their ``hv_*.csv`` and ``grid_scaling.csv`` with the same functions
+``gped-search compare`` uses, so they match the committed tables (:func:`comparison_pngs`).
+
 The image ``docs/img/quickstart_pareto.png`` is drawn from ``docs/data/quickstart_trials.csv`` and
 ``docs/data/quickstart.json`` (a quickstart run's trials table, its objectives, knee and teacher floor;
 ``--from-study REPORT_DIR`` refreshes them from a finished quickstart study).
@@ -197,6 +201,42 @@ def quickstart_png(out: Path = QUICKSTART_PNG) -> Path:
     return out
 
 
+COMPARISONS = (HEADLINE, ROOT / "reports" / "strategies")
+
+
+def _slug(setting: str) -> str:  # as gped-search compare names a setting's files
+    return "".join(c if c.isalnum() else "_" for c in setting.lower()).strip("_")
+
+
+def comparison_pngs(folder: Path) -> list[Path]:
+    """Redraw a comparison folder's ``summary.png`` (hypervolume relative to the grid, per setting, at the
+    grid's budget and each study's full budget, as ``gped-search compare`` picks them) and
+    ``grid_scaling.png`` from its committed CSV files. Setting names come from ``comparison.md``."""
+    sys.path.insert(0, str(ROOT))
+    from gped_search.report.compare import hv_summary
+    from gped_search.report.compare_plots import plot_grid_scaling, plot_summary
+
+    names = re.findall(r"^## (.+)$", (folder / "comparison.md").read_text(), re.M)
+    summaries = {}
+    for name in names:
+        f = folder / f"hv_{_slug(name)}.csv"
+        if not f.is_file():
+            continue
+        curves = pd.read_csv(f)
+        lengths = curves.groupby("study")["trials"].max()
+        summaries[name] = hv_summary(curves, sorted(set(lengths)))
+    written = []
+    with_grid = {k: v for k, v in summaries.items() if (v["method"] == "grid").any()}
+    if with_grid:
+        plot_summary(with_grid).savefig(folder / "summary.png", dpi=110, metadata={"Software": None})
+        written.append(folder / "summary.png")
+    if (folder / "grid_scaling.csv").is_file():
+        fig = plot_grid_scaling(pd.read_csv(folder / "grid_scaling.csv"))
+        fig.savefig(folder / "grid_scaling.png", dpi=110, metadata={"Software": None})
+        written.append(folder / "grid_scaling.png")
+    return written
+
+
 _KEEP = "number state feasible family arch lambda_g kl bytes_fp32 macs params latency_ms student_acc on_front".split()
 
 
@@ -234,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     for path in sorted({p for p, _ in BLOCKS.values()}):
         path.write_text(render(path.read_text()))
         print(f"wrote {path.relative_to(ROOT)}")
+    for folder in COMPARISONS:
+        for f in comparison_pngs(folder):
+            print(f"wrote {f.relative_to(ROOT)}")
     print(f"wrote {quickstart_png().relative_to(ROOT)}")
     return 0
 

@@ -54,3 +54,25 @@ def test_the_quickstart_figure_is_drawn_from_committed_data(tmp_path):
     assert "latency_ms" not in meta["objectives"]  # the shipped quickstart's objectives (item 18)
     out = rf.quickstart_png(tmp_path / "q.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
+
+
+def test_the_comparison_images_are_redrawn_from_their_committed_csv(tmp_path):
+    import shutil
+
+    import numpy as np
+    from matplotlib.image import imread
+
+    rf = _script()
+    folder = tmp_path / "headline_comparison"
+    shutil.copytree(rf.HEADLINE, folder, ignore=shutil.ignore_patterns("*.png"))
+    written = rf.comparison_pngs(folder)
+    assert sorted(p.name for p in written) == ["grid_scaling.png", "summary.png"]
+    for p in written:  # the committed image is what the script draws from the committed CSV files
+        new, old = imread(p), imread(rf.HEADLINE / p.name)
+        assert new.shape == old.shape and np.abs(new - old).mean() < 1e-3, p.name
+    # a table changed by hand changes the figure
+    hv = folder / "hv_cnn_students__mnist__mask_0px.csv"
+    hv.write_text(hv.read_text().replace(",grid,", ",search_tpe,"))
+    rf.comparison_pngs(folder)
+    new, old = imread(folder / "summary.png"), imread(rf.HEADLINE / "summary.png")
+    assert new.shape != old.shape or np.abs(new - old).mean() > 1e-3
