@@ -10,6 +10,8 @@ A generated block in a Markdown file sits between ``<!-- generated: NAME -->`` a
   search seeds at each method's trial budget, from ``reports/headline_comparison/hv_*.csv``;
 * ``grid-scaling`` (reports/headline_comparison/README.md): the best grid student and the 400-400
   student per mask, from ``reports/headline_comparison/grid_scaling.csv``;
+* ``teacher-recipe`` (README.md): why the MNIST MLP studies use BDK's teacher recipe, from
+  ``reports/teacher_recipe/cells.csv``;
 * ``strategies-compute`` (reports/strategies/README.md): hypervolume against compute per search
   strategy (issue 25), from ``reports/strategies/hv_mlp_students__mnist__mask_0px.csv``.
 
@@ -132,6 +134,18 @@ _STRATEGY_NAMES = {
 }
 
 
+def teacher_recipe() -> str:
+    """The README's reason for the MNIST MLP studies' teacher recipe, from reports/teacher_recipe/cells.csv."""
+    cells = pd.read_csv(ROOT / "reports" / "teacher_recipe" / "cells.csv").set_index("cell")
+    new, old = cells.loc["d126_l1"], cells.loc["d255_l10"]
+    return (
+        f"In the recipe ablation ({int(new['iterations']):,} iterations, seed 0, selected on validation) /126 with "
+        f"precision 1 had the lowest validation error, {new['val_error_pct']:.2f} % against {old['val_error_pct']:.2f} % "
+        f"for /255 with 10, and test error {new['test_error_pct']:.2f} % against {old['test_error_pct']:.2f} % "
+        f"(test NLL {new['test_nll']:.4f} against {old['test_nll']:.4f}).\n"
+    )
+
+
 def strategies_compute() -> str:
     """Issue 25's compute table for MLP students at mask 0: each method's final hypervolume and compute
     against the grid's, from ``reports/strategies/hv_mlp_students__mnist__mask_0px.csv``."""
@@ -158,6 +172,7 @@ BLOCKS: dict[str, tuple[Path, Callable[[], str]]] = {
     "headline-hypervolume": (ROOT / "README.md", headline_hypervolume),
     "grid-scaling": (HEADLINE / "README.md", grid_scaling),
     "strategies-compute": (STRATEGIES / "README.md", strategies_compute),
+    "teacher-recipe": (ROOT / "README.md", teacher_recipe),
 }
 
 
