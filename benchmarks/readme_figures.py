@@ -124,6 +124,7 @@ def grid_scaling() -> str:
 
 
 STRATEGIES = ROOT / "reports" / "strategies"
+RECIPE_CELLS = ROOT / "reports" / "teacher_recipe" / "cells.csv"
 _STRATEGY_NAMES = {
     "grid": "paper's grid (14 trials)",
     "prune": "group-LASSO pruning (14)",
@@ -136,7 +137,7 @@ _STRATEGY_NAMES = {
 
 def teacher_recipe() -> str:
     """The README's reason for the MNIST MLP studies' teacher recipe, from reports/teacher_recipe/cells.csv."""
-    cells = pd.read_csv(ROOT / "reports" / "teacher_recipe" / "cells.csv").set_index("cell")
+    cells = pd.read_csv(RECIPE_CELLS).set_index("cell")
     new, old = cells.loc["d126_l1"], cells.loc["d255_l10"]
     return (
         f"In the recipe ablation ({int(new['iterations']):,} iterations, seed 0, selected on validation) /126 with "
