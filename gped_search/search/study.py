@@ -79,23 +79,49 @@ def _work_quiet(
         torch.set_num_threads(threads)
     p = prepare(cfg)  # data first: a bad data root fails before a storage is created
     if teacher_progress:  # a sign of life before the teacher and the first trial
-        b = p.bundle
-        val = f", {len(b.val):,} validation" if b.val is not None else ""
-        _say(f"data: {b.name}, {len(b.transfer):,} transfer{val}, {len(b.test):,} test images")
-    study = open_study(cfg, url)
-    n_before = len(study.get_trials(deepcopy=False))
-    if n_before or worker:
-        # A sampler seeded like the first run's (or a sibling worker's) would repeat its parameters.
-        study.sampler = make_sampler(
-            cfg,
-            parse_space(cfg.search.space),
-            seed=resume_sampler_seed(search_seed(cfg), n_before, worker),
-        )
+        _say_data(p.bundle)
+    study = _open_reseeded(cfg, url, worker)
     artifact_dir = cfg.out_dir.resolve()
     teacher, info = ensure_shared_teacher(p, artifact_dir, url, progress=teacher_progress, restart=restart)
     if teacher_progress:
         how = "sampled" if info["teacher_sampled_here"] else "copied" if info["teacher_copied_from"] else "loaded"
         _say(f"teacher: {how} ({info['teacher_iterations']:,} SGLD iterations); {finished(study)} trials done before")
+    _record_teacher(study, teacher, info, artifact_dir)
+    fail_dead_trials(study)
+    if worker == 0:
+        retry_interrupted(study)  # a Ctrl-C'd trial's parameters run again (it stays FAIL, reason recorded)
+    specs = parse_space(cfg.search.space)
+    target = n_trials if n_trials is not None else cfg.search.n_trials
+    remaining = None if target is None else max(0, target - finished(study))
+    if remaining == 0:
+        return
+    timeout = timeout if timeout is not None else cfg.search.timeout
+    setup = (p, teacher, artifact_dir, specs)
+    if cfg.search.batch > 1 or cfg.search.strategy.value != "trials":
+        _run_batched(study, cfg, setup, target, timeout, progress, announce)
+    else:
+        _run_one_by_one(study, cfg, setup, target, remaining, timeout, progress, announce)
+
+
+def _say_data(b) -> None:
+    """The data line: the dataset's name and the sizes of its splits."""
+    val = f", {len(b.val):,} validation" if b.val is not None else ""
+    _say(f"data: {b.name}, {len(b.transfer):,} transfer{val}, {len(b.test):,} test images")
+
+
+def _open_reseeded(cfg: StudyConfig, url: str, worker: int) -> optuna.Study:
+    """Open the study; a resumed study or a sibling worker gets a sampler seeded apart from the first run's."""
+    study = open_study(cfg, url)
+    n_before = len(study.get_trials(deepcopy=False))
+    if n_before or worker:
+        # A sampler seeded like the first run's (or a sibling worker's) would repeat its parameters.
+        seed = resume_sampler_seed(search_seed(cfg), n_before, worker)
+        study.sampler = make_sampler(cfg, parse_space(cfg.search.space), seed=seed)
+    return study
+
+
+def _record_teacher(study: optuna.Study, teacher, info: dict, artifact_dir: Path) -> None:
+    """Record the teacher (artifact, sha256, metrics) and what the learning curves are on the study."""
     if (
         "teacher_artifact" not in study.user_attrs
         or info["teacher_sampled_here"]
@@ -111,37 +137,23 @@ def _work_quiet(
             "intermediate_values",
             "each trial's distillation loss (its learning curve) at about 20 points; x = student step",
         )
-    fail_dead_trials(study)
-    if worker == 0:
-        retry_interrupted(study)  # a Ctrl-C'd trial's parameters run again (it stays FAIL, reason recorded)
-    specs = parse_space(cfg.search.space)
-    target = n_trials if n_trials is not None else cfg.search.n_trials
-    remaining = None if target is None else max(0, target - finished(study))
-    if remaining == 0:
-        return
-    batch = cfg.search.batch
-    strategy = cfg.search.strategy.value
-    nets = None
-    if strategy == "supernet":
+
+
+def _run_batched(study, cfg: StudyConfig, setup: tuple, target, timeout, progress: bool, announce: bool) -> None:
+    """Batch, halving or supernet mode: :func:`optimize_batched` (a supernet trained first)."""
+    p, teacher, artifact_dir, specs = setup
+    batch, nets = cfg.search.batch, None
+    if cfg.search.strategy.value == "supernet":
         from .supernet_run import prepare_supernet
 
         nets = prepare_supernet(study, p, teacher, artifact_dir, specs, budget=target or batch, progress=progress)
-    if batch > 1 or strategy != "trials":
-        optimize_batched(
-            study,
-            cfg,
-            p,
-            teacher,
-            artifact_dir,
-            specs,
-            n_trials=target,
-            batch=batch,
-            progress=progress,
-            timeout=timeout if timeout is not None else cfg.search.timeout,
-            announce=announce,
-            nets=nets,
-        )
-        return
+    kwargs = {"n_trials": target, "batch": batch, "progress": progress, "timeout": timeout, "announce": announce}
+    optimize_batched(study, cfg, p, teacher, artifact_dir, specs, **kwargs, nets=nets)
+
+
+def _run_one_by_one(study, cfg: StudyConfig, setup: tuple, target, remaining, timeout, progress, announce) -> None:
+    """One trial at a time in ``study.optimize``, with a progress bar and a line per trial when asked."""
+    p, teacher, artifact_dir, specs = setup
     callbacks = (
         [optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED))]
         if target is not None
@@ -159,7 +171,7 @@ def _work_quiet(
         study.optimize(
             make_objective(cfg, p, teacher, artifact_dir, specs, progress=progress),
             n_trials=remaining,
-            timeout=timeout if timeout is not None else cfg.search.timeout,
+            timeout=timeout,
             catch=(TrialFailed,),
             callbacks=callbacks,
             gc_after_trial=True,
