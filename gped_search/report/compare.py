@@ -210,6 +210,28 @@ def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Seq
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    written, summaries = {}, {}
+    lines = ["# Grid vs pruning vs search", ""]
+    for setting, rs in _by_setting(runs).items():
+        slug = "".join(c if c.isalnum() else "_" for c in setting.lower()).strip("_")
+        summaries[setting], more = _write_setting(out, setting, slug, rs, budgets)
+        written[setting] = str(out / f"{slug}.png")
+        lines += more
+    lines[1:1] = _write_summary(out, summaries, written)
+    lines += _write_grid_scaling(out, runs, written)
+    write_runs(runs, out / "trials")
+    lines += [
+        "Every study's trials (all columns, start and end times) and settings are in `trials/`; "
+        f"`gped-search compare {out.name}/trials --out {out.name}` recomputes this page from them.",
+        "",
+    ]
+    (out / "comparison.md").write_text("\n".join(lines))
+    written["comparison_md"] = str(out / "comparison.md")
+    return {"written": written, "summaries": summaries}
+
+
+def _by_setting(runs: Sequence[StudyRun]) -> dict[str, list[StudyRun]]:
+    """The runs grouped by setting, in the order of the page."""
     settings: dict[str, list[StudyRun]] = {}
     for r in runs:
         settings.setdefault(r.setting, []).append(r)
@@ -222,89 +244,88 @@ def write_comparison(runs: Sequence[StudyRun], out_dir: str | Path, budgets: Seq
             int(c.get("data", {}).get("mask_size", 0) or 0),
         )
 
-    settings = dict(sorted(settings.items(), key=order))
-    written, summaries = {}, {}
-    lines = ["# Grid vs pruning vs search", ""]
-    for setting, rs in settings.items():
-        slug = "".join(c if c.isalnum() else "_" for c in setting.lower()).strip("_")
-        grid_n = max((len(r.trials) for r in rs if r.method == "grid"), default=None)
-        bs = list(budgets) if budgets else sorted({b for b in (grid_n, *(len(r.trials) for r in rs)) if b})
-        curves = hv_curves(rs)
-        summary = hv_summary(curves, bs)
-        fig = plot_setting(rs, curves, budget=grid_n, title=setting, ref=hv_reference(rs))
-        fig.savefig(out / f"{slug}.png", dpi=110)
-        curves.to_csv(out / f"hv_{slug}.csv", index=False)
-        fronts = front_members(rs)
-        caps = best_under_caps(rs, size_caps(rs), budgets=bs)
-        caps.to_csv(out / f"best_under_caps_{slug}.csv", index=False)
-        fronts.to_csv(out / f"fronts_{slug}.csv", index=False)
-        written[setting] = str(out / f"{slug}.png")
-        summaries[setting] = summary
-        ref = hv_reference(rs)
-        lines += [
-            f"## {setting}",
-            "",
-            f"![{setting}]({slug}.png)",
-            "",
-            f"Hypervolume in (validation KL, log10 bytes), reference point KL {ref[0]:.4g}"
-            + (" (1.1 x the grid's worst)" if any(r.method == "grid" for r in rs) else "")
-            + f", {10 ** ref[1]:,.0f} bytes; mean (sd, min-max) over seeds; seconds: wall time of the "
-            "trials on one CPU thread, the shared teacher not counted.",
-            "",
-            md_table(summary.assign(method=summary["method"].map(lambda m: METHOD_NAMES.get(m, m)))),
-            "",
-            f"Each method's validation front (its lowest seed; every seed in [fronts_{slug}.csv](fronts_{slug}.csv)) "
-            "with its test metrics:",
-            "",
-            md_table(front_digest(fronts)),
-            "",
-            "Hypervolume against compute (seconds of student training and scoring on one thread, the teacher "
-            "not counted; a supernet's distillation and scoring included), against the grid's mean:",
-            "",
-            md_table(compute_table(curves)) if (curves["method"] == "grid").any() else "(no grid study)",
-            "",
-            "The student each method offers under a size budget (lowest validation KL among its trials no larger "
-            "than the budget), reported on test; mean (sd) over seeds:",
-            "",
-            md_table(caps_digest(caps)),
-            "",
-        ]
+    return dict(sorted(settings.items(), key=order))
+
+
+def _write_setting(out: Path, setting: str, slug: str, rs: list[StudyRun], budgets) -> tuple[pd.DataFrame, list[str]]:
+    """One setting's figure and CSV files; returns its hypervolume summary and its section of the page."""
+    grid_n = max((len(r.trials) for r in rs if r.method == "grid"), default=None)
+    bs = list(budgets) if budgets else sorted({b for b in (grid_n, *(len(r.trials) for r in rs)) if b})
+    curves = hv_curves(rs)
+    summary = hv_summary(curves, bs)
+    fig = plot_setting(rs, curves, budget=grid_n, title=setting, ref=hv_reference(rs))
+    fig.savefig(out / f"{slug}.png", dpi=110)
+    curves.to_csv(out / f"hv_{slug}.csv", index=False)
+    fronts = front_members(rs)
+    caps = best_under_caps(rs, size_caps(rs), budgets=bs)
+    caps.to_csv(out / f"best_under_caps_{slug}.csv", index=False)
+    fronts.to_csv(out / f"fronts_{slug}.csv", index=False)
+    ref = hv_reference(rs)
+    return summary, [
+        f"## {setting}",
+        "",
+        f"![{setting}]({slug}.png)",
+        "",
+        f"Hypervolume in (validation KL, log10 bytes), reference point KL {ref[0]:.4g}"
+        + (" (1.1 x the grid's worst)" if any(r.method == "grid" for r in rs) else "")
+        + f", {10 ** ref[1]:,.0f} bytes; mean (sd, min-max) over seeds; seconds: wall time of the "
+        "trials on one CPU thread, the shared teacher not counted.",
+        "",
+        md_table(summary.assign(method=summary["method"].map(lambda m: METHOD_NAMES.get(m, m)))),
+        "",
+        f"Each method's validation front (its lowest seed; every seed in [fronts_{slug}.csv](fronts_{slug}.csv)) "
+        "with its test metrics:",
+        "",
+        md_table(front_digest(fronts)),
+        "",
+        "Hypervolume against compute (seconds of student training and scoring on one thread, the teacher "
+        "not counted; a supernet's distillation and scoring included), against the grid's mean:",
+        "",
+        md_table(compute_table(curves)) if (curves["method"] == "grid").any() else "(no grid study)",
+        "",
+        "The student each method offers under a size budget (lowest validation KL among its trials no larger "
+        "than the budget), reported on test; mean (sd) over seeds:",
+        "",
+        md_table(caps_digest(caps)),
+        "",
+    ]
+
+
+def _write_summary(out: Path, summaries: dict, written: dict) -> list[str]:
+    """The summary figure relative to the grid (or why there is none); returns the page's lines for it."""
     with_grid = {k: v for k, v in summaries.items() if (v["method"] == "grid").any()} if summaries else {}
     if with_grid:  # the summary is relative to the paper's grid: without one it would be an empty figure
         plot_summary(with_grid).savefig(out / "summary.png", dpi=110)
         written["summary"] = str(out / "summary.png")
-        lines[1:1] = ["", "![summary](summary.png)", ""]
-    elif summaries:
-        lines[1:1] = [
+        return ["", "![summary](summary.png)", ""]
+    if summaries:
+        return [
             "",
             "No setting has a grid study, so there is no summary relative to the grid; the "
             "hypervolume tables below compare the studies directly.",
             "",
         ]
+    return []
+
+
+def _write_grid_scaling(out: Path, runs: Sequence[StudyRun], written: dict) -> list[str]:
+    """The grid by student size (figure, CSV files); returns the page's section for it, if any."""
     scaling = grid_scaling(runs)
-    if not scaling.empty:
-        fig = plot_grid_scaling(scaling)
-        fig.savefig(out / "grid_scaling.png", dpi=110)
-        scaling.to_csv(out / "grid_scaling.csv", index=False)
-        need = pd.concat([size_needed(scaling, m) for m in ("kl", "expected_entropy_mae")], ignore_index=True)
-        need.to_csv(out / "size_needed.csv", index=False)
-        lines += [
-            "## The grid by student size",
-            "",
-            "![grid scaling](grid_scaling.png)",
-            "",
-            "Smallest grid student within 10 % of the best grid value (mean over seeds):",
-            "",
-            md_table(need),
-            "",
-        ]
-        written["grid_scaling"] = str(out / "grid_scaling.png")
-    write_runs(runs, out / "trials")
-    lines += [
-        "Every study's trials (all columns, start and end times) and settings are in `trials/`; "
-        f"`gped-search compare {out.name}/trials --out {out.name}` recomputes this page from them.",
+    if scaling.empty:
+        return []
+    fig = plot_grid_scaling(scaling)
+    fig.savefig(out / "grid_scaling.png", dpi=110)
+    scaling.to_csv(out / "grid_scaling.csv", index=False)
+    need = pd.concat([size_needed(scaling, m) for m in ("kl", "expected_entropy_mae")], ignore_index=True)
+    need.to_csv(out / "size_needed.csv", index=False)
+    written["grid_scaling"] = str(out / "grid_scaling.png")
+    return [
+        "## The grid by student size",
+        "",
+        "![grid scaling](grid_scaling.png)",
+        "",
+        "Smallest grid student within 10 % of the best grid value (mean over seeds):",
+        "",
+        md_table(need),
         "",
     ]
-    (out / "comparison.md").write_text("\n".join(lines))
-    written["comparison_md"] = str(out / "comparison.md")
-    return {"written": written, "summaries": summaries}
