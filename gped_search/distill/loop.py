@@ -89,29 +89,63 @@ def run_teacher(
     )
     if checkpoint_dir is None:
         chain.run(tcfg.iterations, progress=progress, desc=desc)
-        chain.finish_students()
-        return chain.result()
-    folder = Path(checkpoint_dir)
+    else:
+        folder = Path(checkpoint_dir)
+        _resume(chain, tcfg, folder, checkpoint_key, restart=restart, progress=progress, desc=desc)
+        _run_checkpointed(chain, tcfg, folder, checkpoint_key, progress=progress, desc=desc)
+    chain.finish_students()
+    return chain.result()
+
+
+def _resume(chain: TeacherChain, tcfg: TeacherConfig, folder: Path, key: str, *, restart, progress, desc) -> None:
+    """Load the chain's newest checkpoint under ``key`` (after discarding them on ``restart``), if any."""
     if restart:
         clear_checkpoints(folder)
-    found = latest_checkpoint(folder, checkpoint_key, device="cpu")
-    if found is not None:
-        it, state = found
-        if it > tcfg.iterations:
-            raise ChainCheckpointError(
-                f"{folder}: the chain already ran {it} iterations, more than teacher.iterations={tcfg.iterations}; "
-                f"set teacher.iterations >= {it} or pass --restart"
-            )
-        chain.load_state_dict(state)
-        if progress and it < tcfg.iterations:
-            log.info(
-                "%s: resuming the chain at iteration %d of %d (%s)",
-                desc,
-                it,
-                tcfg.iterations,
-                folder,
-            )
+    found = latest_checkpoint(folder, key, device="cpu")
+    if found is None:
+        return
+    it, state = found
+    if it > tcfg.iterations:
+        raise ChainCheckpointError(
+            f"{folder}: the chain already ran {it} iterations, more than teacher.iterations={tcfg.iterations}; "
+            f"set teacher.iterations >= {it} or pass --restart"
+        )
+    chain.load_state_dict(state)
+    if progress and it < tcfg.iterations:
+        log.info(
+            "%s: resuming the chain at iteration %d of %d (%s)",
+            desc,
+            it,
+            tcfg.iterations,
+            folder,
+        )
+
+
+def _run_checkpointed(chain: TeacherChain, tcfg: TeacherConfig, folder: Path, key: str, *, progress, desc) -> None:
+    """Run the chain to ``tcfg.iterations`` with checkpoints and progress files in ``folder``; keep the final state."""
     total = tcfg.iterations
+    note = _progress_note(folder, total, key)
+
+    def save(ch: TeacherChain) -> None:
+        save_checkpoint_generation(folder, ch.t, ch.state_dict(), key)
+
+    every = tcfg.checkpoint_every
+    chain.run(
+        total,
+        progress=progress,
+        desc=desc,
+        on_checkpoint=save if every != 0 else None,
+        checkpoint_every=every or None,
+        checkpoint_seconds=tcfg.checkpoint_seconds,
+        on_check=note,
+    )
+    if every == 0:  # no periodic checkpoints: still keep the final state, so the chain can be extended
+        save(chain)
+    note(chain, chain.t / max(chain.seconds, 1e-9), state="done")
+
+
+def _progress_note(folder: Path, total: int, key: str):
+    """The chain's progress writer: the progress file, at most every 5 s while running (and when done)."""
     last_note = [0.0]
 
     def note(ch: TeacherChain, rate: float, state: str = "running") -> None:
@@ -127,27 +161,10 @@ def run_teacher(
             state=state,
             seconds=ch.seconds,
             eta_seconds=(total - ch.t) / rate if rate > 0 else None,
-            key=checkpoint_key,
+            key=key,
         )
 
-    def save(ch: TeacherChain) -> None:
-        save_checkpoint_generation(folder, ch.t, ch.state_dict(), checkpoint_key)
-
-    every = tcfg.checkpoint_every
-    chain.run(
-        total,
-        progress=progress,
-        desc=desc,
-        on_checkpoint=save if every != 0 else None,
-        checkpoint_every=every or None,
-        checkpoint_seconds=tcfg.checkpoint_seconds,
-        on_check=note,
-    )
-    if every == 0:  # no periodic checkpoints: still keep the final state, so the chain can be extended
-        save(chain)
-    note(chain, chain.t / max(chain.seconds, 1e-9), state="done")
-    chain.finish_students()
-    return chain.result()
+    return note
 
 
 def student_diverged(step: int) -> DivergenceError:
