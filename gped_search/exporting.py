@@ -178,7 +178,33 @@ def export_student(
     ``student.onnx``) are removed and listed under ``"removed_stale"``.
     """
     formats = _check_request(formats, meta)
-    src, meta = _resolve(model_or_checkpoint_path, meta)
+    model, arch, meta = _load_student(model_or_checkpoint_path, meta)
+    x, x_desc = _example(arch, next(model.parameters()).dtype, example)
+    with torch.no_grad():
+        expected = as_tuple(model(x))
+    cost = _cost(model, x, meta)
+    extra, ck_extra = _extras(meta, cost)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    try:
+        w = write_formats(model, x, expected, stage, formats, meta, ck_extra, atol, (calibration, test, int8_atol))
+        files = _file_entries(stage, formats, arch, w)
+        recipe, script = _write_script(stage, arch, formats, meta.get("config"), w.int8 is not None, test)
+        card = build_card(model, x, x_desc, w, files, recipe, meta, cost, extra, atol)
+        _write_card(stage, card)
+        names = [FILE_NAMES[f] for f in formats] + ["model_card.json", "model_card.md"]
+        names += [REPRO_SCRIPT] if script is not None else []
+        stale = _move_into_place(stage, out_dir, names)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return _outcome(out_dir, formats, files, w, card, stale, script is not None)
+
+
+def _load_student(model_or_path, meta: dict) -> tuple[nn.Module, Arch, dict]:
+    """The student (a CPU copy in eval mode), its architecture and the merged, portable ``meta``."""
+    src, meta = _resolve(model_or_path, meta)
     if "config" in meta:
         meta["config"] = _portable(meta["config"])
     try:
@@ -186,10 +212,11 @@ def export_student(
         arch = arch_of(model)
     except Exception as e:
         raise ExportError(f"not a gped_search student network ({one_line(e)})") from e
-    x, x_desc = _example(arch, next(model.parameters()).dtype, example)
-    with torch.no_grad():
-        expected = as_tuple(model(x))
-    cost = _cost(model, x, meta)
+    return model, arch, meta
+
+
+def _extras(meta: dict, cost) -> tuple[dict, dict]:
+    """The card's ``extra`` (meta keys it has no place for) and the checkpoint's ``extra``."""
     known = {"config", "metrics", "pruning", "cost", "study_name", "study", "trial_number", "trial"}
     extra = {k: v for k, v in meta.items() if k not in known}
     ck_extra = {
@@ -198,39 +225,50 @@ def export_student(
         "cost": cost,
         **extra,
     }
+    return extra, ck_extra
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
-    try:
-        w = write_formats(model, x, expected, stage, formats, meta, ck_extra, atol, (calibration, test, int8_atol))
-        files = {
-            fmt: {
-                "name": FILE_NAMES[fmt],
-                "bytes": (stage / FILE_NAMES[fmt]).stat().st_size,
-                "sha256": sha256_of(stage / FILE_NAMES[fmt]),
-                "load": load_snippets(arch)[fmt],
-                "note": w.notes.get(fmt, ""),
-            }
-            for fmt in formats
+
+def _file_entries(stage: Path, formats, arch: Arch, w) -> dict:
+    """The card's entry for each written file: name, bytes, sha256, how to load it and a note."""
+    return {
+        fmt: {
+            "name": FILE_NAMES[fmt],
+            "bytes": (stage / FILE_NAMES[fmt]).stat().st_size,
+            "sha256": sha256_of(stage / FILE_NAMES[fmt]),
+            "load": load_snippets(arch)[fmt],
+            "note": w.notes.get(fmt, ""),
         }
-        recipe = input_recipe(meta.get("config"))
-        script, what = _script(arch, formats, meta.get("config"), w.int8 is not None, test)
-        if script is not None:
-            (stage / REPRO_SCRIPT).write_text(script, encoding="utf-8")
-            recipe["reproduce"] = f"python {REPRO_SCRIPT} --data-root PATH  (recomputes {what})"
-        card = build_card(model, x, x_desc, w, files, recipe, meta, cost, extra, atol)
-        (stage / "model_card.json").write_text(
-            json.dumps(card, indent=2, allow_nan=True, default=str) + "\n", encoding="utf-8"
-        )
-        (stage / "model_card.md").write_text(card_markdown(card), encoding="utf-8")
-        names = [FILE_NAMES[f] for f in formats] + ["model_card.json", "model_card.md"]
-        names += [REPRO_SCRIPT] if script is not None else []
-        for name in names:
-            os.replace(stage / name, out_dir / name)
-        stale = _remove_stale(out_dir, names)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        for fmt in formats
+    }
+
+
+def _write_script(stage: Path, arch: Arch, formats, config, int8: bool, test) -> tuple[dict, str | None]:
+    """The input recipe, with the accuracy script (written into ``stage``) and what it recomputes, if any."""
+    recipe = input_recipe(config)
+    script, what = _script(arch, formats, config, int8, test)
+    if script is not None:
+        (stage / REPRO_SCRIPT).write_text(script, encoding="utf-8")
+        recipe["reproduce"] = f"python {REPRO_SCRIPT} --data-root PATH  (recomputes {what})"
+    return recipe, script
+
+
+def _write_card(stage: Path, card: dict) -> None:
+    """``model_card.json`` and ``model_card.md`` into ``stage``."""
+    (stage / "model_card.json").write_text(
+        json.dumps(card, indent=2, allow_nan=True, default=str) + "\n", encoding="utf-8"
+    )
+    (stage / "model_card.md").write_text(card_markdown(card), encoding="utf-8")
+
+
+def _move_into_place(stage: Path, out_dir: Path, names: list[str]) -> list[str]:
+    """Move the verified ``names`` from ``stage`` into ``out_dir``; remove (and return) an earlier export's others."""
+    for name in names:
+        os.replace(stage / name, out_dir / name)
+    return _remove_stale(out_dir, names)
+
+
+def _outcome(out_dir: Path, formats, files: dict, w, card: dict, stale: list[str], script: bool) -> dict:
+    """What :func:`export_student` returns: the files written, their hashes, the verification and the card."""
     return {
         "out_dir": out_dir,
         "removed_stale": stale,
@@ -238,7 +276,7 @@ def export_student(
             **{f: out_dir / FILE_NAMES[f] for f in formats},
             "card_json": out_dir / "model_card.json",
             "card_md": out_dir / "model_card.md",
-            **({"reproduce": out_dir / REPRO_SCRIPT} if script is not None else {}),
+            **({"reproduce": out_dir / REPRO_SCRIPT} if script else {}),
         },
         "sha256": {f: files[f]["sha256"] for f in formats},
         "verification": w.diffs,
