@@ -255,8 +255,6 @@ def optimize_batched(
     are failed (and retried) before each batch; the journal storage uses the dead-worker check.
     ``announce`` prints one line per finished trial (:func:`.trial_lines.trial_line`).
     """
-    from .halving import bracket_size, run_bracket
-
     halving = cfg.search.strategy.value == "halving"
     runner = _TrialRunner(cfg, p, teacher, artifact_dir, specs)
     start = time.monotonic()
@@ -269,48 +267,52 @@ def optimize_batched(
         left = None if n_trials is None else min(n_trials - finished(study), budget - asked)
         if (left is not None and left <= 0) or (timeout is not None and time.monotonic() - start >= timeout):
             break
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        k = batch if left is None else min(batch, left)
-        if halving:
-            k = bracket_size(cfg, left)
-        free = grid_left(study)
-        if free is not None:
-            if free == 0:
-                break
-            k = min(k, free)
-        with warnings.catch_warnings():  # "Heartbeat ... supposed to be used with Study.optimize": see _Heartbeat
-            warnings.filterwarnings("ignore", message="Heartbeat of storage")
-            trials = [study.ask() for _ in range(k)]
-        asked += k
-        try:
-            if halving:
-                run_bracket(
-                    study,
-                    cfg,
-                    p,
-                    teacher,
-                    runner,
-                    trials,
-                    tell=_tell,
-                    echo=echo_trial if announce else None,
-                    progress=bar is not None,
-                )
-            else:
-                _run_batch(study, cfg, p, teacher, runner, trials, bar, announce, nets)
-        except KeyboardInterrupt:
-            told = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-            for t in trials:
-                if t.number not in told:
-                    mark_interrupted(t)
-                    _tell(study, t, None, KeyboardInterrupt())
-            raise
+        trials = _ask_group(study, cfg, batch, left, halving)
+        if trials is None:
+            break
+        asked += len(trials)
+        _run_group(study, cfg, p, teacher, runner, trials, bar, announce, nets, halving)
         if bar is not None:
             bar.update(len(trials))
         gc.collect()
     if bar is not None:
         bar.close()
+
+
+def _ask_group(study: optuna.Study, cfg: StudyConfig, batch: int, left: int | None, halving: bool):
+    """Fail stale trials, then ask the next batch or bracket (at most the grid's rest); None once the grid is used up."""
+    from .halving import bracket_size
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    k = bracket_size(cfg, left) if halving else batch if left is None else min(batch, left)
+    free = grid_left(study)
+    if free == 0:
+        return None
+    k = k if free is None else min(k, free)
+    with warnings.catch_warnings():  # "Heartbeat ... supposed to be used with Study.optimize": see _Heartbeat
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        return [study.ask() for _ in range(k)]
+
+
+def _run_group(study, cfg, p, teacher, runner, trials, bar, announce, nets, halving: bool) -> None:
+    """Run one asked group (a halving bracket or a lockstep batch); on Ctrl-C mark its untold trials interrupted."""
+    try:
+        if halving:
+            from .halving import run_bracket
+
+            echo = echo_trial if announce else None
+            run_bracket(study, cfg, p, teacher, runner, trials, tell=_tell, echo=echo, progress=bar is not None)
+        else:
+            _run_batch(study, cfg, p, teacher, runner, trials, bar, announce, nets)
+    except KeyboardInterrupt:
+        told = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+        for t in trials:
+            if t.number not in told:
+                mark_interrupted(t)
+                _tell(study, t, None, KeyboardInterrupt())
+        raise
 
 
 def _run_batch(study, cfg, p, teacher, runner, trials, bar, announce, nets=None) -> None:
