@@ -304,3 +304,49 @@ def test_polyak_student_is_the_mean_of_its_weights_and_resumes(tmp_path, monkeyp
         online.distill_online(load_study(study), progress=False, out_dir=tmp_path / "resumed")
     online.distill_online(load_study(study), progress=False, out_dir=tmp_path / "resumed")
     _same_outputs(tmp_path / "ref", tmp_path / "resumed")
+
+
+def test_test_loglik_trace_is_each_sample_s_log_likelihood_and_resumes(tmp_path, monkeypatch):
+    """distill writes teacher_test_loglik_trace.csv: per thinned sample, the mean test log-likelihood of that
+    sample alone (checked against the logits the chain saw); a run stopped mid-chain and resumed writes the
+    same trace as one that was not stopped."""
+    import pandas as pd
+
+    from gped_search.distill import chain as chain_mod
+
+    d = _cfg(tmp_path, iterations=900, checkpoint_every=300)
+    study = _write(tmp_path, d)
+    torch.set_num_threads(1)
+    seen = []
+    orig = chain_mod.TeacherChain._thinned
+
+    def spy(self):
+        z = self.sampler.logits(self.inputs["test"])
+        seen.append(torch.log_softmax(z[0], -1)[torch.arange(z.shape[1]), self.bundle.test.y].mean().item())
+        orig(self)
+
+    monkeypatch.setattr(chain_mod.TeacherChain, "_thinned", spy)
+    online.distill_online(load_study(study), progress=False, out_dir=tmp_path / "ref")
+    monkeypatch.setattr(chain_mod.TeacherChain, "_thinned", orig)
+    ref = pd.read_csv(tmp_path / "ref" / online.TRACE_FILE)
+    assert len(ref) == len(seen) == (900 - d["teacher"]["burn_in"]) // d["teacher"]["thin"]
+    assert list(ref["sample"]) == list(range(len(seen))) and set(ref["chain"]) == {0}
+    assert ref["test_loglik"].to_numpy() == pytest.approx(seen, abs=2e-6)
+    rec = json.loads((tmp_path / "ref" / "distill.json").read_text())
+    assert "test_loglik_trace" not in rec["teacher"]  # the trace lives in its CSV, not in the record
+
+    calls = [0]
+
+    def stop(self):
+        orig(self)
+        calls[0] += 1
+        if self.t >= 500 and calls[0] < 10**6:
+            calls[0] = 10**6
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(chain_mod.TeacherChain, "_thinned", stop)
+    with pytest.raises(KeyboardInterrupt):
+        online.distill_online(load_study(study), progress=False, out_dir=tmp_path / "cut")
+    monkeypatch.setattr(chain_mod.TeacherChain, "_thinned", orig)
+    online.distill_online(load_study(study), progress=False, out_dir=tmp_path / "cut")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "cut" / online.TRACE_FILE), ref)

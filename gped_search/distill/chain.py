@@ -119,6 +119,8 @@ class TeacherChain:
         self.acc = {name: PosteriorAccumulator(x.shape[0], k, self.exps, device) for name, x in self.inputs.items()}
         pred = [e for e in self.exps if e.name == "predictive"]
         self.halves = [PosteriorAccumulator(len(bundle.test), k, pred, device) for _ in range(2)]
+        # per thinned sample, per chain: mean test log-likelihood of that sample (split R-hat, ESS)
+        self.trace: list[list[float]] = []
         self.lock = LockstepTrainer(self.students) if self.students else None
         self.averages = []  # distill.online_average polyak: each student's weight average
         if self.students and dcfg.online_average == "polyak":
@@ -155,6 +157,9 @@ class TeacherChain:
                 test_logits = z
         self.samples += 1
         self.halves[((self.samples - 1) // FLOOR_BLOCK) % 2].update(test_logits)
+        y = self.bundle.test.y
+        lp = torch.log_softmax(test_logits.float(), -1).gather(-1, y.expand(test_logits.shape[0], -1)[..., None])
+        self.trace.append([round(float(v), 6) for v in lp.mean((1, 2))])
         if self.samples % self.stride == 0:
             self.bank.append((self.samples, self.sampler.snapshot()))
             if len(self.bank) >= 2 * self.capacity:
@@ -302,6 +307,8 @@ class TeacherChain:
             "student_steps": self.students[0].steps if self.students else 0,
             "sessions": self.sessions,
             "history": list(self.history),
+            "test_loglik_trace": [list(v) for v in self.trace],
+            "test_loglik_trace_start": self.samples - len(self.trace),  # thinned samples before the trace began
         }
         return TeacherResult(
             self.arch,

@@ -45,6 +45,7 @@ def chain_state(self) -> dict:
         "bank": [[p.cpu() for p in snap] for _, snap in self.bank],
         "seconds": self.seconds,
         "history": list(self.history),
+        "trace": [list(v) for v in self.trace],
         "sessions": self.sessions,
         "students": [],
     }
@@ -97,6 +98,7 @@ def load_chain_state(self, d: dict) -> None:
     self.bank = [(int(i), [p.to(dev) for p in snap]) for i, snap in zip(d["bank_index"], d["bank"])]
     self.seconds = float(d["seconds"])
     self.history = list(d["history"])
+    self.trace = [list(v) for v in d.get("trace", [])]  # a checkpoint from before the trace: it starts here
     self.sessions = int(d["sessions"])
     if len(d["students"]) != len(self.students):
         raise ValueError(f"checkpoint has {len(d['students'])} online students, this run {len(self.students)}")

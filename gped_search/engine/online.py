@@ -11,7 +11,7 @@ import torch
 from gped_search.checkpoints import save_checkpoint
 from gped_search.config import ConfigError, StudyConfig, TargetMode, chain_settings, settings_digest, to_dict
 from gped_search.distill.loop import train_student
-from gped_search.files import file_lock
+from gped_search.files import atomic_write_bytes, file_lock
 from gped_search.models import build
 from gped_search.posterior.chain_checkpoint import DISTILL_CHAIN_DIR
 
@@ -19,7 +19,10 @@ from .context import make_trainer, prepare, sample_teacher, student_arch_for, st
 from .pruning import prune_and_finetune
 from .scoring import student_record
 
-__all__ = ["distill_online", "distill_key", "DISTILL_CHAIN_DIR"]
+__all__ = ["distill_online", "distill_key", "DISTILL_CHAIN_DIR", "TRACE_FILE"]
+
+TRACE_FILE = "teacher_test_loglik_trace.csv"
+"""Beside ``distill.json``: per thinned sample and chain, the sample's mean test log-likelihood."""
 
 
 def distill_key(cfg: StudyConfig) -> str:
@@ -85,11 +88,13 @@ def distill_online(
         pruning = prune_and_finetune(model, teacher, p, cfg.prune, cfg.distill, cfg.seed, progress)
         pruning["before"] = {k: v for k, v in before.items() if k in ("kl", "student_acc", "params", "bytes_fp32")}
     rec = student_record(model, teacher, p, precision=cfg.student.precision.value)
+    stats = dict(teacher.stats)
+    trace, start = stats.pop("test_loglik_trace", []), stats.pop("test_loglik_trace_start", 0)
     record = {
         "study": cfg.name,
         "dataset": cfg.data.dataset.value,
         "device": str(p.device),
-        "teacher": {**teacher.metrics, **teacher.stats, "arch": teacher.arch.describe()},
+        "teacher": {**teacher.metrics, **stats, "arch": teacher.arch.describe()},
         "student": rec,
         "pruning": pruning,
         "config": to_dict(cfg),
@@ -104,5 +109,8 @@ def distill_online(
     )
     # the teacher's test-set posterior predictive: independent runs' (seeds') can be compared (between-chain KL)
     torch.save(teacher.test["predictive"].cpu(), out / "teacher_test_predictive.pt")
+    # each thinned sample's mean test log-likelihood per chain: split R-hat and ESS across runs
+    rows = [f"{start + i},{c},{v}" for i, vals in enumerate(trace) for c, v in enumerate(vals)]
+    atomic_write_bytes(out / TRACE_FILE, ("sample,chain,test_loglik\n" + "".join(r + "\n" for r in rows)).encode())
     record["outputs"] = [str(out / "distill.json"), str(out / "distill_student.pt")]
     return record
