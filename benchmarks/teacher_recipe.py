@@ -159,7 +159,7 @@ def report(_args) -> None:
                 "test_ece": round(t["teacher_ece"], 4),
                 "last_iterate_test_error_pct": round(100 * (1 - t["teacher_last_acc"]), 2),
                 "mc_floor_kl": round(t["teacher_mc_floor_kl"], 4),
-                "student_test_error_pct": round(100 * (1 - s["student_acc"]), 2),
+                "student_test_error_pct": round(100 * (1 - s.get("test_student_acc", s["student_acc"])), 2),
                 "student_kl": round(s["kl"], 4),
                 "ms_per_iteration": round(t["ms_per_iteration"], 2),
             }
@@ -242,13 +242,15 @@ def paper_report(_args) -> None:
     lines = []
     for g, cells in groups.items():
         te = [100 * (1 - runs[c]["teacher"]["teacher_acc"]) for c in cells]
-        st = [100 * (1 - runs[c]["student"]["student_acc"]) for c in cells]
-        nll = [runs[c]["student"]["student_nll"] for c in cells if "student_nll" in runs[c]["student"]]
+        # the student's test figures (``student_*`` are the selection split's when there is a validation split)
+        stu = [runs[c]["student"] for c in cells]
+        st = [100 * (1 - r.get("test_student_acc", r["student_acc"])) for r in stu]
+        nll = [r.get("test_student_nll", r.get("student_nll")) for r in stu if "student_nll" in r]
         floor = [runs[c]["teacher"]["teacher_mc_floor_kl"] for c in cells]
         its = {runs[c]["teacher"]["iterations"] for c in cells}
 
-        def ms(v):
-            return f"{statistics.mean(v):.3f}" + (f" ± {statistics.stdev(v):.3f}" if len(v) > 1 else "")
+        def ms(v, fmt=".3f"):
+            return f"{statistics.mean(v):{fmt}}" + (f" ± {statistics.stdev(v):{fmt}}" if len(v) > 1 else "")
 
         preds = {c: OUT / f"teacher_recipe_{c}" / "teacher_test_predictive.pt" for c in cells}
         pairs = [
@@ -265,8 +267,8 @@ def paper_report(_args) -> None:
             f"| teacher test error % | {ms(te)} | {BDK['teacher_error_pct']} ± {BDK['teacher_sd']} |",
             f"| online student test error % | {ms(st)} | {BDK['student_error_pct']} ± 0.017 |",
             f"| online student test NLL | {ms(nll) if nll else '–'} | 0.0502 |",
-            f"| within-chain MC floor KL (interleaved halves) | {ms(floor)} | |",
-            f"| between-chain KL (seed pairs, both directions) | {ms(pairs) if pairs else '–'} | |",
+            f"| within-chain MC floor KL (interleaved halves) | {ms(floor, '.2e')} | |",
+            f"| between-chain KL (seed pairs, both directions) | {ms(pairs, '.2e') if pairs else '–'} | |",
             f"| split R-hat of the per-sample test log-likelihood ({traced}) | {rhat} | |",
             f"| its effective sample size, all chains ({traced}) | {ess} | |",
             "",
