@@ -58,3 +58,10 @@ def test_int8_hypervolume_equals_a_brute_force_grid_count():
         covered = ((g[:, None, :] >= p[None]).all(-1)).any(1).mean()  # share of the box some point dominates
         got = hv[(hv["kind"] == kind) & (hv["axis"] == "bytes")]["hypervolume"].item()
         assert got == pytest.approx(covered, abs=5e-3)
+
+
+def test_recipe_headline_md_is_what_report_makes_from_the_committed_trials():
+    m = _load("recipe_headline")
+    old, new = m._old(), pd.read_csv(m.OUT / "trials.csv")
+    assert len(new) == 42 and set(new["arch"]) == set(old["arch"])  # 14 grid students x 3 seeds each
+    assert m.markdown(m.table(old, new), old, new) == (m.OUT / "headline.md").read_text()
