@@ -20,6 +20,7 @@ over all those trials and the reference point.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -210,6 +211,44 @@ def markdown(hv: pd.DataFrame, cost: pd.DataFrame, lat: pd.DataFrame) -> str:
     return "\n".join(out) + "\n"
 
 
+def plot_fronts(df: pd.DataFrame, setting: str, path: Path) -> Path:
+    """Each seed's validation front without int8 (fp32 study) and with it (int8 study), in (val KL, ONNX
+    bytes) and (val KL, ORT batch-1 latency), log axes; int8 trials marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    s = df[df["setting"] == setting]
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    colors, styles = {"fp32": "tab:blue", "int8": "tab:red"}, {0: "-", 1: "--", 2: ":"}
+    for ax, (axis, col, label) in zip(
+        fig.subplots(1, 2),
+        (("bytes", "bytes", "ONNX file [bytes]"), ("latency", "latency_ms", "ORT latency, batch 1 [ms]")),
+    ):
+        for (kind, seed), g in s.groupby(["kind", "seed"]):
+            f = g[pareto_mask(_points(g, axis), ["min", "min"])].sort_values(col)
+            ax.step(
+                f[col],
+                f["kl"],
+                where="post",
+                color=colors[kind],
+                ls=styles.get(seed, "-"),
+                lw=1.2,
+                label=f"{'fp32 only' if kind == 'fp32' else 'fp32 + int8'}, seed {seed}",
+            )
+            q = f[f["precision"] == "int8"]
+            ax.scatter(q[col], q["kl"], marker="x", color=colors[kind], s=25)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation KL to the teacher [nats]")
+        ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle(f"{setting}: validation fronts with and without int8 (x: int8 students)", fontsize=10)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    return path
+
+
 def report(args) -> int:
     src = OUT / "trials.csv"
     if not src.is_file():
@@ -221,6 +260,8 @@ def report(args) -> int:
     cost.to_csv(OUT / "kl_cost.csv", index=False)
     lat.to_csv(OUT / "latency.csv", index=False)
     (OUT / "results.md").write_text(markdown(hv, cost, lat))
+    for setting in sorted(set(df["setting"])):
+        print(f"wrote {plot_fronts(df, setting, OUT / f'fronts_{setting}.png').relative_to(ROOT)}")
     print((OUT / "results.md").read_text())
     return 0
 
