@@ -37,7 +37,7 @@ from gped_search.posterior.expectations import Expectation, PosteriorAccumulator
 from gped_search.posterior.sgld import SGLD, DivergenceError
 from gped_search.seeds import derive_seed
 
-__all__ = ["TeacherChain", "FLOOR_BLOCK", "mc_floor_kl", "transfer_batch"]
+__all__ = ["TeacherChain", "FLOOR_BLOCK", "mc_floor_kl", "trace_rows", "transfer_batch"]
 
 FLOOR_BLOCK = 5
 """Thinned samples per block when splitting the test samples into two disjoint halves (A/B blocks)."""
@@ -53,6 +53,13 @@ def mc_floor_kl(p_a: torch.Tensor, p_b: torch.Tensor) -> float:
     """
     la, lb = p_a.clamp_min(1e-12).log(), p_b.clamp_min(1e-12).log()
     return float((p_a * (la - lb)).sum(1).mean())
+
+
+def trace_rows(trace: list[torch.Tensor]) -> list[list[float]]:
+    """The chain's per-sample test log-likelihoods as plain rows (one host transfer for the whole trace)."""
+    if not trace:
+        return []
+    return [[round(v, 6) for v in row] for row in torch.stack(trace).cpu().tolist()]
 
 
 def transfer_batch(
@@ -120,7 +127,7 @@ class TeacherChain:
         pred = [e for e in self.exps if e.name == "predictive"]
         self.halves = [PosteriorAccumulator(len(bundle.test), k, pred, device) for _ in range(2)]
         # per thinned sample, per chain: mean test log-likelihood of that sample (split R-hat, ESS)
-        self.trace: list[list[float]] = []
+        self.trace: list[torch.Tensor] = []
         self.lock = LockstepTrainer(self.students) if self.students else None
         self.averages = []  # distill.online_average polyak: each student's weight average
         if self.students and dcfg.online_average == "polyak":
@@ -159,7 +166,7 @@ class TeacherChain:
         self.halves[((self.samples - 1) // FLOOR_BLOCK) % 2].update(test_logits)
         y = self.bundle.test.y
         lp = torch.log_softmax(test_logits.float(), -1).gather(-1, y.expand(test_logits.shape[0], -1)[..., None])
-        self.trace.append([round(float(v), 6) for v in lp.mean((1, 2))])
+        self.trace.append(lp.mean((1, 2)))  # stays on the device: no sync here
         if self.samples % self.stride == 0:
             self.bank.append((self.samples, self.sampler.snapshot()))
             if len(self.bank) >= 2 * self.capacity:
@@ -307,7 +314,7 @@ class TeacherChain:
             "student_steps": self.students[0].steps if self.students else 0,
             "sessions": self.sessions,
             "history": list(self.history),
-            "test_loglik_trace": [list(v) for v in self.trace],
+            "test_loglik_trace": trace_rows(self.trace),
             "test_loglik_trace_start": self.samples - len(self.trace),  # thinned samples before the trace began
         }
         return TeacherResult(

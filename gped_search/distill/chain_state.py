@@ -45,7 +45,7 @@ def chain_state(self) -> dict:
         "bank": [[p.cpu() for p in snap] for _, snap in self.bank],
         "seconds": self.seconds,
         "history": list(self.history),
-        "trace": [list(v) for v in self.trace],
+        "trace": torch.stack(self.trace).cpu() if self.trace else None,
         "sessions": self.sessions,
         "students": [],
     }
@@ -98,7 +98,9 @@ def load_chain_state(self, d: dict) -> None:
     self.bank = [(int(i), [p.to(dev) for p in snap]) for i, snap in zip(d["bank_index"], d["bank"])]
     self.seconds = float(d["seconds"])
     self.history = list(d["history"])
-    self.trace = [list(v) for v in d.get("trace", [])]  # a checkpoint from before the trace: it starts here
+    # a checkpoint from before the trace has none: the trace starts here
+    trace = d.get("trace")
+    self.trace = [] if trace is None else [row.to(dev) for row in torch.as_tensor(trace).unbind(0)]
     self.sessions = int(d["sessions"])
     if len(d["students"]) != len(self.students):
         raise ValueError(f"checkpoint has {len(d['students'])} online students, this run {len(self.students)}")
