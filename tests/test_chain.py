@@ -259,6 +259,19 @@ def test_a_chain_with_other_settings_or_a_shorter_total_is_one_error_line(tmp_pa
     assert list_generations(out / online.DISTILL_CHAIN_DIR)[-1][0] == 400
 
 
+def _stop_once_past(thinned, t: int):
+    """``TeacherChain._thinned`` that raises KeyboardInterrupt once, at the first thinned sample past ``t``."""
+    fired = [False]
+
+    def stop(self):
+        thinned(self)
+        if self.t >= t and not fired[0]:
+            fired[0] = True
+            raise KeyboardInterrupt
+
+    return stop
+
+
 def test_polyak_student_is_the_mean_of_its_weights_and_resumes(tmp_path, monkeypatch):
     """distill.online_average polyak: the final student equals the brute-force mean of its weights after
     each online step past online_average_start; a run stopped mid-chain and resumed gives the same student."""
@@ -289,17 +302,7 @@ def test_polyak_student_is_the_mean_of_its_weights_and_resumes(tmp_path, monkeyp
         torch.testing.assert_close(v, m, rtol=1e-5, atol=1e-6, msg=k)
     assert not torch.allclose(mean[0], snaps[-1][0])  # the average is not the last student
 
-    calls = [0]
-    orig = chain_mod.TeacherChain._thinned
-
-    def stop(self):
-        orig(self)
-        calls[0] += 1
-        if self.t >= 1100 and calls[0] < 10**6:
-            calls[0] = 10**6
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(chain_mod.TeacherChain, "_thinned", stop)
+    monkeypatch.setattr(chain_mod.TeacherChain, "_thinned", _stop_once_past(chain_mod.TeacherChain._thinned, 1100))
     with pytest.raises(KeyboardInterrupt):
         online.distill_online(load_study(study), progress=False, out_dir=tmp_path / "resumed")
     online.distill_online(load_study(study), progress=False, out_dir=tmp_path / "resumed")
@@ -335,16 +338,7 @@ def test_test_loglik_trace_is_each_sample_s_log_likelihood_and_resumes(tmp_path,
     rec = json.loads((tmp_path / "ref" / "distill.json").read_text())
     assert "test_loglik_trace" not in rec["teacher"]  # the trace lives in its CSV, not in the record
 
-    calls = [0]
-
-    def stop(self):
-        orig(self)
-        calls[0] += 1
-        if self.t >= 500 and calls[0] < 10**6:
-            calls[0] = 10**6
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(chain_mod.TeacherChain, "_thinned", stop)
+    monkeypatch.setattr(chain_mod.TeacherChain, "_thinned", _stop_once_past(orig, 500))
     with pytest.raises(KeyboardInterrupt):
         online.distill_online(load_study(study), progress=False, out_dir=tmp_path / "cut")
     monkeypatch.setattr(chain_mod.TeacherChain, "_thinned", orig)
