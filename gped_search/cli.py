@@ -89,7 +89,13 @@ def cmd_run(args) -> int:
         restart=args.restart,
         announce=not args.json,
     )
-    st = study_status(study, storage_url(cfg, args.storage, args.workers))
+    from gped_search.search.locations import storage_fingerprint
+    from gped_search.search.status_cache import save_status
+
+    url = storage_url(cfg, args.storage, args.workers)
+    fingerprint = storage_fingerprint(url)  # before reading: a later write is never hidden by this copy
+    st = study_status(study, url)
+    save_status(url, cfg.name, fingerprint, st, study)  # the next `status` need not open Optuna
     written = {} if args.no_report else _report(cfg, study, study_file=args.study, overrides=args.overrides)
     report = written["written"]["index_html"] if written else None
     if args.json:
@@ -143,25 +149,25 @@ def _chain_line(label: str, st: dict) -> str:
 
 
 def cmd_status(args) -> int:
-    from gped_search.search import storage_url, study_status
-    from gped_search.search.storage import StudyError
+    from gped_search.search.locations import storage_url
+    from gped_search.errors import StudyError
+    from gped_search.search.status_cache import cached_study_status
 
     cfg = load_args(args)
     chains = _chains(cfg, storage_url(cfg, args.storage))
     try:
-        from gped_search.search import open_study
-
-        study = open_study(cfg, args.storage, create=False)
+        st = cached_study_status(cfg, args.storage)
     except StudyError:
         if not chains:
             raise
-        study = None  # a `distill` run, or a study whose teacher is still being sampled
-    st = study_status(study, storage_url(cfg, args.storage)) if study is not None else {"study": cfg.name}
+        st = None  # a `distill` run, or a study whose teacher is still being sampled
+    found = st is not None
+    st = st if found else {"study": cfg.name}
     st["chains"] = chains
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
-    if study is not None:
+    if found:
         print(f"study {st['study']}  ({st['storage']})")
         print(
             "trials: "
@@ -367,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         msg = " ".join(str(e).split()) or type(e).__name__
         if isinstance(e, OSError) and e.filename:
             msg = f"{e.strerror or type(e).__name__}: {e.filename}"
-        from gped_search.search.storage import mask_url
+        from gped_search.search.locations import mask_url
 
         print(f"gped-search: error: {mask_url(msg)}", file=sys.stderr)
         return 2

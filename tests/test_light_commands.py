@@ -18,7 +18,7 @@ try:
         rc = main(json.loads(sys.argv[1]))
 except SystemExit as e:
     rc = e.code
-print(json.dumps({"rc": rc, "torch": "torch" in sys.modules, "out": out.getvalue()}))
+print(json.dumps({"rc": rc, "torch": "torch" in sys.modules, "optuna": "optuna" in sys.modules, "out": out.getvalue()}))
 """
 
 
@@ -49,3 +49,52 @@ def test_status_and_compare_of_a_finished_study_import_no_torch(tiny_study, tmp_
     assert compare["rc"] == 0, compare["out"]
     assert (tmp_path / "cmp").is_dir() and any((tmp_path / "cmp").iterdir())
     assert not compare["torch"]
+
+
+def test_status_reads_a_saved_copy_until_the_study_changes(tiny_study, tmp_path):
+    """A second ``status`` of an unchanged study opens no Optuna; any write to the storage is seen at once."""
+    import shutil
+
+    import optuna
+    from optuna.trial import TrialState
+
+    shutil.copytree(tiny_study[0], tmp_path / "copy")  # a study folder can move; this test writes to it
+    root = tmp_path / "copy"
+    sets = [s.replace(str(tiny_study[0]), str(root)) for s in tiny_study[1]]
+    first = run_light(["status", QUICKSTART, "--json", *sets])
+    second = run_light(["status", QUICKSTART, "--json", *sets])
+    assert first["rc"] == second["rc"] == 0, first["out"]
+    assert json.loads(first["out"]) == json.loads(second["out"])
+    assert not second["optuna"]
+    wrong = run_light(["export", QUICKSTART, *sets, "--trial", "99", "--out", str(tmp_path / "x")])
+    assert wrong["rc"] == 2 and "trial 99 does not exist" in wrong["out"] and not wrong["optuna"], wrong
+    assert (root / "quickstart" / "study.db.status.json").is_file()
+    study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{root / 'quickstart' / 'study.db'}")
+    study.tell(study.ask(), state=TrialState.FAIL)  # what a crashed worker leaves behind
+    third = run_light(["status", QUICKSTART, "--json", *sets])
+    assert json.loads(third["out"])["trials"] == {"COMPLETE": 2, "FAIL": 1} and third["optuna"]
+    study.set_user_attr("teacher", {"teacher_acc": 0.5})  # a write that adds no trial
+    fourth = run_light(["status", QUICKSTART, "--json", *sets])
+    assert json.loads(fourth["out"])["teacher"] == {"teacher_acc": 0.5}
+
+
+def test_storage_fingerprint_moves_with_every_sqlite_commit(tmp_path):
+    import sqlite3
+
+    from gped_search.search.locations import storage_fingerprint
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    assert storage_fingerprint(url) is None  # no file yet
+    con = sqlite3.connect(tmp_path / "x.db")
+    con.execute("create table t (v integer)")
+    con.execute("insert into t values (1)")
+    con.commit()
+    seen = [storage_fingerprint(url)]
+    for v in range(3):  # same size, maybe the same mtime tick: the header's change counter still moves
+        con.execute("update t set v = ?", (v + 2,))
+        con.commit()
+        seen.append(storage_fingerprint(url))
+    assert len({tuple(f) for f in seen}) == 4
+    assert storage_fingerprint("postgresql://u:p@h/db") is None
+    (tmp_path / "not.db").write_text("not a database")
+    assert storage_fingerprint(f"sqlite:///{tmp_path / 'not.db'}") is None

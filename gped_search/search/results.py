@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 from gped_search.report.tables import SPREAD, knee_index, pareto_front, pareto_mask
 
-from .storage import mask_url
+from .locations import mask_url
 
 if TYPE_CHECKING:
     import pandas as pd

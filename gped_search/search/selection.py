@@ -60,21 +60,26 @@ def apply_filters(df, best_under: float | None = None, require=()):
     return out
 
 
-def check_trial_number(study, text: str) -> int:
-    """``--trial N``: the number of an existing, complete trial of ``study`` (read without pandas)."""
+def check_trial_number(study, text: str, index: dict | None = None) -> int:
+    """``--trial N``: the number of an existing, complete trial of ``study`` (read without pandas), or of
+    the study that ``index`` (:func:`~gped_search.search.status_cache.trial_index`) describes; with
+    neither, only that ``text`` is a number."""
     try:
         number = int(text)
     except ValueError:
         raise ConfigError(f"--trial {text!r}: give a number or best:<objective>") from None
-    trials = study.get_trials(deepcopy=False)
-    match = [t for t in trials if t.number == number]
-    if not match:
-        raise ConfigError(f"--trial {number}: trial {number} does not exist (the study has {len(trials)} trials)")
-    t = match[0]
-    if t.state.name != "COMPLETE":
-        reason = t.user_attrs.get("fail_reason")
+    if study is None and index is None:
+        return number
+    if index is None:
+        from .status_cache import trial_index
+
+        index = trial_index(study)
+    if not 0 <= number < index["count"]:  # Optuna numbers a study's trials 0, 1, 2, ...
+        raise ConfigError(f"--trial {number}: trial {number} does not exist (the study has {index['count']} trials)")
+    state, reason = index["not_complete"].get(str(number), ("COMPLETE", None))
+    if state != "COMPLETE":
         raise ConfigError(
-            f"--trial {number}: trial {number} is {t.state.name}"
+            f"--trial {number}: trial {number} is {state}"
             + (f" ({reason})" if isinstance(reason, str) else "")
             + "; only complete trials can be exported"
         )

@@ -18,7 +18,6 @@ import contextlib
 import logging
 import math
 import os
-import re
 import socket
 import threading
 import time
@@ -36,6 +35,7 @@ from gped_search.config.space import parse_space
 from gped_search.errors import StudyError  # noqa: F401  (raised here; re-exported)
 from gped_search.files import pid_alive
 
+from .locations import mask_url, storage_url
 from .samplers import make_sampler
 
 log = logging.getLogger(__name__)
@@ -54,23 +54,6 @@ __all__ = [
     "record_curve",
     "optuna_quiet",
 ]
-
-
-def storage_url(cfg: StudyConfig, override: str | None = None, workers: int = 1) -> str:
-    """The study's storage: ``--storage``, the study file's, else a file in the report folder."""
-    url = override or cfg.search.storage
-    if url:
-        return url
-    out = cfg.out_dir.resolve()
-    journal, sqlite = out / "study.journal", out / "study.db"
-    if workers > 1 or (journal.exists() and not sqlite.exists()):
-        return f"journal:///{journal}"
-    return f"sqlite:///{sqlite}"
-
-
-def mask_url(url: str) -> str:
-    """Hide a password in ``scheme://user:password@host`` URLs (logs, reports, status)."""
-    return re.sub(r"(://[^:/]*):[^@]*@", r"\1:***@", url)  # user as SQLAlchemy parses it: may be empty
 
 
 def _seconds_env(name: str, default: int) -> int:
