@@ -149,8 +149,8 @@ def _chain_line(label: str, st: dict) -> str:
 
 
 def cmd_status(args) -> int:
-    from gped_search.search.locations import storage_url
     from gped_search.errors import StudyError
+    from gped_search.search.locations import storage_url
     from gped_search.search.status_cache import cached_study_status
 
     cfg = load_args(args)

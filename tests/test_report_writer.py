@@ -60,3 +60,36 @@ def test_report_says_first_when_the_front_was_selected_on_test_data(tmp_path):
     write_report(df, {"kl": "minimize", "bytes_fp32": "minimize"}, tmp_path, title="t")
     assert (tmp_path / "summary.md").read_text().splitlines()[0].startswith("> Selected on TEST data")
     assert "Selected on TEST data" in (tmp_path / "index.html").read_text().split("<h1>")[0]
+
+
+def test_a_second_report_of_the_same_trials_reads_its_figures_back_and_any_change_redraws(tmp_path, monkeypatch):
+    import gped_search.report.figure_cache as fc
+
+    drawn = []
+    real = fc.png_bytes
+    monkeypatch.setattr(fc, "png_bytes", lambda fig: drawn.append(fig) or real(fig))
+    df = table(12, 0)
+    write_report(df, OBJ, tmp_path, title="synthetic", teacher={"teacher_mc_floor_kl": 0.01})
+    first = {p.name: p.read_bytes() for p in tmp_path.glob("*.png")}
+    html = (tmp_path / "index.html").read_text()
+    assert len(drawn) == len(first) >= 4
+    drawn.clear()
+    write_report(df, OBJ, tmp_path, title="synthetic", teacher={"teacher_mc_floor_kl": 0.01})
+    assert drawn == []  # nothing drawn, the same report
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.png")} == first
+    assert (tmp_path / "index.html").read_text() == html
+    (tmp_path / "parallel.png").write_bytes(b"not the figure")  # a PNG changed on disk is drawn again
+    write_report(df, OBJ, tmp_path, title="synthetic", teacher={"teacher_mc_floor_kl": 0.01})
+    assert len(drawn) == 1 and (tmp_path / "parallel.png").read_bytes() == first["parallel.png"]
+    for change in (
+        {"teacher": {"teacher_mc_floor_kl": 0.02}},  # the floor line moves
+        {"exported": {0: "somewhere"}},  # a star moves
+    ):
+        drawn.clear()
+        write_report(df, OBJ, tmp_path, title="synthetic", **{"teacher": {"teacher_mc_floor_kl": 0.01}, **change})
+        assert len(drawn) >= 4, change
+    drawn.clear()
+    df2 = df.copy()
+    df2.loc[3, "kl"] *= 0.5  # one trial's value
+    write_report(df2, OBJ, tmp_path, title="synthetic", teacher={"teacher_mc_floor_kl": 0.01})
+    assert len(drawn) >= 4

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import base64
 import html
-import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from .figure_cache import png_bytes
 from .formatting import format_number
 from .trial_figures import plot_durations, plot_learning_curves
 
@@ -60,13 +60,8 @@ class Section:
     figures: list[tuple[str, bytes]] = field(default_factory=list)
 
 
-def _png_bytes(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+def _draw(name: str, make: Callable[[], object]) -> bytes:
+    return png_bytes(make())
 
 
 def _folder_figures(folder: Path | None, prefix: str) -> list[tuple[str, bytes]]:
@@ -75,12 +70,22 @@ def _folder_figures(folder: Path | None, prefix: str) -> list[tuple[str, bytes]]
     return [(f"{prefix}/{p.name}", p.read_bytes()) for p in sorted(folder.glob("*.png"))]
 
 
-def build_sections(extras: ReportExtras, df: pd.DataFrame, highlight: Mapping[int, str], title: str) -> list[Section]:
-    """The sections the study has data for, in the report's order."""
+def build_sections(
+    extras: ReportExtras,
+    df: pd.DataFrame,
+    highlight: Mapping[int, str],
+    title: str,
+    render: Callable[[str, Callable[[], object]], bytes] = _draw,
+) -> list[Section]:
+    """The sections the study has data for, in the report's order; ``render(name, make)`` gives a figure's
+    PNG bytes (e.g. :meth:`~gped_search.report.figure_cache.FigureCache.render`)."""
     out: list[Section] = []
     if extras.curves:
         front = set(df.loc[df["on_front"].astype(bool), "number"].astype(int)) if "on_front" in df else set()
-        fig = plot_learning_curves(extras.curves, front, highlight, title=f"{title}: learning curves")
+        curves = render(
+            "learning_curves.png",
+            lambda: plot_learning_curves(extras.curves, front, highlight, title=f"{title}: learning curves"),
+        )
         n_points = max(len(c) for c in extras.curves.values())
         out.append(
             Section(
@@ -90,7 +95,7 @@ def build_sections(extras: ReportExtras, df: pd.DataFrame, highlight: Mapping[in
                     f"The distillation loss of each trial's student at {n_points} points of its run (stored as "
                     "Optuna intermediate values); front members in colour, the recommended student in black."
                 ],
-                figures=[("learning_curves.png", _png_bytes(fig))],
+                figures=[("learning_curves.png", curves)],
             )
         )
     if "duration_s" in df.columns and df["duration_s"].notna().any():
@@ -103,7 +108,9 @@ def build_sections(extras: ReportExtras, df: pd.DataFrame, highlight: Mapping[in
                     f"{len(d)} finished trials took {d.sum():,.0f} s of wall-clock time in all (median {d.median():.3g} s,"
                     f" longest {d.max():.3g} s); each trial's time is the `duration [s]` column of the trials table."
                 ],
-                figures=[("durations.png", _png_bytes(plot_durations(df, title=f"{title}: trial durations")))],
+                figures=[
+                    ("durations.png", render("durations.png", lambda: plot_durations(df, title=f"{title}: trial durations")))
+                ],
             )
         )
     if extras.downstream is not None:

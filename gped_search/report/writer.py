@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import itertools
 import json
 from collections.abc import Mapping
@@ -19,9 +18,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .figure_cache import FigureCache, inputs_digest, png_bytes  # noqa: E402
 from .figures import plot_hypervolume, plot_parallel  # noqa: E402
 from .formatting import (  # noqa: E402, F401
     SORT_JS,
@@ -65,10 +64,7 @@ __all__ = [
 
 
 def save_png(fig, path: Path) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    data = buf.getvalue()
+    data = png_bytes(fig)
     path.write_bytes(data)
     return base64.b64encode(data).decode()
 
@@ -173,48 +169,58 @@ class _Report:
                 self.highlight.get(n, "") + ("; " if n in self.highlight else "") + f"exported to {where}"
             )
 
-    def _figure(self, fig, name: str) -> None:
-        self.images.append((name, save_png(fig, self.out / name)))
+    def _figure(self, name: str, make) -> None:
+        data = self.figures.render(name, make)
+        (self.out / name).write_bytes(data)
+        self.images.append((name, base64.b64encode(data).decode()))
         self.written[name] = str(self.out / name)
 
     def write_figures(self) -> None:
         df, obj, title = self.df, self.objectives, self.title
         self.ref_used, self.hv = None, 0.0
-        self.sections = build_sections(self.extras, df, self.highlight, title)
+        floor = (self.teacher or {}).get("teacher_mc_floor_kl")
+        floors = {"kl": floor, "test_kl": floor} if isinstance(floor, (int, float)) else None
+        digest = inputs_digest(df, obj, title, self.highlight, self.compare, floors, self.extras)
+        self.figures = FigureCache(self.out, digest)  # unchanged inputs: PNGs are read back, not drawn
+        self.sections = build_sections(self.extras, df, self.highlight, title, render=self.figures.render)
         for name, data in (f for s in self.sections for f in s.figures if "/" not in f[0]):
             (self.out / name).write_bytes(data)
             self.written[name] = str(self.out / name)
         if not len(self.complete):
+            self.figures.save()
             return
         color = "family" if "family" in df.columns else None
-        floor = (self.teacher or {}).get("teacher_mc_floor_kl")
-        floors = {"kl": floor, "test_kl": floor} if isinstance(floor, (int, float)) else None
         for x, y in itertools.combinations(obj, 2):
-            fig = plot_pareto_pair(
-                df,
-                x,
-                y,
-                obj,
-                color_by=color,
-                extra_fronts=self.compare,
-                title=f"{title}: {column_label(y)} vs {column_label(x)}",
-                highlight=self.highlight,
-                floors=floors,
+            self._figure(
+                f"pareto_{x}_vs_{y}.png",
+                lambda x=x, y=y: plot_pareto_pair(
+                    df,
+                    x,
+                    y,
+                    obj,
+                    color_by=color,
+                    extra_fronts=self.compare,
+                    title=f"{title}: {column_label(y)} vs {column_label(x)}",
+                    highlight=self.highlight,
+                    floors=floors,
+                ),
             )
-            self._figure(fig, f"pareto_{x}_vs_{y}.png")
         if "lambda_g" in df.columns and df["lambda_g"].nunique() > 1:
             x, y = list(obj)[:2] if len(obj) > 1 else (list(obj)[0], "bytes_fp32")
-            fig = plot_pareto_pair(
-                df, x, y, obj, color_by="lambda_g", title=f"{title}: by λ_g", highlight=self.highlight, floors=floors
+            self._figure(
+                f"pareto_{x}_vs_{y}_lambda.png",
+                lambda: plot_pareto_pair(
+                    df, x, y, obj, color_by="lambda_g", title=f"{title}: by λ_g", highlight=self.highlight, floors=floors
+                ),
             )
-            self._figure(fig, f"pareto_{x}_vs_{y}_lambda.png")
         more = [c for c in ("test_student_acc", "expected_entropy_mae", "params") if c in df.columns and c not in obj]
-        self._figure(plot_parallel(df, [*obj, *more], obj, highlight=self.highlight, title=title), "parallel.png")
+        self._figure("parallel.png", lambda: plot_parallel(df, [*obj, *more], obj, highlight=self.highlight, title=title))
         compare = self.compare or {}
         ref = reference_point(pd.concat([df, *compare.values()]), obj) if compare else None
         histories = {title: hypervolume_history(df, obj, ref=ref)}
         histories.update({name: hypervolume_history(other, obj, ref=ref) for name, other in compare.items()})
-        self._figure(plot_hypervolume(histories if compare else histories[title]), "hypervolume.png")
+        self._figure("hypervolume.png", lambda: plot_hypervolume(histories if compare else histories[title]))
+        self.figures.save()
         self.ref_used = ref if ref is not None else reference_point(df, obj)
         self.hv = hypervolume(self.front[list(obj)].to_numpy(float), self.ref_used, list(obj.values()))
 

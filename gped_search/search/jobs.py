@@ -65,20 +65,45 @@ def export_command(study_file: str | None, overrides=()) -> str:
     return f"gped-search export {shlex.quote(study_file or 'STUDY.yaml')}{sets} --knee --out exported/"
 
 
-def parameter_importances(study: optuna.Study) -> dict[str, dict[str, float]]:
-    """Optuna's parameter importances (its default evaluator) per objective; {} with too few trials."""
+def parameter_importances(study: optuna.Study, cache_dir: str | Path | None = None) -> dict[str, dict[str, float]]:
+    """Optuna's parameter importances (fANOVA, seed 0, so a report is reproducible) per objective; {} with
+    too few trials. With ``cache_dir`` they are saved there (``.importances.json``) under a digest of the
+    complete trials' parameters and values, and read back while those are unchanged: fANOVA imports
+    scikit-learn and fits forests, about a second of every ``report``."""
+    import hashlib
+    import json
+
     names = study.user_attrs.get("objectives", [])
     done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if len(done) < 3 or not any(len({str(t.params.get(k)) for t in done}) > 1 for k in done[0].params):
         return {}
+    key = hashlib.sha256(
+        json.dumps([optuna.__version__, names, [[t.number, t.params, t.values] for t in done]], default=str).encode()
+    ).hexdigest()
+    path = Path(cache_dir) / ".importances.json" if cache_dir is not None else None
+    try:
+        saved = json.loads(path.read_text()) if path is not None else {}
+    except (OSError, ValueError):
+        saved = {}
+    if isinstance(saved, dict) and saved.get("key") == key and isinstance(saved.get("importances"), dict):
+        return saved["importances"]
+    from optuna.importance import FanovaImportanceEvaluator
+
     out = {}
     for i, name in enumerate(names):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out[name] = optuna.importance.get_param_importances(study, target=lambda t, i=i: t.values[i])
+                out[name] = optuna.importance.get_param_importances(
+                    study, evaluator=FanovaImportanceEvaluator(seed=0), target=lambda t, i=i: t.values[i]
+                )
         except (ValueError, RuntimeError):  # e.g. a parameter no two trials differ in
             continue
+    if path is not None and path.parent.is_dir():
+        try:
+            path.write_text(json.dumps({"key": key, "importances": out}, indent=1) + "\n")
+        except OSError:  # a read-only copy of a report folder: only slower next time
+            pass
     return out
 
 
@@ -158,7 +183,7 @@ def write_study_report(
         compare=compare or None,
         extra=extra,
         notes=notes,
-        importances=parameter_importances(study),
+        importances=parameter_importances(study, out or cfg.out_dir),
         exported=exported,
         export_command=export_cmd,
         extras=report_extras(cfg.out_dir, study, df),
