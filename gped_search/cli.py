@@ -73,7 +73,7 @@ def cmd_run(args) -> int:
     ):
         if value is not None and not ok(value):
             raise ConfigError(f"{flag} {value:g}: give a number {'> 0' if flag == '--timeout' else '>= 1'}")
-    from gped_search.search import run_study, storage_url, study_status
+    from gped_search.search import run_study, storage_url
 
     cfg = load_args(args)
     if args.batch is not None:
@@ -90,12 +90,11 @@ def cmd_run(args) -> int:
         announce=not args.json,
     )
     from gped_search.search.locations import storage_fingerprint
-    from gped_search.search.status_cache import save_status
+    from gped_search.search.status_cache import remember_status
 
     url = storage_url(cfg, args.storage, args.workers)
     fingerprint = storage_fingerprint(url)  # before reading: a later write is never hidden by this copy
-    st = study_status(study, url)
-    save_status(url, cfg.name, fingerprint, st, study)  # the next `status` need not open Optuna
+    st = remember_status(url, cfg.name, fingerprint, study)  # the next `status` need not open Optuna
     written = {} if args.no_report else _report(cfg, study, study_file=args.study, overrides=args.overrides)
     report = written["written"]["index_html"] if written else None
     if args.json:
@@ -288,8 +287,16 @@ def cmd_pareto(args) -> int:
 
 
 def cmd_report(args) -> int:
-    cfg, study = open_args(args)
+    from gped_search.search import open_study
+    from gped_search.search.locations import storage_fingerprint, storage_url
+    from gped_search.search.status_cache import remember_status
+
+    cfg = load_args(args)
+    url = storage_url(cfg, args.storage)
+    fingerprint = storage_fingerprint(url)  # before reading: a later write is never hidden by the saved status
+    study = open_study(cfg, args.storage, create=False)
     res = _report(cfg, study, args.out, args.compare, study_file=args.study, overrides=args.overrides)
+    remember_status(url, cfg.name, fingerprint, study)
     print(
         f"wrote {res['written']['index_html']} and {res['written']['summary_md']} "
         f"({res['summary']['front_size']} trials on the front)"

@@ -23,6 +23,9 @@ MANIFEST = ".figures.json"
 
 def png_bytes(fig) -> bytes:
     """The figure as PNG (the report's resolution), closed afterwards."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # never a window, whatever $DISPLAY says
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -32,11 +35,9 @@ def png_bytes(fig) -> bytes:
 
 
 def _code_digest() -> str:
-    import matplotlib
-    import numpy
-    import pandas
+    from importlib.metadata import version  # not matplotlib itself: a report that draws nothing never imports it
 
-    h = hashlib.sha256(f"{matplotlib.__version__} {pandas.__version__} {numpy.__version__}".encode())
+    h = hashlib.sha256(" ".join(version(p) for p in ("matplotlib", "pandas", "numpy")).encode())
     for path in sorted(Path(__file__).parent.glob("*.py")):  # the report package draws every figure
         h.update(path.name.encode() + path.read_bytes())
     return h.hexdigest()

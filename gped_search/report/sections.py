@@ -18,7 +18,6 @@ import pandas as pd
 
 from .figure_cache import png_bytes
 from .formatting import format_number
-from .trial_figures import plot_durations, plot_learning_curves
 
 __all__ = ["ReportExtras", "Section", "build_sections", "section_markdown", "section_html", "PRUNE_COLUMNS"]
 
@@ -64,6 +63,12 @@ def _draw(name: str, make: Callable[[], object]) -> bytes:
     return png_bytes(make())
 
 
+def _durations_figure(df: pd.DataFrame, title: str):
+    from .trial_figures import plot_durations
+
+    return plot_durations(df, title=f"{title}: trial durations")
+
+
 def _folder_figures(folder: Path | None, prefix: str) -> list[tuple[str, bytes]]:
     if folder is None or not folder.is_dir():
         return []
@@ -82,10 +87,12 @@ def build_sections(
     out: list[Section] = []
     if extras.curves:
         front = set(df.loc[df["on_front"].astype(bool), "number"].astype(int)) if "on_front" in df else set()
-        curves = render(
-            "learning_curves.png",
-            lambda: plot_learning_curves(extras.curves, front, highlight, title=f"{title}: learning curves"),
-        )
+        def curves_figure():
+            from .trial_figures import plot_learning_curves
+
+            return plot_learning_curves(extras.curves, front, highlight, title=f"{title}: learning curves")
+
+        curves = render("learning_curves.png", curves_figure)
         n_points = max(len(c) for c in extras.curves.values())
         out.append(
             Section(
@@ -108,9 +115,7 @@ def build_sections(
                     f"{len(d)} finished trials took {d.sum():,.0f} s of wall-clock time in all (median {d.median():.3g} s,"
                     f" longest {d.max():.3g} s); each trial's time is the `duration [s]` column of the trials table."
                 ],
-                figures=[
-                    ("durations.png", render("durations.png", lambda: plot_durations(df, title=f"{title}: trial durations")))
-                ],
+                figures=[("durations.png", render("durations.png", lambda: _durations_figure(df, title)))],
             )
         )
     if extras.downstream is not None:

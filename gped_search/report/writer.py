@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import base64
 import html
+import importlib
 import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import pandas as pd  # noqa: E402
-
-from .figure_cache import FigureCache, inputs_digest, png_bytes  # noqa: E402
-from .figures import plot_hypervolume, plot_parallel  # noqa: E402
-from .formatting import (  # noqa: E402, F401
+from .figure_cache import FigureCache, inputs_digest, png_bytes
+from .formatting import (  # noqa: F401
     SORT_JS,
     STYLE,
     caption,
@@ -33,8 +30,7 @@ from .formatting import (  # noqa: E402, F401
     md_pretty,
     pretty_table,
 )
-from .plots import plot_pareto_pair  # noqa: E402
-from .recommend import (  # noqa: E402, F401  (re-exported)
+from .recommend import (  # noqa: F401  (re-exported)
     KNEE_RULE,
     READABLE_COLUMNS,
     SHOWN_COLUMNS,
@@ -44,8 +40,8 @@ from .recommend import (  # noqa: E402, F401  (re-exported)
     recommendation_sentence,
     selection_note,
 )
-from .sections import ReportExtras, build_sections, section_html, section_markdown  # noqa: E402
-from .tables import (  # noqa: E402
+from .sections import ReportExtras, build_sections, section_html, section_markdown
+from .tables import (
     hypervolume,
     hypervolume_history,
     pareto_front,
@@ -119,6 +115,15 @@ def write_report(
     return {"written": r.written, "front": r.front, "summary": r.summary}
 
 
+def _lazy(module: str, name: str):
+    """A plotting function imported on first call: a report whose figures are all current imports no matplotlib."""
+    return lambda *a, **k: getattr(importlib.import_module(f"{__package__}.{module}"), name)(*a, **k)
+
+
+plot_pareto_pair = _lazy("plots", "plot_pareto_pair")
+plot_parallel = _lazy("figures", "plot_parallel")
+plot_hypervolume = _lazy("figures", "plot_hypervolume")
+
 _STATE = {"PRUNED": "stopped early"}
 _STOPPED_TITLE = "Stopped early (successive halving: never on the front)"
 _STOPPED_COLUMNS = ("number", "arch", "stopped_rung", "stopped_step", "rung_kl", "train_seconds")
@@ -176,6 +181,7 @@ class _Report:
         self.written[name] = str(self.out / name)
 
     def write_figures(self) -> None:
+        """Every figure, drawn only when :class:`FigureCache` has no current copy."""
         df, obj, title = self.df, self.objectives, self.title
         self.ref_used, self.hv = None, 0.0
         floor = (self.teacher or {}).get("teacher_mc_floor_kl")

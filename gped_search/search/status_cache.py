@@ -17,7 +17,7 @@ from gped_search.config import StudyConfig
 
 from .locations import mask_url, storage_file, storage_fingerprint, storage_url
 
-__all__ = ["cached_study_status", "save_status", "saved_trials", "status_cache_path", "trial_index"]
+__all__ = ["cached_study_status", "remember_status", "save_status", "saved_trials", "status_cache_path", "trial_index"]
 
 
 def status_cache_path(url: str) -> Path | None:
@@ -92,4 +92,14 @@ def cached_study_status(cfg: StudyConfig, storage: str | None = None) -> dict:
     study = open_study(cfg, storage, create=False)
     st = study_status(study, url)
     save_status(url, cfg.name, fp, st, study)
+    return st
+
+
+def remember_status(url: str, name: str, fingerprint: list[int] | None, study) -> dict:
+    """Read ``study``'s status and save it under ``fingerprint``, taken before the study was opened (a
+    command that has the study open anyway, so that the next ``status`` need not open it)."""
+    from .results import study_status
+
+    st = study_status(study, url)
+    save_status(url, name, fingerprint, st, study)
     return st
