@@ -87,6 +87,7 @@ def build_sections(
     out: list[Section] = []
     if extras.curves:
         front = set(df.loc[df["on_front"].astype(bool), "number"].astype(int)) if "on_front" in df else set()
+
         def curves_figure():
             from .trial_figures import plot_learning_curves
 

@@ -174,8 +174,8 @@ class _Report:
                 self.highlight.get(n, "") + ("; " if n in self.highlight else "") + f"exported to {where}"
             )
 
-    def _figure(self, name: str, make) -> None:
-        data = self.figures.render(name, make)
+    def _figure(self, name: str, plot, *args, **kwargs) -> None:
+        data = self.figures.render(name, lambda: plot(*args, **kwargs))
         (self.out / name).write_bytes(data)
         self.images.append((name, base64.b64encode(data).decode()))
         self.written[name] = str(self.out / name)
@@ -196,36 +196,33 @@ class _Report:
             self.figures.save()
             return
         color = "family" if "family" in df.columns else None
+        common = {"highlight": self.highlight, "floors": floors}
         for x, y in itertools.combinations(obj, 2):
+            name, label = f"pareto_{x}_vs_{y}.png", f"{title}: {column_label(y)} vs {column_label(x)}"
             self._figure(
-                f"pareto_{x}_vs_{y}.png",
-                lambda x=x, y=y: plot_pareto_pair(
-                    df,
-                    x,
-                    y,
-                    obj,
-                    color_by=color,
-                    extra_fronts=self.compare,
-                    title=f"{title}: {column_label(y)} vs {column_label(x)}",
-                    highlight=self.highlight,
-                    floors=floors,
-                ),
+                name, plot_pareto_pair, df, x, y, obj, color_by=color, extra_fronts=self.compare, title=label, **common
             )
         if "lambda_g" in df.columns and df["lambda_g"].nunique() > 1:
             x, y = list(obj)[:2] if len(obj) > 1 else (list(obj)[0], "bytes_fp32")
+            label = f"{title}: by λ_g"
             self._figure(
                 f"pareto_{x}_vs_{y}_lambda.png",
-                lambda: plot_pareto_pair(
-                    df, x, y, obj, color_by="lambda_g", title=f"{title}: by λ_g", highlight=self.highlight, floors=floors
-                ),
+                plot_pareto_pair,
+                df,
+                x,
+                y,
+                obj,
+                color_by="lambda_g",
+                title=label,
+                **common,
             )
         more = [c for c in ("test_student_acc", "expected_entropy_mae", "params") if c in df.columns and c not in obj]
-        self._figure("parallel.png", lambda: plot_parallel(df, [*obj, *more], obj, highlight=self.highlight, title=title))
+        self._figure("parallel.png", plot_parallel, df, [*obj, *more], obj, highlight=self.highlight, title=title)
         compare = self.compare or {}
         ref = reference_point(pd.concat([df, *compare.values()]), obj) if compare else None
         histories = {title: hypervolume_history(df, obj, ref=ref)}
         histories.update({name: hypervolume_history(other, obj, ref=ref) for name, other in compare.items()})
-        self._figure("hypervolume.png", lambda: plot_hypervolume(histories if compare else histories[title]))
+        self._figure("hypervolume.png", plot_hypervolume, histories if compare else histories[title])
         self.figures.save()
         self.ref_used = ref if ref is not None else reference_point(df, obj)
         self.hv = hypervolume(self.front[list(obj)].to_numpy(float), self.ref_used, list(obj.values()))
