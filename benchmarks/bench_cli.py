@@ -6,7 +6,9 @@
 
 Prints one JSON object: per command the median and min wall seconds over ``--repeats`` runs, its target
 (issue 28: every error < 1 s, ``status`` < 1 s, ``report`` and ``export --knee`` (pt2) < 3 s on the
-quickstart on an idle 2-core machine) and whether the median met it, and which heavy modules the
+quickstart on an idle 2-core machine; ``report`` both into a new folder, where every figure is drawn, and
+again over an unchanged study, where :mod:`gped_search.report.figure_cache` reads them back) and whether
+the median met it, the floor under any ``export`` (importing ``torch`` and ``torch.export``), and which heavy modules the
 quick commands imported (none of torch, matplotlib, scipy, sklearn for ``--version``/``--help``/``status``;
 the error paths must not import torch). ``--set`` is passed to every study command (e.g. a scratch
 ``report_dir``). ``--contention`` runs the quickstart study (default threads) on an idle machine and
@@ -100,16 +102,19 @@ def main() -> int:
         "error: pareto --objectives test_kl": (["pareto", *study, "--objectives", "test_kl"], 1.0, 2),
         "error: evaluate a missing file": (["evaluate", scratch + "/missing.pt"], 1.0, 2),
     }
-    slow = {
-        "report": (["report", *study, "--out", scratch + "/report"], 3.0, 0),
+    slow = {  # "{i}": a new folder for every repeat (nothing to reuse); else the same one, written once before
+        "report into a new folder": (["report", *study, "--out", scratch + "/report{i}"], 3.0, 0),
+        "report again (study unchanged)": (["report", *study, "--out", scratch + "/report"], 3.0, 0),
         "export --knee (pt2)": (["export", *study, "--knee", "--out", scratch + "/knee"], 3.0, 0),
     }
     for name, (cmd, target, rc) in {**quick, **slow}.items():
-        got = subprocess.run([EXE, *cmd], cwd=ROOT, capture_output=True, text=True, check=False).returncode
+        got = subprocess.run(
+            [EXE, *(c.format(i="") for c in cmd)], cwd=ROOT, capture_output=True, text=True, check=False
+        ).returncode
         if got != rc:
             print(f"bench_cli: `gped-search {' '.join(cmd)}` exited {got}, not {rc}", file=sys.stderr)
             return 1
-        ts = [timed([EXE, *cmd]) for _ in range(args.repeats)]
+        ts = [timed([EXE, *(c.format(i=k) for c in cmd)]) for k in range(args.repeats)]
         med = statistics.median(ts)
         out["commands"][name] = {
             "median_s": round(med, 3),
@@ -118,6 +123,11 @@ def main() -> int:
             "meets_target": med < target,
             **({"heavy_imports": heavy_modules(cmd)} if name in quick else {}),
         }
+    floor = [timed([sys.executable, "-c", "import torch, torch.export"]) for _ in range(args.repeats)]
+    out["floor: import torch, torch.export"] = {
+        "median_s": round(statistics.median(floor), 3),
+        "min_s": round(min(floor), 3),
+    }
     if args.contention:
         with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
             idle, busy = quickstart(a, False), quickstart(b, True)
