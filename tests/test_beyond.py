@@ -201,7 +201,7 @@ def test_auxiliary_losses_train_and_add_to_the_loss(tiny):
                                                   targets["predictive"])
     extra = extra + d.derivative_weight * derivative_loss(student_predictive_jvp(model, x, targets["_dir"]),
                                                           targets["_jvp"])
-    assert float(full) == pytest.approx(float(plain + extra), rel=1e-5)
+    assert full.item() == pytest.approx((plain + extra).item(), rel=1e-5)
     assert targets["_dir"].shape[0] == 40
     # a lockstep batch whose study has no derivative matching still gets derivatives for its trial that has
     sub = replace(d, derivative_samples=2)
