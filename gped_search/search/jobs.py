@@ -183,7 +183,7 @@ def write_study_report(
         compare=compare or None,
         extra=extra,
         notes=notes,
-        importances=parameter_importances(study, out or cfg.out_dir),
+        importances=parameter_importances(study, cfg.out_dir),  # the study's folder, wherever the report goes
         exported=exported,
         export_command=export_cmd,
         extras=report_extras(cfg.out_dir, study, df),
