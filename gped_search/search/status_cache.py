@@ -85,14 +85,10 @@ def cached_study_status(cfg: StudyConfig, storage: str | None = None) -> dict:
     hit = _fresh(url, cfg.name)
     if hit is not None:
         return {**hit["status"], "storage": mask_url(url)}
-    from .results import study_status
     from .storage import open_study
 
     fp = storage_fingerprint(url)  # before reading: a later write is never hidden by this copy
-    study = open_study(cfg, storage, create=False)
-    st = study_status(study, url)
-    save_status(url, cfg.name, fp, st, study)
-    return st
+    return remember_status(url, cfg.name, fp, open_study(cfg, storage, create=False))
 
 
 def remember_status(url: str, name: str, fingerprint: list[int] | None, study) -> dict:
