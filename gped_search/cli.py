@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 
 from gped_search.cli_commands import (
@@ -369,13 +370,18 @@ def main(argv: list[str] | None = None) -> int:
     errors = _user_errors()
     try:
         with _console_logging():
-            return COMMANDS[args.command](args)
+            rc = COMMANDS[args.command](args)
+        sys.stdout.flush()  # inside the try: a reader that left shows here, not as a traceback at exit
+        return rc
     except KeyboardInterrupt:
         print(
             "gped-search: interrupted; what the study recorded is kept (re-run the command to resume)",
             file=sys.stderr,
         )
         return 130
+    except BrokenPipeError:  # `gped-search pareto ... | head`: the reader left; say nothing, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's recipe: no error at exit
+        return 141
     except errors as e:
         msg = " ".join(str(e).split()) or type(e).__name__
         if isinstance(e, OSError) and e.filename:

@@ -98,3 +98,18 @@ def test_storage_fingerprint_moves_with_every_sqlite_commit(tmp_path):
     assert storage_fingerprint("postgresql://u:p@h/db") is None
     (tmp_path / "not.db").write_text("not a database")
     assert storage_fingerprint(f"sqlite:///{tmp_path / 'not.db'}") is None
+
+
+def test_a_reader_that_leaves_early_gets_no_error_line(tiny_study):
+    """``gped-search status ... | head -c 1``: the reader is gone; no ``Broken pipe`` line, exit 141 as Unix tools."""
+    import os
+
+    _, sets = tiny_study
+    r, w = os.pipe()
+    os.close(r)  # the reader has left before the first byte
+    try:
+        got = subprocess.run([sys.executable, "-m", "gped_search.cli", "status", QUICKSTART, *sets], stdout=w,
+                             stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=120)
+    finally:
+        os.close(w)
+    assert got.stderr == "" and got.returncode == 141, got.stderr
