@@ -132,6 +132,7 @@ _STRATEGY_NAMES = {  # method: (name, what its trial count counts)
     "qmc": ("search, Sobol QMC", ""),
     "supernet": ("supernet", " extracted"),
     "halving": ("successive halving", " asked"),
+    "halving-b14": ("successive halving, brackets of 14", " asked"),
 }
 
 

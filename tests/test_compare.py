@@ -39,6 +39,17 @@ def test_method_label_from_the_study_settings():
     assert method_label(prune) == "prune"
     assert method_label({"search": {"sampler": "tpe"}}) == "tpe"
     assert method_label({"search": {"sampler": "nsga2", "space": {"lambda_g": [0, 1]}}}) == "nsga2"
+    one = {"search": {"strategy": "halving", "n_trials": 42, "halving": {"n": None}}}
+    assert method_label(one) == "halving"
+    brackets = {"search": {"strategy": "halving", "n_trials": 42, "halving": {"n": 14}}}
+    assert method_label(brackets) == "halving-b14"
+    assert method_label({"search": {**brackets["search"], "sampler": "qmc"}}) == "halving-b14-qmc"
+    assert method_label({"search": {**brackets["search"], "n_trials": 14}}) == "halving"  # one bracket after all
+    from gped_search.report.compare_plots import method_color, method_name, method_names
+
+    assert method_name("halving-b14") == "successive halving, brackets of 14"
+    assert method_names(["halving-b14", "tpe", "halving", "grid"]) == ["grid", "tpe", "halving", "halving-b14"]
+    assert method_color("halving-b14") != method_color("halving")
 
 
 def _frame(spans, kls, sizes):

@@ -22,7 +22,9 @@ from .compare_plots import (  # noqa: F401  (figures re-exported)
     METHOD_COLORS,
     METHOD_NAMES,
     METHOD_ORDER,
+    method_name,
     method_names,
+    method_rank,
     plot_grid_scaling,
     plot_setting,
     plot_summary,
@@ -196,7 +198,7 @@ def front_members(runs: Sequence[StudyRun], budget: int | None = None) -> pd.Dat
     if not rows:
         return pd.DataFrame()
     out = pd.concat(rows, ignore_index=True)
-    out["_m"] = out["method"].map(lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
+    out["_m"] = out["method"].map(method_rank)
     return out.sort_values(["_m", "seed", "bytes_fp32"]).drop(columns="_m").reset_index(drop=True)
 
 
@@ -271,7 +273,7 @@ def _write_setting(out: Path, setting: str, slug: str, rs: list[StudyRun], budge
         + f", {10 ** ref[1]:,.0f} bytes; mean (sd, min-max) over seeds; seconds: wall time of the "
         "trials on one CPU thread, the shared teacher not counted.",
         "",
-        md_table(summary.assign(method=summary["method"].map(lambda m: METHOD_NAMES.get(m, m)))),
+        md_table(summary.assign(method=summary["method"].map(method_name))),
         "",
         f"Each method's validation front (its lowest seed; every seed in [fronts_{slug}.csv](fronts_{slug}.csv)) "
         "with its test metrics:",

@@ -16,7 +16,15 @@ from .tables import pareto_front
 if TYPE_CHECKING:
     from .study_run import StudyRun
 
-__all__ = ["method_names", "plot_setting", "plot_summary", "plot_grid_scaling"]
+__all__ = [
+    "method_names",
+    "method_name",
+    "method_color",
+    "method_rank",
+    "plot_setting",
+    "plot_summary",
+    "plot_grid_scaling",
+]
 
 METHOD_ORDER = ("grid", "prune", "tpe", "nsga2", "random", "qmc", "gp", "supernet", "halving")
 METHOD_NAMES = {
@@ -43,9 +51,32 @@ METHOD_COLORS = {
 }
 
 
+def _variant(m: str) -> tuple[str, str | None]:
+    """``halving-b14`` -> (``halving``, ``14``): a strategy run in brackets of 14; else (m, None)."""
+    base, _, rest = m.partition("-b")
+    return (base, rest) if base in METHOD_ORDER and rest.isdigit() else (m, None)
+
+
+def method_name(m: str) -> str:
+    """The readable name of a method label (``halving-b14``: "successive halving, brackets of 14")."""
+    base, n = _variant(m)
+    return METHOD_NAMES.get(m, m) if n is None else f"{METHOD_NAMES.get(base, base)}, brackets of {n}"
+
+
+def method_color(m: str, default: str = "black") -> str:
+    base, n = _variant(m)
+    return METHOD_COLORS.get(m, default) if n is None else "tab:brown"
+
+
+def method_rank(m: str) -> float:
+    """Where a method goes in tables and legends (a variant right after its strategy)."""
+    base, n = _variant(m)
+    return METHOD_ORDER.index(base) + (0.5 if n is not None else 0) if base in METHOD_ORDER else len(METHOD_ORDER)
+
+
 def method_names(values) -> list[str]:
     seen = list(dict.fromkeys(values))
-    return sorted(seen, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m))
+    return sorted(seen, key=lambda m: (method_rank(m), m))
 
 
 def _staircase(ax, x, y, **kw) -> None:
@@ -69,7 +100,7 @@ def plot_setting(
     FigureCanvasAgg(fig)
     ax_f, ax_t, ax_s = fig.subplots(1, 3)
     for m in method_names(r.method for r in runs):
-        color, label = METHOD_COLORS.get(m, "black"), METHOD_NAMES.get(m, m)
+        color, label = method_color(m), method_name(m)
         for i, r in enumerate(x for x in runs if x.method == m):
             done = r.trials[r.trials["state"] == "COMPLETE"]
             ax_f.scatter(done["bytes_fp32"], done["kl"], s=9, color=color, alpha=0.25, lw=0)
@@ -174,14 +205,12 @@ def plot_summary(summaries: Mapping[str, pd.DataFrame]) -> Figure:
     for k, group in per.items():
         for j, (_, m, n, mean, lo, hi, at_grid) in enumerate(group):
             x = k - 0.4 + width * (j + 0.5)
-            label = (
-                f"{METHOD_NAMES.get(m, m)}, {'at most the grid' + chr(39) + 's trials' if at_grid else f'{n} trials'}"
-            )
+            label = f"{method_name(m)}, {'at most the grid' + chr(39) + 's trials' if at_grid else f'{n} trials'}"
             ax.bar(
                 x,
                 mean,
                 width * 0.9,
-                color=METHOD_COLORS.get(m, "gray"),
+                color=method_color(m, "gray"),
                 alpha=1.0 if at_grid else 0.55,
                 hatch=None if at_grid else "//",
                 edgecolor="black",

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .compare_plots import METHOD_NAMES, METHOD_ORDER
+from .compare_plots import method_name, method_rank
 
 __all__ = [
     "caps_digest",
@@ -96,7 +96,7 @@ def caps_digest(caps: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "size budget [kB]": (caps["cap"] / 1e3).round(0).astype(int),
-            "method": caps["method"].map(lambda m: METHOD_NAMES.get(m, m)),
+            "method": caps["method"].map(method_name),
             "trials/seed": caps["trials"],
             "seeds": caps["seeds"],
             "KL val": caps["val_kl"],
@@ -115,7 +115,7 @@ def front_digest(fronts: pd.DataFrame) -> pd.DataFrame:
     f = fronts[fronts["seed"] == fronts.groupby("method")["seed"].transform("min")]
     out = pd.DataFrame(
         {
-            "method": f["method"].map(lambda m: METHOD_NAMES.get(m, m)),
+            "method": f["method"].map(method_name),
             "study": f.get("study", ""),
             "student": f.get("arch", ""),
             "λ_g": f.get("lambda_g", np.nan),
@@ -192,7 +192,7 @@ def best_under_caps(runs: Sequence, caps: Sequence[float] = SIZE_CAPS, budgets: 
         test_kl_sd=("test_kl", "std"),
         test_acc=("test_acc", "mean"),
     ).reset_index()
-    out["_m"] = out["method"].map(lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
+    out["_m"] = out["method"].map(method_rank)
     return out.sort_values(["cap", "_m", "trials"]).drop(columns="_m").reset_index(drop=True)
 
 

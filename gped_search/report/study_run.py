@@ -47,12 +47,16 @@ def _varies(spec) -> bool:
 
 def method_label(config: Mapping) -> str:
     """``grid`` (a grid over sizes, no pruning), ``prune`` (a grid over the pruning strength only),
-    ``supernet`` / ``halving`` (those strategies, with the sampler when it is not TPE: ``halving-qmc``),
-    else the sampler's name (``tpe``, ``nsga2``, ``random``, ``qmc``, ``gp``)."""
+    ``supernet`` / ``halving`` (those strategies, with the sampler when it is not TPE: ``halving-qmc``;
+    halving in several brackets of ``search.halving.n`` asked trials: ``halving-b14``), else the
+    sampler's name (``tpe``, ``nsga2``, ``random``, ``qmc``, ``gp``)."""
     search = config.get("search", {})
     sampler = search.get("sampler", "tpe")
     strategy = search.get("strategy", "trials")
     if strategy in ("supernet", "halving"):
+        n, total = (search.get("halving") or {}).get("n"), search.get("n_trials")
+        if strategy == "halving" and isinstance(n, int) and isinstance(total, int) and n < total:
+            strategy = f"halving-b{n}"
         return strategy if sampler == "tpe" else f"{strategy}-{sampler}"
     if sampler != "grid":
         return sampler
