@@ -21,7 +21,7 @@ SUITE = Suite(
     studies=ROOT / "studies" / "headline",
     reports=ROOT / "reports" / "headline",
     prefix="headline",
-    order=("grid", "prune", "tpe", "supernet", "qmc", "halving", "halving14", "nsga2"),
+    order=("grid", "prune", "tpe", "supernet", "qmc", "halving", "halving14", "halving25", "nsga2"),
     last=("nsga2",),
 )
 

@@ -133,6 +133,7 @@ _STRATEGY_NAMES = {  # method: (name, what its trial count counts)
     "supernet": ("supernet", " extracted"),
     "halving": ("successive halving", " asked"),
     "halving-b14": ("successive halving, brackets of 14", " asked"),
+    "halving-b25": ("successive halving, brackets of 25", " asked"),
 }
 
 
