@@ -23,7 +23,7 @@ def annotate_front(
     ``outward`` points towards the ideal corner, where no trial can lie, so that
     side is tried first.
     """
-    fig.canvas.draw()  # settle layout and limits so display coordinates are final
+    fig.draw_without_rendering()  # settle layout and limits so display coordinates are final (no rasterizing)
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     pts = ax.transData.transform(np.column_stack([xs, ys]))
     r = 6.0  # ringed-marker half-size in pixels
