@@ -218,8 +218,8 @@ def _trace_diagnostics(cells: list[str]) -> tuple[str, str, str]:
     if not rows:
         return "–", "–", "no traces"
     n = min(len(r) for r in rows)
-    x = [r[:n] for r in rows]
-    what = f"{len(x)} chain{'s' if len(x) > 1 else ''} × {n} samples"
+    x = [r[n // 2 : n] for r in rows]  # the second half: the first is warm-up for these diagnostics (BDA3)
+    what = f"{len(x)} chain{'s' if len(x) > 1 else ''} × {len(x[0])} samples, the second half of each"
     return f"{split_rhat(x):.4f}", f"{effective_sample_size(x):.0f}", what
 
 
