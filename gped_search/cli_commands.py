@@ -79,14 +79,18 @@ def cmd_export(args) -> int:
     bad = [f for f in formats if known is not None and f not in known]
     if bad or not formats:
         raise ConfigError(f"--format: unknown {bad or '(none given)'}; valid: {', '.join(known or ())}")
-    if args.trial is not None and not args.trial.startswith("best:"):
+    from gped_search.search import open_study
+
+    cfg = load_args(args)
+    numbered = args.trial is not None and not args.trial.startswith("best:")
+    if numbered:
         from gped_search.search.selection import check_trial_number
         from gped_search.search.status_cache import saved_trials
 
         # a wrong number is refused before Optuna opens, when the study's saved status is current
-        check_trial_number(None, args.trial, saved_trials(load_args(args), args.storage))
-    cfg, study = open_args(args)
-    if args.trial is not None and not args.trial.startswith("best:"):
+        check_trial_number(None, args.trial, saved_trials(cfg, args.storage))
+    study = open_study(cfg, args.storage, create=False)
+    if numbered:
         check_trial_number(study, args.trial)  # before pandas and torch are imported
     from gped_search.search.jobs import export_trial
 
