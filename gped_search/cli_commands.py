@@ -79,8 +79,6 @@ def cmd_export(args) -> int:
     bad = [f for f in formats if known is not None and f not in known]
     if bad or not formats:
         raise ConfigError(f"--format: unknown {bad or '(none given)'}; valid: {', '.join(known or ())}")
-    from gped_search.search import open_study
-
     cfg = load_args(args)
     numbered = args.trial is not None and not args.trial.startswith("best:")
     if numbered:
@@ -89,6 +87,8 @@ def cmd_export(args) -> int:
 
         # a wrong number is refused before Optuna opens, when the study's saved status is current
         check_trial_number(None, args.trial, saved_trials(cfg, args.storage))
+    from gped_search.search import open_study  # imports Optuna: after the checks that need none
+
     study = open_study(cfg, args.storage, create=False)
     if numbered:
         check_trial_number(study, args.trial)  # before pandas and torch are imported
