@@ -105,8 +105,10 @@ def cmd_run(args) -> int:
     print(f"study {st['study']}: {states}; {st['front_size']} on the Pareto front over " + ", ".join(st["objectives"]))
     if report:
         print(f"report: {report}")
+        from gped_search.search.export_job import prepare_knee_export
         from gped_search.search.jobs import export_command
 
+        prepare_knee_export(cfg, study)  # `export --knee` is then a copy of verified files
         print(f"export the recommended (knee) student: {export_command(args.study, args.overrides)}")
         warning = (written.get("summary", {}).get("recommended") or {}).get("warning")
         if warning:

@@ -92,7 +92,7 @@ def cmd_export(args) -> int:
     study = open_study(cfg, args.storage, create=False)
     if numbered:
         check_trial_number(study, args.trial)  # before pandas and torch are imported
-    from gped_search.search.jobs import export_trial
+    from gped_search.search.export_job import export_trial
 
     res = export_trial(
         cfg,
@@ -105,7 +105,16 @@ def cmd_export(args) -> int:
         require=require,
     )
     if args.json:
-        keep = ("trial", "files", "verification", "dynamic_batch", "removed_stale", "warning", "quantization")
+        keep = (
+            "trial",
+            "files",
+            "verification",
+            "dynamic_batch",
+            "removed_stale",
+            "warning",
+            "quantization",
+            "from_cache",
+        )
         print(json.dumps({k: v for k, v in res.items() if k in keep}, indent=2, default=str))
         return 0
     from pathlib import Path
@@ -115,6 +124,11 @@ def cmd_export(args) -> int:
         print(f"  {Path(path).name:<24} {Path(path).stat().st_size / 1000:>9.1f} kB")
     diffs = ", ".join(f"{k} {v:.2g}" if v is not None else f"{k} not checked" for k, v in res["verification"].items())
     print(f"verified: every model file reloads to the stored student's outputs (largest difference: {diffs})")
+    if res.get("from_cache"):
+        print(
+            f"  (copied from the export kept in the study folder, written and verified {res['verified_utc']} "
+            "from the same checkpoint, settings, code and torch)"
+        )
     q = res.get("quantization")
     if q:
         dev = max(q["max_abs_deviation_from_fp32"].values())

@@ -113,3 +113,50 @@ def test_a_reader_that_leaves_early_gets_no_error_line(tiny_study):
     finally:
         os.close(w)
     assert got.stderr == "" and got.returncode == 141, got.stderr
+
+
+def test_export_of_the_knee_after_run_copies_verified_files_without_torch(tiny_study, tmp_path):
+    """``run`` exports the knee ahead into the study's export cache; ``export --knee`` is then a copy made
+    without torch, byte for byte what a fresh export writes; a changed kept file is exported again."""
+    import shutil
+
+    shutil.copytree(tiny_study[0], tmp_path / "copy")  # this test records exports on the study
+    root = tmp_path / "copy"
+    sets = [s.replace(str(tiny_study[0]), str(root)) for s in tiny_study[1]]
+    cache = root / "quickstart" / ".export_cache"
+    assert any(cache.glob("trial-*/student.pt2")), "run did not export the knee ahead"
+    copied = run_light(["export", QUICKSTART, *sets, "--knee", "--out", str(tmp_path / "a")])
+    assert copied["rc"] == 0 and "copied from the export kept" in copied["out"], copied["out"]
+    assert not copied["torch"]
+    shutil.rmtree(cache)
+    fresh = run_light(["export", QUICKSTART, *sets, "--knee", "--out", str(tmp_path / "b")])
+    assert fresh["rc"] == 0 and fresh["torch"] and "copied" not in fresh["out"], fresh["out"]
+    names = sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "a").iterdir())
+    for name in names:
+        a, b = (tmp_path / "a" / name), (tmp_path / "b" / name)
+        if name == "model_card.json":
+            ca, cb = json.loads(a.read_text()), json.loads(b.read_text())
+            assert {**ca, "created_utc": 0} == {**cb, "created_utc": 0}
+        elif name != "model_card.md":
+            assert a.read_bytes() == b.read_bytes(), name
+    kept = next(cache.glob("trial-*/student.pt2"))  # the fresh export was kept: corrupt it
+    kept.write_bytes(kept.read_bytes() + b"\0")
+    again = run_light(["export", QUICKSTART, *sets, "--knee", "--out", str(tmp_path / "c")])
+    assert again["rc"] == 0 and again["torch"] and "copied" not in again["out"], again["out"]
+    assert (tmp_path / "c" / "student.pt2").read_bytes() == (tmp_path / "b" / "student.pt2").read_bytes()
+
+
+def test_export_cache_key_covers_the_cards_metadata_and_formats(tmp_path):
+    from gped_search.search.export_cache import ExportCache
+
+    ckpt = tmp_path / "student.pt"
+    ckpt.write_bytes(b"weights")
+    meta = {"study": "s", "trial": 3, "metrics": {"kl": 0.1}}
+    key = ExportCache(tmp_path, 3, ckpt, meta, ("checkpoint", "pt2")).key
+    assert key == ExportCache(tmp_path, 3, ckpt, dict(meta), ("checkpoint", "pt2")).key
+    assert key != ExportCache(tmp_path, 3, ckpt, {**meta, "metrics": {"kl": 0.2}}, ("checkpoint", "pt2")).key
+    assert key != ExportCache(tmp_path, 3, ckpt, meta, ("checkpoint", "pt2", "onnx")).key
+    ckpt.write_bytes(b"other weights")
+    assert key != ExportCache(tmp_path, 3, ckpt, meta, ("checkpoint", "pt2")).key
+    assert not ExportCache(tmp_path, 3, ckpt, meta, ("checkpoint", "onnx-int8")).current()  # int8: never kept

@@ -243,7 +243,7 @@ def test_a_study_over_precision_times_in_onnxruntime_and_exports_int8(tmp_path):
     Runtime sessions, and exporting an int8 trial writes the int8 file whose accuracy the record states."""
     from gped_search.config import load_study
     from gped_search.search import run_study, trials_frame
-    from gped_search.search.jobs import export_trial
+    from gped_search.search.export_job import export_trial
     from gped_search.search.results import study_objectives
 
     cfg = load_study(

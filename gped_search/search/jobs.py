@@ -8,7 +8,6 @@ import shlex
 import warnings
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pandas as pd
 
@@ -23,7 +22,6 @@ __all__ = [
     "export_command",
     "parameter_importances",
     "write_study_report",
-    "export_trial",
 ]
 
 
@@ -190,82 +188,6 @@ def write_study_report(
     )
 
 
-_PRIVATE = ("state", "checkpoint", "worker", "artifact_id", "artifact_error", "teacher_artifact")
-"""Trial attributes that describe this machine, not the student: never written into exported files."""
-
-
-def export_trial(
-    cfg: StudyConfig,
-    study: optuna.Study,
-    out: str | Path,
-    *,
-    trial: str | None = None,
-    knee: bool = False,
-    formats: tuple[str, ...] = ("checkpoint", "pt2"),
-    best_under: float | None = None,
-    require: tuple = (),
-) -> dict:
-    """Export one trial's student (``exporting.export_student``) and record it on the study.
-
-    ``best_under`` (bytes, fp32) and ``require`` (``(metric, op, value)``, :mod:`.selection`) first keep the
-    complete trials whose validation figures fit; then ``--knee`` / ``best:<objective>`` pick among them
-    (default: the best on the study's first objective). The result's ``warning`` says when the knee's
-    validation accuracy is far below another front member's."""
-    from gped_search.report.tables import knee_accuracy_gap
-
-    from .selection import apply_filters
-
-    df = trials_frame(study)
-    objectives = study_objectives(study)
-    if best_under is not None or require:
-        if trial is not None and not trial.startswith("best:"):
-            raise ConfigError(
-                f"--trial {trial} names one trial: use --best-under / --require with --knee or --trial best:<objective>"
-            )
-        df = apply_filters(df, best_under, require)
-        trial = trial if trial is not None or knee else f"best:{next(iter(objectives))}"
-    number = pick_trial(df, objectives, trial, knee)
-    warning = None
-    if knee:
-        front = pareto_front(df, objectives)
-        gap = knee_accuracy_gap(front, knee_point(front, objectives))
-        warning = gap["warning"] if gap else None
-    from gped_search.exporting import FORMATS, export_student  # torch: after the choice's errors
-
-    bad = [f for f in formats if f not in FORMATS]
-    if bad:
-        raise ConfigError(f"--format: unknown {bad}; valid: {', '.join(FORMATS)}")
-    row = df[df["number"] == number].iloc[0]
-    ckpt = study_file(cfg, row.get("checkpoint"))
-    if ckpt is None or not ckpt.is_file():
-        raise ConfigError(
-            f"trial {number}: its checkpoint {row.get('checkpoint')!r} is not in {cfg.out_dir} "
-            "(give the study's report folder with --set report_dir=...)"
-        )
-    metrics = {  # a frame row holds numpy scalars (np.int64 is no Python int); no nan rows
-        k: v.item() if isinstance(v, np.generic) else v
-        for k, v in row.items()
-        if k not in _PRIVATE
-        and isinstance(v, (int, float, str, np.integer, np.floating, np.bool_))
-        and not (isinstance(v, (float, np.floating)) and v != v)
-    }
-    meta = {
-        "study": cfg.name,
-        "trial": number,
-        "metrics": metrics,
-        "objectives": {k: float(row[k]) for k in objectives},
-    }
-    if row.get("precision") == "int8" and "onnx-int8" not in formats:
-        formats = (*formats, "onnx-int8")  # an int8 trial is deployed as int8
-    kw = _int8_inputs(cfg) if "onnx-int8" in formats else {}
-    res = export_student(str(ckpt), out, formats, meta=meta, **kw)
-    _publish_export(cfg, number, res["files"])
-    exported = dict(study.user_attrs.get("exported_trials", {}))
-    exported[str(number)] = str(Path(out).resolve())  # found from any directory (live_exports)
-    study.set_user_attr("exported_trials", exported)  # starred in the report
-    return {"trial": number, "warning": warning, **res}
-
-
 def study_file(cfg: StudyConfig, stored: str | None) -> Path | None:
     """A file the study recorded, in its report folder; with ``search.artifacts``, fetched from the store (verified)."""
     from gped_search.store import fetch_study_file
@@ -287,20 +209,3 @@ def _prefetch_pruned(cfg: StudyConfig, df: pd.DataFrame) -> None:
             logging.getLogger(__name__).warning("%s", e)
 
 
-def _publish_export(cfg: StudyConfig, number: int, files: dict) -> None:
-    """With ``search.artifacts``: the exported files also go to the store, under ``exports/trial-NNNNN/``."""
-    from gped_search.store import put_file, study_store
-
-    store = study_store(cfg)
-    for path in [] if store is None else files.values():
-        put_file(store, f"exports/trial-{number:05d}/{Path(path).name}", path)
-
-
-def _int8_inputs(cfg: StudyConfig) -> dict:
-    """An int8 export's calibration inputs (the transfer set's, as in the trial) and test set (x, y)."""
-    from gped_search.data import make_bundle
-    from gped_search.quant import calibration_inputs
-
-    b = make_bundle(cfg.data, cfg.seed, "cpu")
-    calibration = calibration_inputs(b.transfer, cfg.student.calibration_size, cfg.distill.transfer_size)
-    return {"calibration": calibration, "test": (b.test.x, b.test.y)}
