@@ -6,7 +6,8 @@
 
 Prints one JSON object: per command the median and min wall seconds over ``--repeats`` runs, its target
 (issue 28: every error < 1 s, ``status`` < 1 s, ``report`` and ``export --knee`` (pt2) < 3 s on the
-quickstart on an idle 2-core machine; ``report`` both into a new folder, where every figure is drawn, and
+quickstart on an idle 2-core machine; ``export --knee`` both as ``run`` leaves it, a copy of the export it kept
+(:mod:`gped_search.search.export_cache`), and ``--fresh``; ``report`` both into a new folder, where every figure is drawn, and
 again over an unchanged study, where :mod:`gped_search.report.figure_cache` reads them back) and whether
 the median met it, the floor under any ``export`` (importing ``torch`` and ``torch.export``), and which heavy modules the
 quick commands imported (none of torch, matplotlib, scipy, sklearn for ``--version``/``--help``/``status``;
@@ -105,7 +106,12 @@ def main() -> int:
     slow = {  # "{i}": a new folder for every repeat (nothing to reuse); else the same one, written once before
         "report into a new folder": (["report", *study, "--out", scratch + "/report{i}"], 3.0, 0),
         "report again (study unchanged)": (["report", *study, "--out", scratch + "/report"], 3.0, 0),
-        "export --knee (pt2)": (["export", *study, "--knee", "--out", scratch + "/knee"], 3.0, 0),
+        "export --knee (pt2), kept by run": (["export", *study, "--knee", "--out", scratch + "/knee"], 3.0, 0),
+        "export --knee --fresh (pt2 traced again)": (
+            ["export", *study, "--knee", "--fresh", "--out", scratch + "/knee_fresh"],
+            3.0,
+            0,
+        ),
     }
     for name, (cmd, target, rc) in {**quick, **slow}.items():
         got = subprocess.run(

@@ -103,6 +103,7 @@ def cmd_export(args) -> int:
         formats=formats,
         best_under=best_under,
         require=require,
+        fresh=args.fresh,
     )
     if args.json:
         keep = (

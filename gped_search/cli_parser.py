@@ -202,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
         "onnx-int8: pip install gped-search[onnx]); files of an earlier export "
         "in --out that this one does not write (student.onnx, ...) are removed",
     )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="write and verify every file again, even when the study folder keeps a current export of this "
+        "student (`run` exports the knee ahead; any export is kept: a later one of the same checkpoint, "
+        "metrics, formats, code and torch is a copy)",
+    )
     p.add_argument("--json", action="store_true", help="print the files, checks and removed files as JSON")
 
     p = sub.add_parser(

@@ -128,8 +128,7 @@ def test_export_of_the_knee_after_run_copies_verified_files_without_torch(tiny_s
     copied = run_light(["export", QUICKSTART, *sets, "--knee", "--out", str(tmp_path / "a")])
     assert copied["rc"] == 0 and "copied from the export kept" in copied["out"], copied["out"]
     assert not copied["torch"]
-    shutil.rmtree(cache)
-    fresh = run_light(["export", QUICKSTART, *sets, "--knee", "--out", str(tmp_path / "b")])
+    fresh = run_light(["export", QUICKSTART, *sets, "--knee", "--fresh", "--out", str(tmp_path / "b")])
     assert fresh["rc"] == 0 and fresh["torch"] and "copied" not in fresh["out"], fresh["out"]
     names = sorted(p.name for p in (tmp_path / "b").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "a").iterdir())

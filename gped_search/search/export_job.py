@@ -37,6 +37,7 @@ def export_trial(
     formats: tuple[str, ...] = DEFAULT_FORMATS,
     best_under: float | None = None,
     require: tuple = (),
+    fresh: bool = False,
 ) -> dict:
     """Export one trial's student (``exporting.export_student``) and record it on the study.
 
@@ -44,7 +45,7 @@ def export_trial(
     complete trials whose validation figures fit; then ``--knee`` / ``best:<objective>`` pick among them
     (default: the best on the study's first objective). The result's ``warning`` says when the knee's
     validation accuracy is far below another front member's; ``from_cache`` when the files were copied
-    from an earlier export of the same student (:mod:`.export_cache`)."""
+    from an earlier export of the same student (:mod:`.export_cache`; ``fresh``: never)."""
     from gped_search.report.tables import knee_accuracy_gap
 
     from .selection import apply_filters
@@ -66,7 +67,7 @@ def export_trial(
         warning = gap["warning"] if gap else None
     ckpt, meta, formats = _trial_export(cfg, df, objectives, number, formats)
     cache = ExportCache(cfg.out_dir, number, ckpt, meta, formats)
-    res = cache.copy_to(out)
+    res = None if fresh else cache.copy_to(out)
     if res is None:
         res = _export(cfg, ckpt, out, formats, meta)
         cache.keep(res, _exporter_names())
