@@ -235,3 +235,14 @@ def test_downstream_record_with_real_student_outputs():
                             student_outputs(model, x_out))
     assert set(rec) == BASE_KEYS | OOD_KEYS
     assert all(math.isfinite(v) for v in rec.values())
+
+
+def test_rank_correlations_of_a_constant_score_are_nan_without_a_warning():
+    import warnings
+
+    from gped_search.metrics.uncertainty import ranking_metrics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's ConstantInputWarning would fail this
+        got = ranking_metrics([0.1, 0.5, 0.3, 0.2], [0.7, 0.7, 0.7, 0.7])
+    assert math.isnan(got["spearman"]) and math.isnan(got["kendall"]) and 0 <= got["topk_overlap"] <= 1

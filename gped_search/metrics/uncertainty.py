@@ -141,9 +141,10 @@ def ranking_metrics(teacher_score, student_score, k_frac: float = 0.1) -> dict[s
         raise ValueError("k_frac must be in (0, 1]")
     k = min(max(math.ceil(k_frac * t.size - _EPS), 1), t.size)
     overlap = np.intersect1d(_top_k(t, k), _top_k(s, k)).size / k
+    constant = np.ptp(t) == 0 or np.ptp(s) == 0  # undefined: NaN, without scipy's ConstantInputWarning
     return {
-        "spearman": float(spearmanr(t, s).statistic),
-        "kendall": float(kendalltau(t, s).statistic),
+        "spearman": float("nan") if constant else float(spearmanr(t, s).statistic),
+        "kendall": float("nan") if constant else float(kendalltau(t, s).statistic),
         "topk_overlap": float(overlap),
     }
 
