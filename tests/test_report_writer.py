@@ -65,6 +65,7 @@ def test_report_says_first_when_the_front_was_selected_on_test_data(tmp_path):
 def test_a_second_report_of_the_same_trials_reads_its_figures_back_and_any_change_redraws(tmp_path, monkeypatch):
     import gped_search.report.figure_cache as fc
 
+    monkeypatch.setenv("GPED_REPORT_WORKERS", "1")  # every figure drawn in this process, where it is counted
     drawn = []
     real = fc.png_bytes
     monkeypatch.setattr(fc, "png_bytes", lambda fig: drawn.append(fig) or real(fig))

@@ -126,7 +126,7 @@ def plot_robustness(table: pd.DataFrame, *, title: str = "Adversarial robustness
     """Accuracy and predictive entropy against eps, one line per model and attack (eps 0 = clean)."""
     from matplotlib.figure import Figure as _Figure
 
-    fig = _Figure(figsize=(11.5, 4.4))
+    fig = _Figure(figsize=(11.5, 4.4), layout="constrained")  # fits inside the figure: saved uncropped
     axes = fig.subplots(1, 2)
     clean = table[table["attack"] == "clean"].set_index("model")
     attacked = table[table["attack"] != "clean"]
@@ -146,7 +146,6 @@ def plot_robustness(table: pd.DataFrame, *, title: str = "Adversarial robustness
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{title}; solid PGD, dashed FGSM", fontsize=11)
-    fig.tight_layout()
     return fig
 
 

@@ -12,8 +12,9 @@ import html
 import importlib
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -174,58 +175,60 @@ class _Report:
                 self.highlight.get(n, "") + ("; " if n in self.highlight else "") + f"exported to {where}"
             )
 
-    def _figure(self, name: str, plot, *args, **kwargs) -> None:
-        data = self.figures.render(name, lambda: plot(*args, **kwargs))
-        (self.out / name).write_bytes(data)
-        self.images.append((name, base64.b64encode(data).decode()))
-        self.written[name] = str(self.out / name)
-
     def write_figures(self) -> None:
-        """Every figure, drawn only when :class:`FigureCache` has no current copy."""
+        """Every figure, drawn only when :class:`FigureCache` has no current copy; those to draw are
+        listed first and drawn together (on two processes where two cores are free)."""
         df, obj, title = self.df, self.objectives, self.title
         self.ref_used, self.hv = None, 0.0
         floor = (self.teacher or {}).get("teacher_mc_floor_kl")
         floors = {"kl": floor, "test_kl": floor} if isinstance(floor, (int, float)) else None
         digest = inputs_digest(df, obj, title, self.highlight, self.compare, floors, self.extras)
         self.figures = FigureCache(self.out, digest)  # unchanged inputs: PNGs are read back, not drawn
+        jobs: list = []  # the sections' figures, recorded (not drawn) by a first pass
+        build_sections(self.extras, df, self.highlight, title, render=lambda *job: jobs.append(job) or b"")
+        compare = self.compare or {}
+        ref = reference_point(pd.concat([df, *compare.values()]), obj) if compare else None
+        own = self._figure_jobs(floors, ref) if len(self.complete) else []
+        self.figures.prefetch(jobs + own)
         self.sections = build_sections(self.extras, df, self.highlight, title, render=self.figures.render)
         for name, data in (f for s in self.sections for f in s.figures if "/" not in f[0]):
             (self.out / name).write_bytes(data)
             self.written[name] = str(self.out / name)
-        if not len(self.complete):
-            self.figures.save()
-            return
+        for name, make in own:
+            data = self.figures.render(name, make)
+            (self.out / name).write_bytes(data)
+            self.images.append((name, base64.b64encode(data).decode()))
+            self.written[name] = str(self.out / name)
+        self.figures.save()
+        if len(self.complete):
+            self.ref_used = ref if ref is not None else reference_point(df, obj)
+            self.hv = hypervolume(self.front[list(obj)].to_numpy(float), self.ref_used, list(obj.values()))
+
+    def _figure_jobs(self, floors: dict | None, ref) -> list[tuple[str, Callable[[], object]]]:
+        """``(file name, make)`` of the Pareto pairs, parallel coordinates and hypervolume history."""
+        df, obj, title, compare = self.df, self.objectives, self.title, self.compare or {}
+        pair = partial(plot_pareto_pair, df, objectives=obj, highlight=self.highlight, floors=floors)
         color = "family" if "family" in df.columns else None
-        common = {"highlight": self.highlight, "floors": floors}
+        jobs = []
         for x, y in itertools.combinations(obj, 2):
-            name, label = f"pareto_{x}_vs_{y}.png", f"{title}: {column_label(y)} vs {column_label(x)}"
-            self._figure(
-                name, plot_pareto_pair, df, x, y, obj, color_by=color, extra_fronts=self.compare, title=label, **common
-            )
+            label = f"{title}: {column_label(y)} vs {column_label(x)}"
+            make = partial(pair, x, y, color_by=color, extra_fronts=self.compare, title=label)
+            jobs.append((f"pareto_{x}_vs_{y}.png", make))
         if "lambda_g" in df.columns and df["lambda_g"].nunique() > 1:
             x, y = list(obj)[:2] if len(obj) > 1 else (list(obj)[0], "bytes_fp32")
-            label = f"{title}: by λ_g"
-            self._figure(
-                f"pareto_{x}_vs_{y}_lambda.png",
-                plot_pareto_pair,
-                df,
-                x,
-                y,
-                obj,
-                color_by="lambda_g",
-                title=label,
-                **common,
+            jobs.append(
+                (f"pareto_{x}_vs_{y}_lambda.png", partial(pair, x, y, color_by="lambda_g", title=f"{title}: by λ_g"))
             )
         more = [c for c in ("test_student_acc", "expected_entropy_mae", "params") if c in df.columns and c not in obj]
-        self._figure("parallel.png", plot_parallel, df, [*obj, *more], obj, highlight=self.highlight, title=title)
-        compare = self.compare or {}
-        ref = reference_point(pd.concat([df, *compare.values()]), obj) if compare else None
-        histories = {title: hypervolume_history(df, obj, ref=ref)}
-        histories.update({name: hypervolume_history(other, obj, ref=ref) for name, other in compare.items()})
-        self._figure("hypervolume.png", plot_hypervolume, histories if compare else histories[title])
-        self.figures.save()
-        self.ref_used = ref if ref is not None else reference_point(df, obj)
-        self.hv = hypervolume(self.front[list(obj)].to_numpy(float), self.ref_used, list(obj.values()))
+        jobs.append(
+            ("parallel.png", partial(plot_parallel, df, [*obj, *more], obj, highlight=self.highlight, title=title))
+        )
+
+        def hv_figure():  # drawn from the trials' hypervolume histories, computed only when it is drawn
+            histories = {name: hypervolume_history(d, obj, ref=ref) for name, d in {title: df, **compare}.items()}
+            return plot_hypervolume(histories if compare else histories[title])
+
+        return [*jobs, ("hypervolume.png", hv_figure)]
 
     def write_summary(self) -> None:
         df, obj, front = self.df, self.objectives, self.front
