@@ -145,9 +145,7 @@ def teacher_recipe() -> str:
         f"In the recipe ablation ({int(new['iterations']):,} iterations, seed 0, selected on validation) /126 with "
         f"precision 1 had the lowest validation error, {new['val_error_pct']:.2f} % against {old['val_error_pct']:.2f} % "
         f"for /255 with 10, and test error {new['test_error_pct']:.2f} % against {old['test_error_pct']:.2f} % "
-        f"(test NLL {new['test_nll']:.4f} against {old['test_nll']:.4f})."
-        + _paper_seeds(cells)
-        + "\n"
+        f"(test NLL {new['test_nll']:.4f} against {old['test_nll']:.4f})." + _paper_seeds(cells) + "\n"
     )
 
 

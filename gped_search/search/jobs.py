@@ -207,5 +207,3 @@ def _prefetch_pruned(cfg: StudyConfig, df: pd.DataFrame) -> None:
             study_file(cfg, df.loc[df["number"] == n, "checkpoint"].iloc[0])
         except StoreError as e:  # the report goes on without this student's layer table
             logging.getLogger(__name__).warning("%s", e)
-
-
