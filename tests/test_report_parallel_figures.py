@@ -73,7 +73,7 @@ def _jobs(n: int = 4):
     return [(f"f{i}.png", lambda i=i: make(i)) for i in range(n)]
 
 
-@pytest.mark.parametrize("failure", ["raises", "dies", "exits_early", "no_fork"])
+@pytest.mark.parametrize("failure", ["raises", "dies", "exits_early", "hangs", "no_fork"])
 def test_a_failed_child_leaves_every_figure_to_this_process(failure, monkeypatch):
     serial = {name: fc.png_bytes(make()) for name, make in _jobs()}
     parent = os.getpid()
@@ -82,6 +82,7 @@ def test_a_failed_child_leaves_every_figure_to_this_process(failure, monkeypatch
             raise OSError("no process to spare")
 
         monkeypatch.setattr(os, "fork", no_fork)
+    monkeypatch.setattr(fc, "CHILD_TIMEOUT_S", 2.0)  # a silent child is killed after this long
 
     def in_child(make):
         def wrapped():
@@ -90,6 +91,10 @@ def test_a_failed_child_leaves_every_figure_to_this_process(failure, monkeypatch
                     raise RuntimeError("only in the child")
                 if failure == "dies":
                     os.kill(os.getpid(), 9)
+                if failure == "hangs":  # a lock inherited from the parent, never released
+                    import time
+
+                    time.sleep(60)
                 os._exit(0)  # "exits_early": exit 0, nothing sent
             return make()
 

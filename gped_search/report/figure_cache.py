@@ -113,6 +113,10 @@ class FigureCache:
         (self.out / MANIFEST).write_text(text + "\n")
 
 
+CHILD_TIMEOUT_S = 120.0
+"""How long the parent waits for the child's figures before it kills the child and draws them itself."""
+
+
 def workers() -> int:
     """Processes to draw figures on: 2 where fork exists, two cores are ours and this process runs one
     thread (forking beside other threads risks a lock held in the child); ``GPED_REPORT_WORKERS=1``: 1."""
@@ -174,18 +178,36 @@ def _fork_and_draw(theirs, mine) -> dict[str, bytes]:
     if pid == 0:
         _child(r, w, theirs)
     os.close(w)
-    with os.fdopen(r, "rb") as pipe:
-        try:
-            got = {name: png_bytes(make()) for name, make in mine}
-            data = pipe.read()
-        except BaseException:
-            os.kill(pid, signal.SIGKILL)  # this process failed: its error is the report's, not the child's
-            raise
-        finally:
-            _, status = os.waitpid(pid, 0)
+    try:
+        got = {name: png_bytes(make()) for name, make in mine}
+        data = _read_all(r, pid, CHILD_TIMEOUT_S)
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)  # this process failed: its error is the report's, not the child's
+        raise
+    finally:
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) == 0:
         got.update(_received(data, theirs))
     return got
+
+
+def _read_all(fd: int, pid: int, timeout: float) -> bytes:
+    """Everything the child writes before it closes the pipe; a child silent for ``timeout`` seconds (stuck,
+    say on a lock it inherited) is killed and its figures are drawn here instead."""
+    import select
+    import time
+
+    chunks, deadline = [], time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            os.kill(pid, signal.SIGKILL)
+            return b""
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def _child(r: int, w: int, jobs) -> NoReturn:
