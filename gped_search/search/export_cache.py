@@ -17,6 +17,7 @@ Imports no torch: a hit costs reading and copying a few files.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -124,7 +125,8 @@ class ExportCache:
         stale = sorted(n for n in set(m["exporter_names"]) - set(names) if (out / n).is_file())
         for n in stale:
             (out / n).unlink()
-        os.utime(self.entry / MANIFEST)  # recently used: kept longest
+        with contextlib.suppress(OSError):  # a read-only study folder still exports
+            os.utime(self.entry / MANIFEST)  # recently used: kept longest
         res = dict(m["result"])
         res.update(
             out_dir=out,
