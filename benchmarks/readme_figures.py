@@ -13,7 +13,8 @@ A generated block in a Markdown file sits between ``<!-- generated: NAME -->`` a
 * ``teacher-recipe`` (README.md): why the MNIST MLP studies use BDK's teacher recipe, from
   ``reports/teacher_recipe/cells.csv``;
 * ``strategies-compute`` (reports/strategies/README.md): hypervolume against compute per search
-  strategy (issue 25), from ``reports/strategies/hv_mlp_students__mnist__mask_0px.csv``.
+  strategy (issue 25), from ``reports/strategies/hv_mlp_students__mnist__mask_0px.csv``; ``-cnn``,
+  ``-mask7``, ``-mask14``: the same for CNN students at mask 0 and MLP students at occlusion 7 and 14 px.
 
 The comparisons' ``summary.png`` and ``grid_scaling.png`` (``reports/headline_comparison``,
 ``reports/strategies``) are redrawn from their ``hv_*.csv`` and ``grid_scaling.csv`` with the same functions
@@ -195,11 +196,23 @@ def strategies_compute_cnn() -> str:
     return strategies_compute("cnn_students__mnist__mask_0px")
 
 
+def strategies_compute_mask7() -> str:
+    """The same for MLP students at occlusion 7 px (``hv_mlp_students__mnist__mask_7px.csv``)."""
+    return strategies_compute("mlp_students__mnist__mask_7px")
+
+
+def strategies_compute_mask14() -> str:
+    """The same for MLP students at occlusion 14 px (``hv_mlp_students__mnist__mask_14px.csv``)."""
+    return strategies_compute("mlp_students__mnist__mask_14px")
+
+
 BLOCKS: dict[str, tuple[Path, Callable[[], str]]] = {
     "headline-hypervolume": (ROOT / "README.md", headline_hypervolume),
     "grid-scaling": (HEADLINE / "README.md", grid_scaling),
     "strategies-compute": (STRATEGIES / "README.md", strategies_compute),
     "strategies-compute-cnn": (STRATEGIES / "README.md", strategies_compute_cnn),
+    "strategies-compute-mask7": (STRATEGIES / "README.md", strategies_compute_mask7),
+    "strategies-compute-mask14": (STRATEGIES / "README.md", strategies_compute_mask14),
     "teacher-recipe": (ROOT / "README.md", teacher_recipe),
 }
 
