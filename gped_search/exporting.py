@@ -21,7 +21,6 @@ moved into place, so a failed export leaves no half-verified artefacts behind. E
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
 import tempfile
@@ -35,8 +34,9 @@ from gped_search.checkpoints import CheckpointError, load_checkpoint
 from gped_search.data.recipe import input_recipe, reproduce_script
 from gped_search.errors import ExportError, one_line  # noqa: F401  (ExportError: raised here; re-exported)
 from gped_search.export_files import FILE_NAMES, as_tuple, verify_pt2, write_formats
+from gped_search.export_place import move_into_place, write_card
 from gped_search.files import sha256_of
-from gped_search.modelcard import HEAD_MEANINGS, build_card, card_markdown, load_snippets
+from gped_search.modelcard import HEAD_MEANINGS, build_card, load_snippets
 from gped_search.models.nets import Arch, arch_of
 from gped_search.quant.onnx import ONNX_HINT, ort_missing
 from gped_search.quant.onnx import onnx_missing as _onnx_missing
@@ -47,6 +47,8 @@ FORMATS = ("checkpoint", "pt2", "onnx", "onnx-int8")
 REPRO_SCRIPT = "reproduce_accuracy.py"
 """Written next to the card: rebuilds the test set and recomputes the card's test accuracy (with an ONNX
 file: onnxruntime and numpy only; else plain torch)."""
+EXPORTER_NAMES = frozenset({*FILE_NAMES.values(), "model_card.json", "model_card.md", REPRO_SCRIPT})
+"""Every file name an export writes: the only names an export into a used folder removes."""
 
 
 # ------------------------------------------------------------------------------------ model card
@@ -120,16 +122,6 @@ def _example(arch: Arch, dtype: torch.dtype, example: torch.Tensor | None) -> tu
     return x, "the given example batch"
 
 
-def _remove_stale(out_dir: Path, written: list[str]) -> list[str]:
-    """Remove the files an earlier export wrote into ``out_dir`` that this one did not (a ``student.onnx``
-    of another model beside a new card). Only the names the exporter itself writes are touched."""
-    ours = {*FILE_NAMES.values(), "model_card.json", "model_card.md", REPRO_SCRIPT}
-    stale = sorted(n for n in ours - set(written) if (out_dir / n).is_file())
-    for n in stale:
-        (out_dir / n).unlink()
-    return stale
-
-
 def _script(arch: Arch, formats, config: dict | None, int8: bool, test) -> tuple[str | None, str]:
     """The accuracy script and the card figure it checks. With an ONNX file it needs only onnxruntime and
     numpy (scikit-learn for digits): the int8 file's accuracy when quantized against a test set, else
@@ -193,7 +185,7 @@ def export_student(
         files = _file_entries(stage, formats, arch, w)
         recipe, script = _write_script(stage, arch, formats, meta.get("config"), w.int8 is not None, test)
         card = build_card(model, x, x_desc, w, files, recipe, meta, cost, extra, atol)
-        _write_card(stage, card)
+        write_card(stage, card)
         names = [FILE_NAMES[f] for f in formats] + ["model_card.json", "model_card.md"]
         names += [REPRO_SCRIPT] if script is not None else []
         stale = _move_into_place(stage, out_dir, names)
@@ -252,19 +244,9 @@ def _write_script(stage: Path, arch: Arch, formats, config, int8: bool, test) ->
     return recipe, script
 
 
-def _write_card(stage: Path, card: dict) -> None:
-    """``model_card.json`` and ``model_card.md`` into ``stage``."""
-    (stage / "model_card.json").write_text(
-        json.dumps(card, indent=2, allow_nan=True, default=str) + "\n", encoding="utf-8"
-    )
-    (stage / "model_card.md").write_text(card_markdown(card), encoding="utf-8")
-
-
 def _move_into_place(stage: Path, out_dir: Path, names: list[str]) -> list[str]:
     """Move the verified ``names`` from ``stage`` into ``out_dir``; remove (and return) an earlier export's others."""
-    for name in names:
-        os.replace(stage / name, out_dir / name)
-    return _remove_stale(out_dir, names)
+    return move_into_place(stage, out_dir, names, EXPORTER_NAMES)
 
 
 def _outcome(out_dir: Path, formats, files: dict, w, card: dict, stale: list[str], script: bool) -> dict:

@@ -103,28 +103,21 @@ class ExportCache:
         m = self._manifest()
         if m is None:
             return None
-        from gped_search.modelcard_md import card_markdown
+        from gped_search.export_place import move_into_place, write_card
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         card = dict(m["card"])
         card["created_utc"] = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+        names = [*m["files"], "model_card.json", "model_card.md"]
         stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
         try:
             for name in m["files"]:
                 shutil.copyfile(self.entry / name, stage / name)
-            (stage / "model_card.json").write_text(
-                json.dumps(card, indent=2, allow_nan=True, default=str) + "\n", encoding="utf-8"
-            )
-            (stage / "model_card.md").write_text(card_markdown(card), encoding="utf-8")
-            names = [*m["files"], "model_card.json", "model_card.md"]
-            for name in names:
-                os.replace(stage / name, out / name)
+            write_card(stage, card)
+            stale = move_into_place(stage, out, names, m["exporter_names"])
         finally:
             shutil.rmtree(stage, ignore_errors=True)
-        stale = sorted(n for n in set(m["exporter_names"]) - set(names) if (out / n).is_file())
-        for n in stale:
-            (out / n).unlink()
         with contextlib.suppress(OSError):  # a read-only study folder still exports
             os.utime(self.entry / MANIFEST)  # recently used: kept longest
         res = dict(m["result"])

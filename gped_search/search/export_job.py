@@ -158,9 +158,9 @@ def _export(cfg: StudyConfig, ckpt: Path, out: str | Path, formats, meta: dict) 
 
 
 def _exporter_names() -> set[str]:
-    from gped_search.exporting import FILE_NAMES, REPRO_SCRIPT
+    from gped_search.exporting import EXPORTER_NAMES
 
-    return {*FILE_NAMES.values(), "model_card.json", "model_card.md", REPRO_SCRIPT}
+    return set(EXPORTER_NAMES)
 
 
 def _publish_export(cfg: StudyConfig, number: int, files: dict) -> None:
