@@ -26,6 +26,24 @@ def _study(root: Path):
     return open_study(load_study(QUICKSTART, [f"report_dir={root}", "device=cpu"]), create=False)
 
 
+def _pruned_read_only(db: Path) -> list[int]:
+    """Numbers of the PRUNED trials, read with a read-only SQLite connection: opening the study through
+    Optuna while the worker is still creating its tables races it (both run CREATE TABLE), which can
+    crash the worker; a read-only query cannot."""
+    import sqlite3
+
+    if not db.is_file():
+        return []
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return [r[0] for r in con.execute("SELECT number FROM trials WHERE state = 'PRUNED'")]
+        finally:
+            con.close()
+    except sqlite3.Error:  # the tables are not there yet
+        return []
+
+
 def test_supernet_study_runs_its_front_as_trials_and_resumes_without_retraining(tmp_path):
     sets = tiny_sets(tmp_path, "device=cpu", "search.strategy=supernet", "search.supernet.samples=40",
                      "search.supernet.check=3", "search.batch=2")
@@ -111,20 +129,17 @@ def test_a_sigkilled_halving_worker_loses_no_finished_rung_and_the_study_resumes
     cmd = [sys.executable, "-m", "gped_search.cli", "run", QUICKSTART, "--n-trials", "9", "--no-progress",
            "--threads", "1", *sets]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     db = tmp_path / "quickstart" / "study.db"
     deadline = time.monotonic() + 600
     stopped: list[int] = []
-    while time.monotonic() < deadline and proc.poll() is None:
+    while time.monotonic() < deadline and proc.poll() is None and not stopped:
         time.sleep(1)
-        if db.exists():
-            try:
-                stopped = [t.number for t in _study(tmp_path).trials if t.state.name == "PRUNED"]
-            except Exception:  # noqa: BLE001 - the database is being created
-                continue
-            if stopped:
-                break
-    assert stopped, "no trial was stopped at a rung before the deadline"
+        stopped = _pruned_read_only(db)
+    tail = log.read_text(errors="replace")[-2000:]
+    assert stopped, f"no trial was stopped at a rung (worker exit {proc.poll()}); its output ends:\n{tail}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     print(f"killed after trials {stopped} were stopped")
