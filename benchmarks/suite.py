@@ -29,6 +29,13 @@ class Suite:
     order: tuple[str, ...]  # kinds in run order (the part of the stem after the setting)
     last: tuple[str, ...] = ()  # kinds run after everything else of their setting
     teacher_source: Path | None = None  # a report folder whose teacher artifacts are linked in, not re-sampled
+    relocate: bool = False  # run the studies in ``reports`` (``--set report_dir``), not the study files' own folder
+    interleave: bool = False  # seed by seed, every study of a seed before the next seed (equal load for all)
+
+    def overrides(self, f: Path, seed: int) -> list[str]:
+        """The ``--set`` values of one run: its name, and with ``relocate`` the suite's report folder."""
+        out = [f"name={self.name(f, seed)}"]
+        return out + [f"report_dir={self.reports}"] if self.relocate else out
 
     def link_teacher(self, f: Path, seed: int) -> None:
         """Hard-link a teacher artifact of the same key and length from ``teachers`` into the study folder."""
@@ -37,7 +44,7 @@ class Suite:
 
         if self.teacher_source is None:
             return
-        cfg = load_study(f, [f"name={self.name(f, seed)}"])
+        cfg = load_study(f, self.overrides(f, seed))
         out = cfg.out_dir.resolve()
         if (out / TEACHER_FILE).exists():
             return
@@ -146,16 +153,21 @@ class Suite:
         exe = Path(sys.executable).with_name("gped-search")
         rc = 0
         # setting by setting; within a setting seed by seed, so that a stopped run has whole seeds
+        sets = getattr(args, "set", None) or []
         plan = [(f, seed) for f in self.files(args.only) for seed in args.seeds]
-        plan.sort(key=lambda fs: (self._rank(fs[0], args.only), fs[1]))
+        if self.interleave:
+            plan.sort(key=lambda fs: (fs[1], self._rank(fs[0], args.only)))
+        else:
+            plan.sort(key=lambda fs: (self._rank(fs[0], args.only), fs[1]))
         for f, seed in plan:
-            want = load_study(f).search.n_trials
+            want = load_study(f, sets).search.n_trials
             name = self.name(f, seed)
             if self.done(name) >= want:
                 print(f"{name}: done ({want} trials)", flush=True)
                 continue
             self.link_teacher(f, seed)
-            cmd = [str(exe), "run", str(f), "--set", f"name={name}", "--set", f"search.seed={seed}"]
+            cmd = [str(exe), "run", str(f), *(a for o in self.overrides(f, seed) for a in ("--set", o))]
+            cmd += ["--set", f"search.seed={seed}", *(a for o in sets for a in ("--set", o))]
             cmd += ["--threads", str(args.threads), "--no-report", "--no-progress"]
             print(f"{time.strftime('%H:%M:%S')} {name}: " + " ".join(cmd[1:]), flush=True)
             t0 = time.time()
@@ -168,7 +180,7 @@ class Suite:
         from gped_search.config import load_study
 
         for f in self.files(args.only):
-            want = load_study(f).search.n_trials
+            want = load_study(f, getattr(args, "set", None) or []).search.n_trials
             for seed in args.seeds:
                 name = self.name(f, seed)
                 print(f"{name:44s} {self.done(name):3d}/{want}")
@@ -184,4 +196,5 @@ def parser(description: str, commands: tuple[str, ...]) -> argparse.ArgumentPars
         sp.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
         sp.add_argument("--threads", type=int, default=1)
         sp.add_argument("--no-progress", action="store_true")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="a study override for every run")
     return ap
