@@ -147,19 +147,21 @@ class Suite:
             )
         return 0
 
+    def schedule(self, only: list[str] | None, seeds) -> list[tuple[Path, int]]:
+        """(study file, seed) in run order: setting by setting, within a setting seed by seed (so that
+        a stopped run has whole seeds); with ``interleave``, seed by seed, every file of a seed first."""
+        plan = [(f, seed) for f in self.files(only) for seed in seeds]
+        if self.interleave:
+            return sorted(plan, key=lambda fs: (fs[1], self._rank(fs[0], only)))
+        return sorted(plan, key=lambda fs: (self._rank(fs[0], only), fs[1]))
+
     def run(self, args) -> int:
         from gped_search.config import load_study
 
         exe = Path(sys.executable).with_name("gped-search")
         rc = 0
-        # setting by setting; within a setting seed by seed, so that a stopped run has whole seeds
         sets = getattr(args, "set", None) or []
-        plan = [(f, seed) for f in self.files(args.only) for seed in args.seeds]
-        if self.interleave:
-            plan.sort(key=lambda fs: (fs[1], self._rank(fs[0], args.only)))
-        else:
-            plan.sort(key=lambda fs: (self._rank(fs[0], args.only), fs[1]))
-        for f, seed in plan:
+        for f, seed in self.schedule(args.only, args.seeds):
             want = load_study(f, sets).search.n_trials
             name = self.name(f, seed)
             if self.done(name) >= want:
