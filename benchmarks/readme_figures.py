@@ -14,7 +14,9 @@ A generated block in a Markdown file sits between ``<!-- generated: NAME -->`` a
   ``reports/teacher_recipe/cells.csv``;
 * ``strategies-compute`` (reports/strategies/README.md): hypervolume against compute per search
   strategy (issue 25), from ``reports/strategies/hv_mlp_students__mnist__mask_0px.csv``; ``-cnn``,
-  ``-mask7``, ``-mask14``: the same for CNN students at mask 0 and MLP students at occlusion 7 and 14 px.
+  ``-mask7``, ``-mask14``: the same for CNN students at mask 0 and MLP students at occlusion 7 and 14 px;
+  ``strategies-equal-load-mlp``, ``-cnn``, ``-mask7``, ``-mask14``: the grid and halving in brackets re-run under one load
+  (``benchmarks/equal_load.py``), from ``reports/strategies/equal_load/hv_*.csv``.
 
 The comparisons' ``summary.png`` and ``grid_scaling.png`` (``reports/headline_comparison``,
 ``reports/strategies``) are redrawn from their ``hv_*.csv`` and ``grid_scaling.csv`` with the same functions
@@ -166,12 +168,14 @@ def _paper_seeds(cells: pd.DataFrame) -> str:
     )
 
 
-def strategies_compute(slug: str = "mlp_students__mnist__mask_0px") -> str:
+def strategies_compute(
+    slug: str = "mlp_students__mnist__mask_0px", folder: Path = STRATEGIES, names: dict | None = None
+) -> str:
     """Issue 25's compute table for one setting (MLP or CNN students at mask 0): each method's final
-    hypervolume and compute against the grid's, from ``reports/strategies/hv_<slug>.csv``."""
+    hypervolume and compute against the grid's, from ``<folder>/hv_<slug>.csv`` (``reports/strategies``)."""
     from gped_search.report.compute import compute_table
 
-    hv = pd.read_csv(STRATEGIES / f"hv_{slug}.csv")
+    hv = pd.read_csv(folder / f"hv_{slug}.csv")
     t = compute_table(hv)
     order = [m for m in _STRATEGY_NAMES if m in set(t["method"])]
     t = t.set_index("method").loc[order].reset_index()
@@ -185,7 +189,7 @@ def strategies_compute(slug: str = "mlp_students__mnist__mask_0px") -> str:
     trials = hv.groupby(["method", "study"])["trials"].max().groupby("method").max()
     lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for _, r in t.iterrows():
-        name, what = _STRATEGY_NAMES[r["method"]]
+        name, what = {**_STRATEGY_NAMES, **(names or {})}[r["method"]]
         label = f"{name} ({trials[r['method']]}{what})"
         lines.append(f"| {label} | " + " | ".join(str(r[c]) for c in cols) + " |")
     return "\n".join(lines) + "\n"
@@ -206,6 +210,32 @@ def strategies_compute_mask14() -> str:
     return strategies_compute("mlp_students__mnist__mask_14px")
 
 
+EQUAL_LOAD = STRATEGIES / "equal_load"
+
+
+def strategies_equal_load_mlp() -> str:
+    """The grid and halving in brackets re-run one study at a time under one load (MLP, mask 0), from
+    ``reports/strategies/equal_load/hv_mlp_students__mnist__mask_0px.csv``."""
+    return strategies_compute("mlp_students__mnist__mask_0px", EQUAL_LOAD)
+
+
+def strategies_equal_load_cnn() -> str:
+    """The same for CNN students (``reports/strategies/equal_load/hv_cnn_students__mnist__mask_0px.csv``);
+    the halving study there is the first bracket of ``cnn_mask0_halving25`` (``search.n_trials=25``)."""
+    first = {"halving": ("successive halving, the first bracket of 25", " asked")}
+    return strategies_compute("cnn_students__mnist__mask_0px", EQUAL_LOAD, first)
+
+
+def strategies_equal_load_mask7() -> str:
+    """The same for MLP students at occlusion 7 px (``equal_load/hv_mlp_students__mnist__mask_7px.csv``)."""
+    return strategies_compute("mlp_students__mnist__mask_7px", EQUAL_LOAD)
+
+
+def strategies_equal_load_mask14() -> str:
+    """The same for MLP students at occlusion 14 px (``equal_load/hv_mlp_students__mnist__mask_14px.csv``)."""
+    return strategies_compute("mlp_students__mnist__mask_14px", EQUAL_LOAD)
+
+
 BLOCKS: dict[str, tuple[Path, Callable[[], str]]] = {
     "headline-hypervolume": (ROOT / "README.md", headline_hypervolume),
     "grid-scaling": (HEADLINE / "README.md", grid_scaling),
@@ -213,6 +243,10 @@ BLOCKS: dict[str, tuple[Path, Callable[[], str]]] = {
     "strategies-compute-cnn": (STRATEGIES / "README.md", strategies_compute_cnn),
     "strategies-compute-mask7": (STRATEGIES / "README.md", strategies_compute_mask7),
     "strategies-compute-mask14": (STRATEGIES / "README.md", strategies_compute_mask14),
+    "strategies-equal-load-mlp": (STRATEGIES / "README.md", strategies_equal_load_mlp),
+    "strategies-equal-load-cnn": (STRATEGIES / "README.md", strategies_equal_load_cnn),
+    "strategies-equal-load-mask7": (STRATEGIES / "README.md", strategies_equal_load_mask7),
+    "strategies-equal-load-mask14": (STRATEGIES / "README.md", strategies_equal_load_mask14),
     "teacher-recipe": (ROOT / "README.md", teacher_recipe),
 }
 
@@ -257,7 +291,7 @@ def quickstart_png(out: Path = QUICKSTART_PNG) -> Path:
     return out
 
 
-COMPARISONS = (HEADLINE, ROOT / "reports" / "strategies")
+COMPARISONS = (HEADLINE, ROOT / "reports" / "strategies", EQUAL_LOAD)
 
 
 def _slug(setting: str) -> str:  # as gped-search compare names a setting's files
