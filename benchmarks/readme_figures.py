@@ -34,6 +34,7 @@ import json
 import re
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -195,58 +196,31 @@ def strategies_compute(
     return "\n".join(lines) + "\n"
 
 
-def strategies_compute_cnn() -> str:
-    """The same for CNN students at mask 0 (``hv_cnn_students__mnist__mask_0px.csv``)."""
-    return strategies_compute("cnn_students__mnist__mask_0px")
-
-
-def strategies_compute_mask7() -> str:
-    """The same for MLP students at occlusion 7 px (``hv_mlp_students__mnist__mask_7px.csv``)."""
-    return strategies_compute("mlp_students__mnist__mask_7px")
-
-
-def strategies_compute_mask14() -> str:
-    """The same for MLP students at occlusion 14 px (``hv_mlp_students__mnist__mask_14px.csv``)."""
-    return strategies_compute("mlp_students__mnist__mask_14px")
-
-
 EQUAL_LOAD = STRATEGIES / "equal_load"
-
-
-def strategies_equal_load_mlp() -> str:
-    """The grid and halving in brackets re-run one study at a time under one load (MLP, mask 0), from
-    ``reports/strategies/equal_load/hv_mlp_students__mnist__mask_0px.csv``."""
-    return strategies_compute("mlp_students__mnist__mask_0px", EQUAL_LOAD)
-
-
-def strategies_equal_load_cnn() -> str:
-    """The same for CNN students (``reports/strategies/equal_load/hv_cnn_students__mnist__mask_0px.csv``);
-    the halving study there is the first bracket of ``cnn_mask0_halving25`` (``search.n_trials=25``)."""
-    first = {"halving": ("successive halving, the first bracket of 25", " asked")}
-    return strategies_compute("cnn_students__mnist__mask_0px", EQUAL_LOAD, first)
-
-
-def strategies_equal_load_mask7() -> str:
-    """The same for MLP students at occlusion 7 px (``equal_load/hv_mlp_students__mnist__mask_7px.csv``)."""
-    return strategies_compute("mlp_students__mnist__mask_7px", EQUAL_LOAD)
-
-
-def strategies_equal_load_mask14() -> str:
-    """The same for MLP students at occlusion 14 px (``equal_load/hv_mlp_students__mnist__mask_14px.csv``)."""
-    return strategies_compute("mlp_students__mnist__mask_14px", EQUAL_LOAD)
+_SLUGS = {  # block suffix: the setting's file slug in a comparison folder
+    "": "mlp_students__mnist__mask_0px",
+    "-cnn": "cnn_students__mnist__mask_0px",
+    "-mask7": "mlp_students__mnist__mask_7px",
+    "-mask14": "mlp_students__mnist__mask_14px",
+}
+# the equal-load CNN halving study is the first bracket of cnn_mask0_halving25 (search.n_trials=25)
+_FIRST_BRACKET = {"halving": ("successive halving, the first bracket of 25", " asked")}
 
 
 BLOCKS: dict[str, tuple[Path, Callable[[], str]]] = {
     "headline-hypervolume": (ROOT / "README.md", headline_hypervolume),
     "grid-scaling": (HEADLINE / "README.md", grid_scaling),
-    "strategies-compute": (STRATEGIES / "README.md", strategies_compute),
-    "strategies-compute-cnn": (STRATEGIES / "README.md", strategies_compute_cnn),
-    "strategies-compute-mask7": (STRATEGIES / "README.md", strategies_compute_mask7),
-    "strategies-compute-mask14": (STRATEGIES / "README.md", strategies_compute_mask14),
-    "strategies-equal-load-mlp": (STRATEGIES / "README.md", strategies_equal_load_mlp),
-    "strategies-equal-load-cnn": (STRATEGIES / "README.md", strategies_equal_load_cnn),
-    "strategies-equal-load-mask7": (STRATEGIES / "README.md", strategies_equal_load_mask7),
-    "strategies-equal-load-mask14": (STRATEGIES / "README.md", strategies_equal_load_mask14),
+    **{
+        f"strategies-compute{k}": (STRATEGIES / "README.md", partial(strategies_compute, slug))
+        for k, slug in _SLUGS.items()
+    },
+    **{
+        f"strategies-equal-load{k or '-mlp'}": (
+            STRATEGIES / "README.md",
+            partial(strategies_compute, slug, EQUAL_LOAD, _FIRST_BRACKET if k == "-cnn" else None),
+        )
+        for k, slug in _SLUGS.items()
+    },
     "teacher-recipe": (ROOT / "README.md", teacher_recipe),
 }
 
