@@ -160,7 +160,7 @@ class Suite:
 
         exe = Path(sys.executable).with_name("gped-search")
         rc = 0
-        sets = getattr(args, "set", None) or []
+        sets = args.set or []
         for f, seed in self.schedule(args.only, args.seeds):
             want = load_study(f, sets).search.n_trials
             name = self.name(f, seed)
@@ -182,7 +182,7 @@ class Suite:
         from gped_search.config import load_study
 
         for f in self.files(args.only):
-            want = load_study(f, getattr(args, "set", None) or []).search.n_trials
+            want = load_study(f, args.set or []).search.n_trials
             for seed in args.seeds:
                 name = self.name(f, seed)
                 print(f"{name:44s} {self.done(name):3d}/{want}")
